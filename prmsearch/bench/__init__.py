@@ -1,0 +1,1 @@
+"""bench: filled by later issues (see DESIGN.md)."""

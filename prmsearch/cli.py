@@ -1,0 +1,98 @@
+"""The `prmsearch` command. Subcommands map their flags one-to-one onto config dataclasses, which can also be
+loaded from a YAML recipe (`--config`); flags given on the command line win over the recipe."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from typing import Any
+
+from . import __version__
+
+# Separators and markers are mostly whitespace: let users type them as escapes ("\n\n", "\t").
+_ESCAPED = ("separator", "marker", "prompt_separator")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\\n", "\n").replace("\\t", "\t").replace("\\r", "\r")
+
+
+def _base_type(tp: Any) -> Any:
+    """`int | None` → int; `list[str]` → list."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return typing.get_origin(tp) or tp
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One `--flag` per dataclass field, defaulting to None so that only flags actually given override a recipe."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"(default: {default!r})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind is list:
+            parser.add_argument(flag, default=None, help="comma-separated " + help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
+    given = {}
+    for f in dataclasses.fields(config_cls):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name in _ESCAPED:
+            value = _unescape(value)
+        if isinstance(value, str) and f.name.endswith("_fields"):
+            value = [v for v in value.split(",") if v]
+        given[f.name] = value
+    given.update(fixed)
+    if getattr(args, "config", None):
+        return config_cls.from_yaml(args.config, **given)
+    return config_cls(**given)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .data_builders.build import BuildConfig, format_summary, run_build
+
+    cfg = config_from_args(BuildConfig, args, target=args.target)
+    summary = run_build(cfg, progress=not args.quiet)
+    print(format_summary(summary))
+    print(f"wrote {cfg.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data_builders.build import TARGETS, BuildConfig
+
+    parser = argparse.ArgumentParser(prog="prmsearch", description="Reward models for reasoning and guided search.")
+    parser.add_argument("--version", action="version", version=f"prmsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="build PRM / ORM / pair / stepwise label sets from traces or public data")
+    build.add_argument("target", choices=TARGETS)
+    build.add_argument("--config", help="YAML recipe (see data_builders/); flags override it")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(build, BuildConfig, skip=("target",))
+    build.set_defaults(func=_build)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"prmsearch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

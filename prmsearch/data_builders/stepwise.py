@@ -1,0 +1,41 @@
+"""TRL's stepwise-supervision format (trl-lib/prm800k, trl-lib/math_shepherd): prompt, completions, labels.
+
+Labels are bools or soft floats in [0, 1]; a float is kept exactly as given (0.37 stays 0.37), because rounding a
+Monte-Carlo estimate to 0/1 throws away what soft-label training is for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..records import Trace
+from .rows import ReadReport, RowError, get, get_strings, read_traces, stable_id
+
+
+def read_stepwise(
+    source: str,
+    *,
+    skip_bad: bool = False,
+    report: ReadReport | None = None,
+    split: str = "train",
+) -> Iterator[Trace]:
+    """One trace per row; the format carries no outcome, so `outcome` is None."""
+
+    def parse(row: dict[str, Any]) -> list[Trace]:
+        prompt = get(row, "prompt", str)
+        completions = get_strings(row, "completions")
+        raw = get(row, "labels", list)
+        if len(raw) != len(completions):
+            raise RowError("labels", f"{len(raw)} labels for {len(completions)} completions")
+        labels = []
+        for i, y in enumerate(raw):
+            if isinstance(y, bool):
+                labels.append(1.0 if y else 0.0)
+            elif isinstance(y, (int, float)) and 0.0 <= y <= 1.0:
+                labels.append(float(y))
+            else:
+                raise RowError(f"labels[{i}]", f"expected a bool or a number in [0, 1], got {y!r}")
+        return [Trace(prompt, completions, labels, None, stable_id(prompt))]
+
+    return read_traces(source, parse, skip_bad=skip_bad, report=report, split=split)

@@ -1,0 +1,1 @@
+"""models: filled by later issues (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""train: filled by later issues (see DESIGN.md)."""

