@@ -13,7 +13,7 @@ from typing import Any
 from . import __version__
 
 # Separators and markers are mostly whitespace: let users type them as escapes ("\n\n", "\t").
-_ESCAPED = ("separator", "marker", "prompt_separator")
+_ESCAPED = ("separator", "marker", "prompt_separator", "gap")
 
 
 def _unescape(text: str) -> str:

@@ -53,11 +53,14 @@ class StepFormat:
         separator. It may be a plain string ("\\n\\n", " ки") or a special token of the tokenizer ("<extra_0>").
         The empty string means no marker: the label sits on the step's own last token.
     prompt_separator: text between the prompt and the first step in model input.
+    gap: unlabelled text between one step's marker and the next step in model input, e.g. "\n" for
+        Math-Shepherd's "... ки\nStep 2: ..." (marker " ки"). Default none.
     """
 
     separator: str = "\n\n"
     marker: str | None = None
     prompt_separator: str = "\n\n"
+    gap: str = ""
 
     def __post_init__(self) -> None:
         if not self.separator:
@@ -104,11 +107,11 @@ class StepFormat:
         prompt_ids = tokenizer(prompt + self.prompt_separator, add_special_tokens=True)["input_ids"]
         marker = self.marker_ids(tokenizer)
         step_ids = _tokenize_plain(tokenizer, [steps[i] for i in kept]) if kept else []
+        gap = _tokenize_plain(tokenizer, [self.gap])[0] if self.gap else []
         input_ids = list(prompt_ids)
         step_ends = []
-        for ids in step_ids:
-            input_ids += ids
-            input_ids += marker
+        for i, ids in enumerate(step_ids):
+            input_ids += gap + ids + marker if i else ids + marker
             step_ends.append(len(input_ids) - 1)
         if max_length is not None and len(input_ids) > max_length:
             first_cut = next(i for i, end in enumerate(step_ends) if end >= max_length) if step_ends else 0

@@ -81,6 +81,15 @@ def test_ki_marker_with_and_without_space(tokenizer, marker):
     assert tokenizer(other, add_special_tokens=False).input_ids != marker_ids
 
 
+def test_gap_after_marker_is_unlabelled(tokenizer):
+    """Math-Shepherd's layout: "Step 1: ... ки\nStep 2: ... ки" with the label on ки."""
+    fmt = StepFormat(separator="\n", marker=" ки", gap="\n")
+    steps = ["Step 1: 48 / 2 = 24.", "Step 2: 48 + 24 = 72.", "The answer is 72."]
+    enc = check_boundaries(tokenizer, fmt, "Natalia sold clips", steps)
+    text = "Step 1: 48 / 2 = 24. ки\nStep 2: 48 + 24 = 72. ки\nThe answer is 72. ки"
+    assert tokenizer.decode(enc.input_ids).endswith(text)
+
+
 def test_special_token_marker(smollm2_tokenizer):
     tok = smollm2_tokenizer
     tok = type(tok).from_pretrained(tok.name_or_path) if tok.name_or_path else tok
@@ -144,10 +153,11 @@ step_text = st.text(
 @given(
     steps=st.lists(step_text, min_size=1, max_size=7),
     marker=st.sampled_from(["\n\n", " ки", "ки", "\n", ""]),
+    gap=st.sampled_from(["", "\n"]),
     prompt=st.sampled_from(["Q", "Solve: 2x = 4\n", "Задача ∑"]),
 )
-def test_supervised_positions_match_kept_steps(tokenizer, steps, marker, prompt):
-    fmt = StepFormat(marker=marker)
+def test_supervised_positions_match_kept_steps(tokenizer, steps, marker, gap, prompt):
+    fmt = StepFormat(marker=marker, gap=gap)
     enc = fmt.encode(tokenizer, prompt, steps)
     kept = [i for i, s in enumerate(steps) if s.strip()]
     assert enc.kept == kept and len(enc.step_ends) == len(kept)

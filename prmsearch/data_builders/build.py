@@ -38,6 +38,7 @@ class BuildConfig:
     separator: str = "\n\n"
     marker: str | None = None
     prompt_separator: str = "\n\n"
+    gap: str = ""
     max_length: int | None = None
     label_kind: str = "auto"
     outcome_to_steps: str = "all"
@@ -82,7 +83,7 @@ class BuildConfig:
         return cls(**{**values, **overrides})
 
     def step_format(self) -> StepFormat:
-        return StepFormat(separator=self.separator, marker=self.marker, prompt_separator=self.prompt_separator)
+        return StepFormat(self.separator, self.marker, self.prompt_separator, self.gap)
 
 
 READERS = {
