@@ -10,6 +10,7 @@ from prmsearch import BuildConfig, BuildReport, StepFormat, Trace, build_orm, bu
 from prmsearch.cli import main
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+RECIPES = os.path.join(os.path.dirname(__file__), "..", "data_builders")
 GSM8K_SOLUTIONS = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data", "gsm8k_test_model_solutions.jsonl"
 )
@@ -212,3 +213,22 @@ def test_gsm8k_recipe_builds_all_four_systems(tmp_path, smollm2_tokenizer):
         sum(r[s]["is_correct"] for s in systems) * sum(not r[s]["is_correct"] for s in systems) for r in rows
     )
     assert summary["examples"] == expected
+
+
+@pytest.mark.parametrize("recipe", sorted(p for p in os.listdir(RECIPES) if p.endswith(".yaml")))
+def test_every_recipe_loads(recipe):
+    cfg = BuildConfig.from_yaml(os.path.join(RECIPES, recipe), target="prm")
+    assert cfg.input and cfg.step_format().split("a" + cfg.separator + "b") == ["a", "b"]
+
+
+def test_math_shepherd_recipe_reproduces_the_original_layout(smollm2_tokenizer):
+    """With the recipe's StepFormat the model input is Math-Shepherd's own text, label on each ки."""
+    from prmsearch.data_builders import read_math_shepherd
+
+    cfg = BuildConfig.from_yaml(os.path.join(RECIPES, "math_shepherd.yaml"))
+    rows = [json.loads(line) for line in open(os.path.join(FIXTURES, "math_shepherd.jsonl"), encoding="utf-8")]
+    trace = next(read_math_shepherd(os.path.join(FIXTURES, "math_shepherd.jsonl"), skip_bad=True))
+    enc = cfg.step_format().encode(smollm2_tokenizer, trace.prompt, trace.steps)
+    assert smollm2_tokenizer.decode(enc.input_ids) == rows[0]["input"]
+    ki = smollm2_tokenizer(" ки", add_special_tokens=False).input_ids[-1]
+    assert [enc.input_ids[e] for e in enc.step_ends] == [ki] * len(trace.steps)

@@ -48,4 +48,5 @@ def load_tokenizer(name_or_path: str, cache_dir: str | None = None) -> Any:
         os.replace(tmp, cached)  # atomic, so a concurrent reader never sees half a folder
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is the same
-    return tokenizer
+    # Loaded back from the folder so the first call and every later one return the same thing (name_or_path too).
+    return AutoTokenizer.from_pretrained(cached)
