@@ -56,47 +56,38 @@ def main() -> None:
     tok = load_tokenizer(args.tokenizer)
     raw = [json.loads(line) for line in open(args.data, encoding="utf-8")]
     rng = random.Random(args.seed)
-    results = []
 
     def line_of(source: str) -> int:
         return int(source.rsplit(":", 1)[1])
 
-    prm = datasets.load_from_disk(args.prm)
-    ok = 0
-    for i in rng.sample(range(len(prm)), args.n):
-        row = prm[i]
-        r = raw[line_of(row["source"]) - 1]
-        match = [c for c in candidates(tok, r) if c[1] == row["input_ids"]]
+    def agree(path: str, ok) -> int:
+        ds = datasets.load_from_disk(path)
+        return sum(bool(ok(ds[i])) for i in rng.sample(range(len(ds)), args.n))
+
+    def matches(row):
+        """The (system, ids, ends, n_prompt, outcome) whose hand-derived ids equal the row's."""
+        return [c for c in candidates(tok, raw[line_of(row["source"]) - 1]) if c[1] == row["input_ids"]]
+
+    def prm_ok(row) -> bool:
         positions = [p for p, v in enumerate(row["labels"]) if v != -100]
-        good = bool(match) and any(
-            positions == ends and [row["labels"][p] for p in ends] == [y] * len(ends) for _, _, ends, _, y in match
-        )
-        ok += good
-    results.append(("prm", ok, args.n))
+        values = [row["labels"][p] for p in positions]
+        return any(positions == ends and values == [y] * len(ends) for _, _, ends, _, y in matches(row))
 
-    orm = datasets.load_from_disk(args.orm)
-    ok = 0
-    for i in rng.sample(range(len(orm)), args.n):
-        row = orm[i]
-        r = raw[line_of(row["source"]) - 1]
-        match = [c for c in candidates(tok, r) if c[1] == row["input_ids"]]
-        good = any(row["labels"] == [-100] * n_p + [y] * (len(ids) - n_p) for _, ids, _, n_p, y in match)
-        ok += good
-    results.append(("orm", ok, args.n))
+    def orm_ok(row) -> bool:
+        return any(row["labels"] == [-100] * n_p + [y] * (len(ids) - n_p) for _, ids, _, n_p, y in matches(row))
 
-    pairs = datasets.load_from_disk(args.pairs)
     by_question = {r["question"]: r for r in raw}
-    ok = 0
-    for i in rng.sample(range(len(pairs)), args.n):
-        row = pairs[i]
+
+    def pair_ok(row) -> bool:
         r = by_question[row["prompt"]]
         norm = {s: "\n".join(x.strip() for x in r[s]["solution"].split("\n") if x.strip()) for s in SYSTEMS}
-        good = any(norm[s] == row["chosen"] and r[s]["is_correct"] for s in SYSTEMS) and any(
-            norm[s] == row["rejected"] and not r[s]["is_correct"] for s in SYSTEMS
-        )
-        ok += good
-    results.append(("pairs", ok, args.n))
+        chosen = any(norm[s] == row["chosen"] and r[s]["is_correct"] for s in SYSTEMS)
+        return chosen and any(norm[s] == row["rejected"] and not r[s]["is_correct"] for s in SYSTEMS)
 
+    results = [
+        (name, agree(path, ok), args.n)
+        for name, path, ok in [("prm", args.prm, prm_ok), ("orm", args.orm, orm_ok), ("pairs", args.pairs, pair_ok)]
+    ]
     table = ["| set | agree | checked |", "|---|---|---|"] + [f"| {k} | {a} | {n} |" for k, a, n in results]
     print("\n".join(table))
     os.makedirs("benchmarks/results", exist_ok=True)
