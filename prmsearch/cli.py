@@ -42,7 +42,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: tu
         elif kind is list:
             parser.add_argument(flag, default=None, help="comma-separated " + help_text)
         else:
-            parser.add_argument(flag, type=kind, default=None, help=help_text)
+            choices = getattr(config_cls, "CHOICES", {}).get(f.name)
+            parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace, **fixed: Any) -> Any:

@@ -11,19 +11,26 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..steps import StepFormat
 from .labels import LABEL_KINDS, OUTCOME_TO_STEPS, BuildReport, build_orm, build_prm, build_stepwise
 from .math_shepherd import read_math_shepherd
 from .pairs import MARGINS, build_pairs
-from .prm800k import read_prm800k
-from .processbench import read_processbench
+from .prm800k import NEUTRAL_POLICIES, read_prm800k
+from .processbench import AFTER_ERROR, read_processbench
 from .rows import ReadReport
 from .stepwise import read_stepwise
 from .traces import read_traces_file
 
 TARGETS = ("prm", "orm", "pairs", "stepwise")
+READERS = {
+    "prm800k": read_prm800k,
+    "math-shepherd": read_math_shepherd,
+    "stepwise": read_stepwise,
+    "processbench": read_processbench,
+    "traces": read_traces_file,
+}
 
 
 @dataclass
@@ -57,14 +64,19 @@ class BuildConfig:
     outcome_key: str = "is_correct"
     gold_field: str | None = None
 
+    # Allowed values of the fields that are a choice; the CLI shows them in --help.
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "target": TARGETS,
+        "source": tuple(READERS),
+        "label_kind": LABEL_KINDS,
+        "outcome_to_steps": OUTCOME_TO_STEPS,
+        "margin": MARGINS,
+        "neutral": tuple(NEUTRAL_POLICIES),
+        "after_error": AFTER_ERROR,
+    }
+
     def __post_init__(self) -> None:
-        for name, allowed in [
-            ("target", TARGETS),
-            ("source", tuple(READERS)),
-            ("label_kind", LABEL_KINDS),
-            ("outcome_to_steps", OUTCOME_TO_STEPS),
-            ("margin", MARGINS),
-        ]:
+        for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if isinstance(self.solution_fields, str):
@@ -84,15 +96,6 @@ class BuildConfig:
 
     def step_format(self) -> StepFormat:
         return StepFormat(self.separator, self.marker, self.prompt_separator, self.gap)
-
-
-READERS = {
-    "prm800k": read_prm800k,
-    "math-shepherd": read_math_shepherd,
-    "stepwise": read_stepwise,
-    "processbench": read_processbench,
-    "traces": read_traces_file,
-}
 
 
 def read_source(cfg: BuildConfig, report: ReadReport):
