@@ -196,6 +196,10 @@ def test_save_to_disk_output(tmp_path, capsys):
     assert main(argv) == 0
     ds = datasets.load_from_disk(str(out))
     assert len(ds) > 0 and (out / "build.json").exists()
+    from prmsearch.data_builders import read_stepwise
+
+    back = list(read_stepwise(str(out)))  # a save_to_disk folder is a valid input too
+    assert [t.steps for t in back] == ds["completions"]
 
 
 @pytest.mark.skipif(not os.path.exists(GSM8K_SOLUTIONS), reason="shared GSM8K data not present")

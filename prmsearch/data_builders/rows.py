@@ -66,11 +66,8 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict[str
         return
     import datasets
 
-    if (
-        os.path.isdir(source)
-        and os.path.exists(os.path.join(source, "dataset_info.json"))
-        or (os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")))
-    ):
+    saved = ("dataset_info.json", "dataset_dict.json")  # what save_to_disk leaves in a folder
+    if os.path.isdir(source) and any(os.path.exists(os.path.join(source, name)) for name in saved):
         ds = datasets.load_from_disk(source)
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
