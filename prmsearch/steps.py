@@ -53,8 +53,8 @@ class StepFormat:
         separator. It may be a plain string ("\\n\\n", " ки") or a special token of the tokenizer ("<extra_0>").
         The empty string means no marker: the label sits on the step's own last token.
     prompt_separator: text between the prompt and the first step in model input.
-    gap: unlabelled text between one step's marker and the next step in model input, e.g. "\n" for
-        Math-Shepherd's "... ки\nStep 2: ..." (marker " ки"). Default none.
+    gap: unlabelled text between one step's marker and the next step in model input, e.g. "\\n" for
+        Math-Shepherd's "... ки\\nStep 2: ..." (marker " ки"). Default none.
     """
 
     separator: str = "\n\n"
@@ -106,8 +106,10 @@ class StepFormat:
         kept = [i for i, s in enumerate(steps) if s.strip()]
         prompt_ids = tokenizer(prompt + self.prompt_separator, add_special_tokens=True)["input_ids"]
         marker = self.marker_ids(tokenizer)
-        step_ids = _tokenize_plain(tokenizer, [steps[i] for i in kept]) if kept else []
-        gap = _tokenize_plain(tokenizer, [self.gap])[0] if self.gap else []
+        # One batched call for the steps and the gap: this runs once per example in builders and the scorer.
+        texts = [steps[i] for i in kept] + ([self.gap] if self.gap else [])
+        step_ids = _tokenize_plain(tokenizer, texts) if texts else []
+        gap = step_ids.pop() if self.gap else []
         input_ids = list(prompt_ids)
         step_ends = []
         for i, ids in enumerate(step_ids):
