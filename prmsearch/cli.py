@@ -73,8 +73,19 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_math(args: argparse.Namespace) -> int:
+    from .verifiers.results import VerifyMathConfig, format_verify_summary, verify_math_file
+
+    cfg = config_from_args(VerifyMathConfig, args)
+    summary = verify_math_file(cfg, progress=not args.quiet)
+    print(format_verify_summary(summary))
+    print(f"wrote {cfg.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .data_builders.build import TARGETS, BuildConfig
+    from .verifiers.results import VerifyMathConfig
 
     parser = argparse.ArgumentParser(prog="prmsearch", description="Reward models for reasoning and guided search.")
     parser.add_argument("--version", action="version", version=f"prmsearch {__version__}")
@@ -86,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(build, BuildConfig, skip=("target",))
     build.set_defaults(func=_build)
+
+    verify = sub.add_parser("verify", help="grade model outputs against gold answers")
+    kinds = verify.add_subparsers(dest="kind", required=True)
+    math = kinds.add_parser("math", help="extract final answers and compare them with gold answers (math-verify)")
+    math.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(math, VerifyMathConfig)
+    math.set_defaults(func=_verify_math)
 
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,173 @@
+"""Grade a file of model outputs: `prmsearch verify math`.
+
+Rows are read, graded and written in chunks, so a bad row deep in a big file stops the run with everything before
+it already written (or, with `skip_bad`, is counted and left out), and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..data_builders.rows import BadRowError, ReadReport, RowError, _InvalidJSON, get, iter_rows
+from .math import DEFAULT_TIMEOUT, Grade, compare_many, gold_answer, grade_many
+
+
+@dataclass
+class VerifyMathConfig:
+    """`pred_field` holds a solution (its final answer is extracted) or, with `pred_is_answer`, the answer itself;
+    a list of either grades every item. `gold_field` holds a bare answer or a whole reference solution. Dotted paths
+    reach nested fields (`6b_finetuning.solution`). `label_field`, if given, is an existing correct/incorrect label
+    to measure agreement with."""
+
+    input: str = ""
+    output: str = ""
+    pred_field: str = "solution"
+    gold_field: str = "answer"
+    label_field: str | None = None
+    pred_is_answer: bool = False
+    timeout: float = DEFAULT_TIMEOUT
+    workers: int | None = None
+    skip_bad: bool = False
+    chunk_size: int = 10_000
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if not self.input or not self.output:
+            raise ValueError("both --input and --output are required")
+        if os.path.abspath(self.input) == os.path.abspath(self.output):
+            raise ValueError(f"--output must differ from --input ({self.input}): the input would be overwritten")
+        if self.timeout <= 0 or self.chunk_size < 1:
+            raise ValueError("--timeout must be positive and --chunk-size at least 1")
+
+
+def _parse(row: Any, cfg: VerifyMathConfig) -> tuple[list[str], str, list[bool] | None, bool]:
+    """(predictions, gold, labels, was a list) of one row, or RowError naming the bad field."""
+    if isinstance(row, _InvalidJSON):
+        raise RowError("<json>", f"invalid JSON: {row.msg}")
+    if not isinstance(row, dict):
+        raise RowError("<row>", f"expected a JSON object, got {type(row).__name__}")
+    value = get(row, cfg.pred_field, (str, list))
+    preds = value if isinstance(value, list) else [value]
+    for i, p in enumerate(preds):
+        if not isinstance(p, str):
+            raise RowError(f"{cfg.pred_field}[{i}]", f"expected str, got {type(p).__name__} {str(p)[:40]!r}")
+    gold = get(row, cfg.gold_field, (str, int, float))
+    labels = None
+    if cfg.label_field:
+        label = get(row, cfg.label_field, (bool, list))
+        labels = label if isinstance(label, list) else [label]
+        if len(labels) != len(preds) or not all(isinstance(x, bool) for x in labels):
+            raise RowError(cfg.label_field, f"expected {len(preds)} booleans, one per prediction, got {label!r}"[:200])
+    return preds, str(gold), labels, isinstance(value, list)
+
+
+def verify_math_file(cfg: VerifyMathConfig, progress: bool = True) -> dict[str, Any]:
+    """Write every input row with `grade_answer`, `grade_correct`, `grade_reason` added (lists when the prediction
+    field is a list), and return a summary."""
+    start = time.perf_counter()
+    report = ReadReport()
+    reasons: Counter = Counter()
+    graded = agree = 0
+    disagreements: list[str] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="grading", unit="row")
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
+    with open(cfg.output, "w", encoding="utf-8") as out:
+        chunk: list[tuple[int, dict, list[str], str, list[bool] | None, bool]] = []
+
+        def flush() -> None:
+            nonlocal graded, agree
+            preds = [p for *_, ps, _g, _l, _w in chunk for p in ps]
+            golds = [g for *_, ps, g, _l, _w in chunk for _ in ps]
+            if cfg.pred_is_answer:
+                verdicts = compare_many(
+                    preds, [gold_answer(g) for g in golds], timeout=cfg.timeout, workers=cfg.workers
+                )
+                grades = [Grade(p, ok, why) for p, (ok, why) in zip(preds, verdicts, strict=True)]
+            else:
+                grades = grade_many(preds, golds, timeout=cfg.timeout, workers=cfg.workers, progress=False)
+            at = 0
+            for line, row, ps, _gold, labels, was_list in chunk:
+                mine = grades[at : at + len(ps)]
+                at += len(ps)
+                fields = {
+                    "grade_answer": [g.answer for g in mine],
+                    "grade_correct": [g.correct for g in mine],
+                    "grade_reason": [g.reason for g in mine],
+                }
+                if not was_list:
+                    fields = {k: v[0] for k, v in fields.items()}
+                out.write(json.dumps({**row, **fields}, ensure_ascii=False) + "\n")
+                for k, g in enumerate(mine):
+                    reasons[g.reason] += 1
+                    graded += 1
+                    if labels is not None:
+                        agree += g.correct == labels[k]
+                        if g.correct != labels[k] and len(disagreements) < 20:
+                            disagreements.append(
+                                f"{cfg.input}:{line}[{k}]: label {labels[k]}, graded {g.correct} "
+                                f"({g.reason}; answer {g.answer!r}, gold {gold_answer(_gold)!r})"
+                            )
+            out.flush()
+            if bar is not None:
+                bar.update(len(chunk))
+            chunk.clear()
+
+        try:
+            for line, row in iter_rows(cfg.input, split=cfg.split):
+                report.rows += 1
+                try:
+                    chunk.append((line, row, *_parse(row, cfg)))
+                except RowError as e:
+                    err = BadRowError(cfg.input, line, e.field, e.message)
+                    if not cfg.skip_bad:
+                        raise err from None
+                    report.add_bad(err)
+                if len(chunk) >= cfg.chunk_size:
+                    flush()
+        finally:
+            if chunk:
+                flush()  # rows before a bad one are written, not lost
+            if bar is not None:
+                bar.close()
+    summary: dict[str, Any] = {
+        "input": cfg.input,
+        "output": cfg.output,
+        "rows": report.rows,
+        "bad_rows": report.bad_rows,
+        "bad_examples": report.bad_examples,
+        "graded": graded,
+        "correct": reasons["identical"] + reasons["equivalent"],
+        "reasons": dict(reasons.most_common()),
+        "seconds": round(time.perf_counter() - start, 2),
+        "config": asdict(cfg),
+    }
+    if cfg.label_field:
+        summary["agreement"] = {"agree": agree, "of": graded, "examples": disagreements}
+    return summary
+
+
+def format_verify_summary(summary: dict[str, Any]) -> str:
+    graded = summary["graded"]
+    lines = [
+        f"rows {summary['rows']}, bad rows skipped {summary['bad_rows']}, graded {graded} in {summary['seconds']} s",
+        f"correct {summary['correct']}/{graded} ({100 * summary['correct'] / max(graded, 1):.2f} %)",
+        "reasons: " + ", ".join(f"{k} {v}" for k, v in summary["reasons"].items()),
+    ]
+    lines += [f"  bad: {e}" for e in summary["bad_examples"]]
+    if "agreement" in summary:
+        a = summary["agreement"]
+        lines.append(
+            f"agreement with {summary['config']['label_field']}: {a['agree']}/{a['of']} "
+            f"({100 * a['agree'] / max(a['of'], 1):.2f} %)"
+        )
+        lines += [f"  {e}" for e in a["examples"]]
+    return "\n".join(lines)
