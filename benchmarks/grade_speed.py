@@ -44,7 +44,7 @@ def main() -> None:
     timings = {}
     for name, fast in (("grade_many", True), ("grade_many fast=False", False)):
         mv.shutdown()
-        mv._CACHE.clear()
+        mv.clear_cache()
         start = time.perf_counter()
         grades = mv.grade_many(solutions, answers, workers=args.workers, progress=False, fast=fast)
         timings[name] = (time.perf_counter() - start, grades)

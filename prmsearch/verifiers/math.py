@@ -306,6 +306,12 @@ def grade_many(
     return [Grade(a, ok, why) for a, (ok, why) in zip(answers, verdicts, strict=True)]
 
 
+def clear_cache() -> None:
+    """Forget every cached verdict (benchmarks and tests that must compare again)."""
+    with _POOL_LOCK:
+        _CACHE.clear()
+
+
 def shutdown() -> None:
     """Stop the comparison workers now (they also stop at exit); the next comparison starts new ones."""
     global _POOL
