@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sympy import Rational
+if TYPE_CHECKING:  # sympy takes ~0.4 s to import: paid by the first check, not by `import prmsearch`
+    from sympy import Rational
 
 _ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _TOKEN = re.compile(
@@ -151,6 +153,8 @@ def _equations(text: str) -> list[Equation]:
 
 
 def _number(text: str) -> Rational | None:
+    from sympy import Rational
+
     if text in _VULGAR:
         return Rational(_VULGAR[text])
     percent = text.endswith("%")
@@ -162,6 +166,8 @@ def _number(text: str) -> Rational | None:
 
 
 def _matches(value: Rational | None, right: list[tuple[str, str]]) -> bool | None:
+    from sympy import Rational
+
     if value is None:
         return None
     claims = []
@@ -180,10 +186,13 @@ def _matches(value: Rational | None, right: list[tuple[str, str]]) -> bool | Non
         digits = last.rstrip("%").replace("...", "").replace("…", "")
         places = len(digits.split(".")[1]) if "." in digits and len(toks) == 1 else 0
         candidates = [claim, claim * 100] if last.endswith("%") else [claim]  # "= 20%" may mean 20 or 0.2
+        unit = Rational(1, 10**places)
         for c in candidates:
-            # a calculator's float noise ("99.00000000000001") is not an error: 1e-9 relative slack
-            tolerance = max(Rational(1, 10**places) if places else Rational(0), abs(c) * Rational(1, 10**9))
-            if abs(value - c) < tolerance or value == c:
+            if value == c or abs(value - c) <= abs(c) * Rational(1, 10**9):  # a calculator's float noise
+                return True
+            rounded = abs(value - c) <= unit / 2
+            truncated = 0 <= abs(value) - abs(c) < unit and (value >= 0) == (c >= 0)
+            if places and (rounded or truncated):
                 return True
     return False
 
