@@ -17,13 +17,29 @@ from .data_builders import (  # noqa: E402
 from .models.tokenizers import load_tokenizer  # noqa: E402
 from .records import Problem, Trace  # noqa: E402
 from .steps import EncodedSteps, StepFormat, StepFormatError, TooLongError  # noqa: E402
+from .verifiers import (  # noqa: E402
+    CodeLimits,
+    CodeResult,
+    Grade,
+    check_arithmetic_steps,
+    extract_answer,
+    grade,
+    grade_many,
+    is_equivalent,
+    pass_at_k,
+    run_many,
+    run_tests,
+)
 
 __all__ = [
     "READERS",
     "BadRowError",
     "BuildConfig",
     "BuildReport",
+    "CodeLimits",
+    "CodeResult",
     "EncodedSteps",
+    "Grade",
     "Problem",
     "ReadReport",
     "StepFormat",
@@ -34,6 +50,14 @@ __all__ = [
     "build_pairs",
     "build_prm",
     "build_stepwise",
+    "check_arithmetic_steps",
+    "extract_answer",
+    "grade",
+    "grade_many",
+    "is_equivalent",
     "load_tokenizer",
+    "pass_at_k",
     "run_build",
+    "run_many",
+    "run_tests",
 ]

@@ -95,7 +95,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 
 def _is_unit(word: str) -> bool:
-    """"hours", "slices", "cm" stand for units after a number; one letter ("3B", "2x") is taken for a variable."""
+    """ "hours", "slices", "cm" stand for units after a number; one letter ("3B", "2x") is taken for a variable."""
     return len(word) > 1
 
 
@@ -198,7 +198,7 @@ def _matches(value: Rational | None, right: list[tuple[str, str]]) -> bool | Non
 
 
 def _mixed_number(tokens: list[tuple[str, str]]) -> Rational | None:
-    """"3 1/2" (three and a half), as GSM8K solutions write it."""
+    """ "3 1/2" (three and a half), as GSM8K solutions write it."""
     kinds = [k for k, _ in tokens]
     if kinds != ["num", "num", "op", "num"] or tokens[2][1] != "/":
         return None
