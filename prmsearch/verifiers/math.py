@@ -306,6 +306,12 @@ def grade_many(
     return [Grade(a, ok, why) for a, (ok, why) in zip(answers, verdicts, strict=True)]
 
 
+def start_workers(workers: int | None = None) -> None:
+    """Start the comparison workers now rather than at the first comparison that needs them (about a second:
+    sympy's import). A server calls this at startup so its first request is not the slow one."""
+    _pool(workers or default_workers()).map([("1", "1")], timeout=60)
+
+
 def clear_cache() -> None:
     """Forget every cached verdict (benchmarks and tests that must compare again)."""
     with _POOL_LOCK:
