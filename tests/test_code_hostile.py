@@ -593,6 +593,9 @@ def outcome(tmp_path_factory) -> Outcome:
         start = time.monotonic()
         results = dict(zip(names, run_many(jobs, workers=4, limits=limits, progress=False), strict=True))
         elapsed = time.monotonic() - start
+        print(f"\n{'program':24} {'status':8} {'time':>6}  reason")  # shown with `pytest -s`
+        for name, r in results.items():
+            print(f"{name:24} {r.status:8} {r.time:6.2f}  {r.reason[:80]}")
         time.sleep(0.3)  # the spawn_daemons program's late writer would have fired by now, had it survived
         for sock in (tcp, unix):
             sock.setblocking(False)
