@@ -14,7 +14,7 @@ from .data_builders import (  # noqa: E402
     build_stepwise,
     run_build,
 )
-from .models.tokenizers import load_tokenizer  # noqa: E402
+from .models import load_tokenizer  # noqa: E402
 from .records import Problem, Trace  # noqa: E402
 from .steps import EncodedSteps, StepFormat, StepFormatError, TooLongError  # noqa: E402
 from .verifiers import (  # noqa: E402
@@ -42,6 +42,7 @@ __all__ = [
     "Grade",
     "Problem",
     "ReadReport",
+    "RewardModel",
     "StepFormat",
     "StepFormatError",
     "TooLongError",
@@ -61,3 +62,12 @@ __all__ = [
     "run_many",
     "run_tests",
 ]
+
+
+def __getattr__(name: str):
+    """Names that need torch are imported on first use, so `import prmsearch` stays fast."""
+    if name == "RewardModel":
+        from .models.reward_model import RewardModel
+
+        return RewardModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

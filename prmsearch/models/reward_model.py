@@ -1,0 +1,240 @@
+"""`RewardModel`: a transformers model with a reward head, plus everything needed to score exactly as it was trained.
+
+One class for the three kinds, because they differ only in where the head is read and how its output becomes a
+score:
+- "bt": a sequence classifier (1 logit) read at the last real token of prompt + completion, minus the training-time
+  centre;
+- "orm": a token head (1 logit) whose sigmoid is read on every completion token and aggregated (mean / min / prod);
+- "prm": a token head read at the StepFormat's step ends, P(step is correct) per step.
+
+The kind, the StepFormat, the PRM loss (which fixes the head's width and how logits become a probability), the ORM
+aggregation and the centre are stored in the model's config under `prmsearch`, so `from_pretrained` gives back a
+scorer that tokenizes and reads exactly as training did. Read-out positions come from the attention mask and
+position ids from its cumulative sum, so left or right padding cannot change a score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..steps import EncodedSteps, StepFormat
+
+KINDS = ("bt", "orm", "prm")
+AGGREGATIONS = ("mean", "min", "prod")
+HEAD_OUTPUTS = {"ce": 2, "ce3": 3, "bce": 1, "mse": 1}
+
+
+class RewardModelError(ValueError):
+    """A reward model asked to do what its kind does not do, or a checkpoint without prmsearch settings."""
+
+
+class RewardModel(torch.nn.Module):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        kind: str,
+        step_format: StepFormat | None = None,
+        *,
+        prm_loss: str = "ce",
+        aggregation: str = "mean",
+        center: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise RewardModelError(f"kind must be one of {KINDS}, got {kind!r}")
+        if prm_loss not in HEAD_OUTPUTS:
+            raise RewardModelError(f"prm_loss must be one of {tuple(HEAD_OUTPUTS)}, got {prm_loss!r}")
+        if aggregation not in AGGREGATIONS:
+            raise RewardModelError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        self.model, self.tokenizer, self.kind = model, tokenizer, kind
+        self.step_format = step_format or StepFormat()
+        self.prm_loss, self.aggregation, self.center = prm_loss, aggregation, float(center)
+
+    # ---- construction -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def num_outputs(kind: str, prm_loss: str = "ce") -> int:
+        return HEAD_OUTPUTS[prm_loss] if kind == "prm" else 1
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: Any,
+        tokenizer: Any,
+        kind: str,
+        step_format: StepFormat | None = None,
+        *,
+        prm_loss: str = "ce",
+        aggregation: str = "mean",
+        **model_kwargs: Any,
+    ) -> RewardModel:
+        """A new reward head on a causal-LM backbone: a hub id or folder (pretrained weights), or a
+        `PretrainedConfig` (random weights: tiny models for tests and CPU recipes)."""
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, PretrainedConfig
+
+        auto = AutoModelForSequenceClassification if kind == "bt" else AutoModelForTokenClassification
+        labels = cls.num_outputs(kind, prm_loss)
+        if isinstance(backbone, PretrainedConfig):
+            backbone.num_labels = labels
+            backbone.classifier_dropout = 0.0
+            if backbone.pad_token_id is None and tokenizer is not None:
+                backbone.pad_token_id = tokenizer.pad_token_id
+            model = auto.from_config(backbone, **model_kwargs)
+        else:
+            model = auto.from_pretrained(backbone, num_labels=labels, classifier_dropout=0.0, **model_kwargs)
+        return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "step_format": self.step_format.to_dict(),
+            "prm_loss": self.prm_loss,
+            "aggregation": self.aggregation,
+            "center": self.center,
+        }
+
+    def save_pretrained(self, path: str, **kwargs: Any) -> None:
+        self.model.config.prmsearch = self.settings()
+        self.model.save_pretrained(path, **kwargs)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **kwargs: Any
+    ) -> RewardModel:
+        """Load a model saved by `save_pretrained` (a folder or hub id), ready to score: eval mode, on `device`."""
+        from transformers import (
+            AutoConfig,
+            AutoModelForSequenceClassification,
+            AutoModelForTokenClassification,
+            AutoTokenizer,
+        )
+
+        config = AutoConfig.from_pretrained(path)
+        settings = getattr(config, "prmsearch", None)
+        if not isinstance(settings, dict) or "kind" not in settings:
+            raise RewardModelError(
+                f"{path} has no prmsearch settings in its config: not saved by RewardModel.save_pretrained "
+                "(for a public PRM use an adapter from prmsearch.models.adapters)"
+            )
+        auto = AutoModelForSequenceClassification if settings["kind"] == "bt" else AutoModelForTokenClassification
+        model = auto.from_pretrained(path, dtype=dtype, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        rm = cls(
+            model,
+            tokenizer,
+            settings["kind"],
+            StepFormat(**settings["step_format"]),
+            prm_loss=settings.get("prm_loss", "ce"),
+            aggregation=settings.get("aggregation", "mean"),
+            center=settings.get("center", 0.0),
+        )
+        if device is not None:
+            rm.to(device)
+        return rm.eval()
+
+    # ---- the forward pass -----------------------------------------------------------------------------------------
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Head outputs at every position, [batch, length, outputs]; position ids follow the attention mask, so a
+        padded row sees the same positions as the same row unpadded."""
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        base = getattr(self.model, self.model.base_model_prefix)
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        return self.model.score(hidden)
+
+    def encode(self, prompt: str, completion: str | Sequence[str]) -> EncodedSteps:
+        steps = self.step_format.split(completion) if isinstance(completion, str) else list(completion)
+        return self.step_format.encode(self.tokenizer, prompt, steps)
+
+    def _batch(self, encoded: list[EncodedSteps]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        width = max(len(e.input_ids) for e in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, e in enumerate(encoded):  # right padding; forward() makes the side irrelevant
+            ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
+            mask[row, : len(e.input_ids)] = 1
+        return ids.to(device), mask.to(device)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """P(correct) from head outputs [..., outputs] -> [...]. For the 3-class head it is 1 - P(-1): a neutral
+        step (PRM800K's 0) is not an error."""
+        if self.kind == "prm" and self.prm_loss == "ce":
+            return logits.float().softmax(-1)[..., 1]
+        if self.kind == "prm" and self.prm_loss == "ce3":
+            return 1.0 - logits.float().softmax(-1)[..., 0]
+        return torch.sigmoid(logits.float()[..., 0])
+
+    # ---- scoring --------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score_batch(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16) -> list[float]:
+        """One score per (prompt, completion): BT reward (centred) or ORM aggregate probability."""
+        if self.kind == "prm":
+            raise RewardModelError("a PRM scores steps: use score_steps / score_steps_batch")
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        self.eval()
+        scores: list[float] = []
+        for start in range(0, len(prompts), batch_size):
+            encoded = [
+                self.encode(p, c)
+                for p, c in zip(
+                    prompts[start : start + batch_size], completions[start : start + batch_size], strict=True
+                )
+            ]
+            ids, mask = self._batch(encoded)
+            logits = self(ids, mask)
+            for row, e in enumerate(encoded):
+                last = len(e.input_ids) - 1
+                if self.kind == "bt":
+                    scores.append(logits[row, last, 0].float().item() - self.center)
+                    continue
+                probs = torch.sigmoid(logits[row, e.prompt_length : last + 1, 0].float())  # completion tokens only
+                scores.append(_aggregate(probs, self.aggregation))
+        return scores
+
+    def score(self, prompt: str, completion: str) -> float:
+        return self.score_batch([prompt], [completion])[0]
+
+    @torch.no_grad()
+    def score_steps_batch(
+        self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 16
+    ) -> list[list[float]]:
+        """P(correct) of every step, each solution in one forward pass; a whitespace-only step (never encoded)
+        gets no score, so the lists follow `StepFormat.encode`'s `kept`."""
+        if self.kind != "prm":
+            raise RewardModelError(f"a {self.kind.upper()} model scores whole completions: use score / score_batch")
+        if len(prompts) != len(steps):
+            raise ValueError(f"{len(prompts)} prompts but {len(steps)} step lists")
+        self.eval()
+        out: list[list[float]] = []
+        for start in range(0, len(prompts), batch_size):
+            encoded = [
+                self.encode(p, list(s))
+                for p, s in zip(prompts[start : start + batch_size], steps[start : start + batch_size], strict=True)
+            ]
+            ids, mask = self._batch(encoded)
+            probs = self.probabilities(self(ids, mask))
+            out += [probs[row, e.step_ends].tolist() for row, e in enumerate(encoded)]
+        return out
+
+    def score_steps(self, prompt: str, steps: Sequence[str]) -> list[float]:
+        return self.score_steps_batch([prompt], [steps])[0]
+
+
+def _aggregate(probs: torch.Tensor, how: str) -> float:
+    if probs.numel() == 0:
+        return 0.0
+    if how == "mean":
+        return probs.mean().item()
+    if how == "min":
+        return probs.min().item()
+    return probs.double().log().sum().exp().item()  # prod, in log space: hundreds of tokens underflow otherwise

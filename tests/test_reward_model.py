@@ -1,0 +1,121 @@
+"""RewardModel on tiny randomly initialised Qwen2 backbones: read-out positions, padding invariance, save/load."""
+
+import pytest
+import torch
+
+from prmsearch import StepFormat
+from prmsearch.models.reward_model import RewardModel, RewardModelError
+
+PROMPT = "Natalia sold clips to 48 friends in April and half as many in May. How many in all?"
+SOLUTION = "In May she sold 48 / 2 = 24 clips.\n\nIn all 48 + 24 = 72 clips.\n\nThe answer is 72."
+OTHER = "She sold 48 clips.\n\nThe answer is 48."
+
+
+def tiny_config(tokenizer):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="eager",
+    )
+
+
+@pytest.fixture(scope="module")
+def tok(smollm2_tokenizer):
+    return smollm2_tokenizer
+
+
+def make(tok, kind, **kw):
+    torch.manual_seed(0)
+    return RewardModel.from_backbone(tiny_config(tok), tok, kind, StepFormat(), **kw).eval()
+
+
+@pytest.mark.parametrize("kind", ["bt", "orm"])
+def test_padded_batch_scores_like_single_examples(tok, kind):
+    rm = make(tok, kind)
+    prompts, completions = [PROMPT, "Short?", PROMPT], [SOLUTION, "Yes.", OTHER]
+    alone = [rm.score(p, c) for p, c in zip(prompts, completions, strict=True)]
+    assert rm.score_batch(prompts, completions) == pytest.approx(alone, abs=1e-5)
+
+
+def test_left_padding_gives_the_same_logits(tok):
+    rm = make(tok, "bt")
+    enc = rm.encode(PROMPT, SOLUTION)
+    ids = torch.tensor([enc.input_ids])
+    plain = rm(ids, torch.ones_like(ids))[0, -1]
+    pad = torch.full((1, 7), tok.pad_token_id)
+    left = rm(torch.cat([pad, ids], 1), torch.cat([torch.zeros(1, 7, dtype=torch.long), torch.ones_like(ids)], 1))
+    right = rm(torch.cat([ids, pad], 1), torch.cat([torch.ones_like(ids), torch.zeros(1, 7, dtype=torch.long)], 1))
+    assert torch.allclose(left[0, -1], plain, atol=1e-5)
+    assert torch.allclose(right[0, ids.shape[1] - 1], plain, atol=1e-5)
+
+
+def test_bt_reads_the_last_real_token_like_transformers(tok):
+    """With a pad id that no real token uses, the sequence classifier's own pooling picks the same token."""
+    rm = make(tok, "bt")
+    encoded = [rm.encode(PROMPT, SOLUTION), rm.encode("Short?", "Yes.")]
+    ids, mask = rm._batch(encoded)
+    ours = torch.tensor(rm.score_batch([PROMPT, "Short?"], [SOLUTION, "Yes."]))
+    theirs = rm.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, 0]
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss, width", [("ce", 2), ("ce3", 3), ("bce", 1), ("mse", 1)])
+def test_prm_scores_every_step_in_one_pass(tok, loss, width):
+    rm = make(tok, "prm", prm_loss=loss)
+    assert rm.model.score.out_features == width
+    steps = StepFormat().split(SOLUTION)
+    scores = rm.score_steps(PROMPT, steps)
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+    enc = rm.encode(PROMPT, steps)
+    ids = torch.tensor([enc.input_ids])
+    probs = rm.probabilities(rm(ids, torch.ones_like(ids)))[0, enc.step_ends]
+    assert scores == pytest.approx(probs.tolist(), abs=1e-6)
+    batch = rm.score_steps_batch([PROMPT, "Short?"], [steps, ["Yes.", "  ", "No."]])
+    assert batch[0] == pytest.approx(scores, abs=1e-5) and len(batch[1]) == 2  # whitespace step not scored
+
+
+def test_orm_aggregations_read_completion_tokens_only(tok):
+    rm = make(tok, "orm")
+    enc = rm.encode(PROMPT, SOLUTION)
+    ids = torch.tensor([enc.input_ids])
+    probs = torch.sigmoid(rm(ids, torch.ones_like(ids))[0, enc.prompt_length :, 0])
+    for how, expected in (("mean", probs.mean()), ("min", probs.min()), ("prod", probs.double().prod())):
+        rm.aggregation = how
+        assert rm.score(PROMPT, SOLUTION) == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_save_and_load_score_the_same(tok, tmp_path):
+    fmt = StepFormat(separator="\n", marker=" ки", gap="\n")
+    torch.manual_seed(0)
+    rm = RewardModel.from_backbone(tiny_config(tok), tok, "prm", fmt, prm_loss="ce3").eval()
+    steps = ["48 / 2 = 24", "48 + 24 = 72"]
+    before = rm.score_steps(PROMPT, steps)
+    rm.save_pretrained(tmp_path / "prm")
+    loaded = RewardModel.from_pretrained(str(tmp_path / "prm"))
+    assert loaded.kind == "prm" and loaded.prm_loss == "ce3" and loaded.step_format == fmt
+    assert loaded.score_steps(PROMPT, steps) == pytest.approx(before, abs=1e-6)
+    bt = make(tok, "bt")
+    bt.center = 0.25
+    bt.save_pretrained(tmp_path / "bt")
+    again = RewardModel.from_pretrained(str(tmp_path / "bt"), dtype=torch.float32)
+    assert again.center == 0.25 and again.score(PROMPT, SOLUTION) == pytest.approx(bt.score(PROMPT, SOLUTION), abs=1e-6)
+
+
+def test_wrong_use_is_a_clear_error(tok, tmp_path):
+    with pytest.raises(RewardModelError, match="scores steps"):
+        make(tok, "prm").score(PROMPT, SOLUTION)
+    with pytest.raises(RewardModelError, match="scores whole completions"):
+        make(tok, "bt").score_steps(PROMPT, ["a"])
+    with pytest.raises(RewardModelError, match="kind must be one of"):
+        RewardModel(None, tok, "dpo")
+    make(tok, "bt").model.save_pretrained(tmp_path / "plain")
+    with pytest.raises(RewardModelError, match="no prmsearch settings"):
+        RewardModel.from_pretrained(str(tmp_path / "plain"))
