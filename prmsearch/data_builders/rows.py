@@ -13,9 +13,11 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..records import Trace
+
+T = TypeVar("T")
 
 
 class RowError(ValueError):
@@ -111,6 +113,34 @@ class _InvalidJSON(dict):
         self.msg = msg
 
 
+def parse_rows(
+    source: str,
+    parse: Callable[[dict[str, Any]], T],
+    *,
+    skip_bad: bool = False,
+    report: ReadReport | None = None,
+    split: str = "train",
+) -> Iterator[tuple[int, dict[str, Any], T]]:
+    """`(line, row, parse(row))` for every row of `source`; a row that is not a JSON object, or whose `parse` raises
+    `RowError`, becomes a `BadRowError` naming file, line and field (or, with `skip_bad`, is counted and skipped)."""
+    report = report if report is not None else ReadReport()
+    for line, row in iter_rows(source, split=split):
+        report.rows += 1
+        try:
+            if isinstance(row, _InvalidJSON):
+                raise RowError("<json>", f"invalid JSON: {row.msg}")
+            if not isinstance(row, dict):
+                raise RowError("<row>", f"expected a JSON object, got {type(row).__name__}")
+            parsed = parse(row)
+        except RowError as e:
+            err = BadRowError(source, line, e.field, e.message)
+            if not skip_bad:
+                raise err from None
+            report.add_bad(err)
+            continue
+        yield line, row, parsed
+
+
 def read_traces(
     source: str,
     parse: Callable[[dict[str, Any]], Iterable[Trace]],
@@ -121,20 +151,8 @@ def read_traces(
 ) -> Iterator[Trace]:
     """Run a reader's `parse(row)` over every row of `source`, turning `RowError`s into `BadRowError`s."""
     report = report if report is not None else ReadReport()
-    for line, row in iter_rows(source, split=split):
-        report.rows += 1
-        try:
-            if isinstance(row, _InvalidJSON):
-                raise RowError("<json>", f"invalid JSON: {row.msg}")
-            if not isinstance(row, dict):
-                raise RowError("<row>", f"expected a JSON object, got {type(row).__name__}")
-            traces = list(parse(row))
-        except RowError as e:
-            err = BadRowError(source, line, e.field, e.message)
-            if not skip_bad:
-                raise err from None
-            report.add_bad(err)
-            continue
+    rows = parse_rows(source, lambda row: list(parse(row)), skip_bad=skip_bad, report=report, split=split)
+    for line, _row, traces in rows:
         for t in traces:
             if not t.source:
                 t.source = f"{os.path.basename(source)}:{line}"

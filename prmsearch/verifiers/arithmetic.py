@@ -177,7 +177,8 @@ def _matches(value: Rational | None, right: list[tuple[str, str]]) -> bool | Non
     if right[0][0] == "num" and len(right) > 1:  # a running computation goes on from its first number
         claims.append((_number(right[0][1]), right[:1]))
     if right[0][0] == "op" and right[0][1] in "-−–" and len(right) > 1 and right[1][0] == "num":
-        claims.append((-_number(right[1][1]) if _number(right[1][1]) is not None else None, right[1:2]))
+        number = _number(right[1][1])
+        claims.append((None if number is None else -number, right[1:2]))
     claims = [(c, toks) for c, toks in claims if c is not None]
     if not claims:
         return None
@@ -211,6 +212,7 @@ def _mixed_number(tokens: list[tuple[str, str]]) -> Rational | None:
 def _evaluate(tokens: list[tuple[str, str]]) -> Rational | None:
     """Exact value of a token list by precedence climbing; None if it is not a well-formed expression or cannot be
     evaluated safely."""
+    tokens = [(kind, _OPS.get(text, text) if kind == "op" else text) for kind, text in tokens]  # "×" -> "*"
     pos = 0
 
     def peek() -> tuple[str, str] | None:
@@ -225,10 +227,10 @@ def _evaluate(tokens: list[tuple[str, str]]) -> Rational | None:
         tok = peek()
         if tok is None:
             raise ValueError("expression ends early")
-        if tok[0] == "op" and _OPS.get(tok[1], tok[1]) in "+-":
+        if tok[0] == "op" and tok[1] in "+-":
             take()
             value = atom()
-            return -value if _OPS.get(tok[1], tok[1]) == "-" else value
+            return -value if tok[1] == "-" else value
         if tok[0] == "lp":
             take()
             value = sum_()
@@ -257,10 +259,10 @@ def _evaluate(tokens: list[tuple[str, str]]) -> Rational | None:
 
     def product() -> Rational:
         value = power()
-        while (tok := peek()) is not None and tok[0] == "op" and _OPS.get(tok[1], tok[1]) in "*/":
+        while (tok := peek()) is not None and tok[0] == "op" and tok[1] in "*/":
             take()
             right = power()
-            if _OPS.get(tok[1], tok[1]) == "*":
+            if tok[1] == "*":
                 value = value * right
             elif right == 0:
                 raise ValueError("division by zero")
@@ -270,10 +272,10 @@ def _evaluate(tokens: list[tuple[str, str]]) -> Rational | None:
 
     def sum_() -> Rational:
         value = product()
-        while (tok := peek()) is not None and tok[0] == "op" and _OPS.get(tok[1], tok[1]) in "+-":
+        while (tok := peek()) is not None and tok[0] == "op" and tok[1] in "+-":
             take()
             right = product()
-            value = value + right if _OPS.get(tok[1], tok[1]) == "+" else value - right
+            value = value + right if tok[1] == "+" else value - right
         return value
 
     try:

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..data_builders.rows import BadRowError, ReadReport, RowError, _InvalidJSON, get, iter_rows
+from ..data_builders.rows import ReadReport, RowError, get, get_strings, parse_rows
 from .math import DEFAULT_TIMEOUT, Grade, compare_many, gold_answer, grade_many
 
 
@@ -45,17 +45,10 @@ class VerifyMathConfig:
             raise ValueError("--timeout must be positive and --chunk-size at least 1")
 
 
-def _parse(row: Any, cfg: VerifyMathConfig) -> tuple[list[str], str, list[bool] | None, bool]:
+def _parse(row: dict[str, Any], cfg: VerifyMathConfig) -> tuple[list[str], str, list[bool] | None, bool]:
     """(predictions, gold, labels, was a list) of one row, or RowError naming the bad field."""
-    if isinstance(row, _InvalidJSON):
-        raise RowError("<json>", f"invalid JSON: {row.msg}")
-    if not isinstance(row, dict):
-        raise RowError("<row>", f"expected a JSON object, got {type(row).__name__}")
     value = get(row, cfg.pred_field, (str, list))
-    preds = value if isinstance(value, list) else [value]
-    for i, p in enumerate(preds):
-        if not isinstance(p, str):
-            raise RowError(f"{cfg.pred_field}[{i}]", f"expected str, got {type(p).__name__} {str(p)[:40]!r}")
+    preds = get_strings(row, cfg.pred_field) if isinstance(value, list) else [value]
     gold = get(row, cfg.gold_field, (str, int, float))
     labels = None
     if cfg.label_field:
@@ -122,15 +115,11 @@ def verify_math_file(cfg: VerifyMathConfig, progress: bool = True) -> dict[str, 
             chunk.clear()
 
         try:
-            for line, row in iter_rows(cfg.input, split=cfg.split):
-                report.rows += 1
-                try:
-                    chunk.append((line, row, *_parse(row, cfg)))
-                except RowError as e:
-                    err = BadRowError(cfg.input, line, e.field, e.message)
-                    if not cfg.skip_bad:
-                        raise err from None
-                    report.add_bad(err)
+            parsed = parse_rows(
+                cfg.input, lambda row: _parse(row, cfg), skip_bad=cfg.skip_bad, report=report, split=cfg.split
+            )
+            for line, row, fields in parsed:
+                chunk.append((line, row, *fields))
                 if len(chunk) >= cfg.chunk_size:
                     flush()
         finally:
