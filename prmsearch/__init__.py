@@ -44,6 +44,7 @@ __all__ = [
     "ReadReport",
     "RewardModel",
     "StepFormat",
+    "TrainConfig",
     "StepFormatError",
     "TooLongError",
     "Trace",
@@ -56,6 +57,7 @@ __all__ = [
     "grade",
     "grade_many",
     "is_equivalent",
+    "load_adapter",
     "load_tokenizer",
     "pass_at_k",
     "run_build",
@@ -64,10 +66,17 @@ __all__ = [
 ]
 
 
+_LAZY = {
+    "RewardModel": "prmsearch.models.reward_model",
+    "load_adapter": "prmsearch.models.adapters",
+    "TrainConfig": "prmsearch.train.config",
+}
+
+
 def __getattr__(name: str):
     """Names that need torch are imported on first use, so `import prmsearch` stays fast."""
-    if name == "RewardModel":
-        from .models.reward_model import RewardModel
+    if name in _LAZY:
+        import importlib
 
-        return RewardModel
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -83,6 +83,18 @@ def _verify_math(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .train.config import TrainConfig, parse_overrides
+    from .train.run import train
+
+    cfg = TrainConfig.from_yaml(args.recipe, parse_overrides(args.overrides), kind=args.kind)
+    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    if result.eval_metrics:
+        print("final eval: " + ", ".join(f"{k}={v:.4g}" for k, v in result.eval_metrics.items()))
+    print(f"wrote {result.output_dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .data_builders.build import TARGETS, BuildConfig
     from .verifiers.results import VerifyMathConfig
@@ -105,7 +117,34 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(math, VerifyMathConfig)
     math.set_defaults(func=_verify_math)
 
-    args = parser.parse_args(argv)
+    train = sub.add_parser(
+        "train",
+        help="train a BT / ORM / PRM reward model from a YAML recipe (runs under `accelerate launch` too)",
+        description="Recipes live in train/ (see TrainConfig); key=value pairs override recipe keys, e.g. "
+        "learning_rate=1e-5 model_config.hidden_size=64.",
+    )
+    train.add_argument("kind", choices=("bt", "orm", "prm"))
+    train.add_argument("recipe", help="YAML recipe (train/*.yaml)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe keys to override")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint folder, or the latest checkpoint-* in output_dir when no path is given",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    # `key=value` overrides may come after flags (`train prm r.yaml --quiet lr=1e-4`), which argparse does not
+    # collect into a positional list once an optional flag has ended it.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command != "train"]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -60,6 +60,20 @@ def test_plackett_luce_by_hand_and_with_padding():
     assert torch.isfinite(padded.grad).all() and padded.grad[0, 3] == 0
 
 
+def test_plackett_luce_with_tied_levels():
+    """Two correct (level 0) and two incorrect (level 1) solutions: each correct one is scored against itself and
+    both incorrect ones, never against its tied peer; strict levels give the ordinary ranking loss."""
+    s = torch.tensor([[1.5, 0.5, -0.2, 0.3]], dtype=torch.float64)
+    levels = torch.tensor([[0, 0, 1, 1]])
+    e = [math.exp(v) for v in s[0].tolist()]
+    by_hand = -(1.5 - math.log(e[0] + e[2] + e[3])) - (0.5 - math.log(e[1] + e[2] + e[3]))
+    assert plackett_luce_losses(s, levels=levels).item() == pytest.approx(by_hand)
+    shuffled = s[:, [2, 0, 3, 1]]
+    assert plackett_luce_losses(shuffled, levels=levels[:, [2, 0, 3, 1]]).item() == pytest.approx(by_hand)
+    strict = torch.tensor([[0, 1, 2, 3]])
+    assert torch.allclose(plackett_luce_losses(s, levels=strict), plackett_luce_losses(s))
+
+
 def test_centering_penalty_is_minimal_at_zero_mean():
     """For a fixed difference d, (r_c + r_r)² over r_c = a + d/2, r_r = a - d/2 is 4a², smallest at a = 0."""
     d = 1.3

@@ -1,12 +1,12 @@
 """Reward models: heads on causal-LM backbones, load/save with their scoring settings, the scoring API, and
-tokenizer loading. Adapters for public PRM formats come next (issue 4).
+tokenizer loading, and adapters that score with public PRMs in their own formats (`load_adapter`).
 
 `RewardModel` is imported on first use: it needs torch (~1.5 s to import), which `prmsearch build` and the
 verifiers' worker processes should not pay."""
 
 from .tokenizers import load_tokenizer
 
-__all__ = ["AGGREGATIONS", "KINDS", "RewardModel", "RewardModelError", "load_tokenizer"]
+__all__ = ["AGGREGATIONS", "KINDS", "AdapterError", "RewardModel", "RewardModelError", "load_adapter", "load_tokenizer"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,8 @@ def __getattr__(name: str):
         from . import reward_model
 
         return getattr(reward_model, name)
+    if name in ("AdapterError", "load_adapter"):
+        from . import adapters
+
+        return getattr(adapters, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -198,7 +198,7 @@ class RewardModel(torch.nn.Module):
                     scores.append(logits[row, last, 0].float().item() - self.center)
                     continue
                 probs = torch.sigmoid(logits[row, e.prompt_length : last + 1, 0].float())  # completion tokens only
-                scores.append(_aggregate(probs, self.aggregation))
+                scores.append(aggregate(probs, self.aggregation))
         return scores
 
     def score(self, prompt: str, completion: str) -> float:
@@ -230,7 +230,7 @@ class RewardModel(torch.nn.Module):
         return self.score_steps_batch([prompt], [steps])[0]
 
 
-def _aggregate(probs: torch.Tensor, how: str) -> float:
+def aggregate(probs: torch.Tensor, how: str) -> float:
     if probs.numel() == 0:
         return 0.0
     if how == "mean":

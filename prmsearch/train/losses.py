@@ -29,20 +29,27 @@ def centering_penalties(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.T
     return (chosen + rejected) ** 2
 
 
-def plackett_luce_losses(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Plackett-Luce over K completions given best first: -Σ_i [s_i - logsumexp(s_i..s_K)], per ranking.
+def plackett_luce_losses(
+    scores: torch.Tensor, mask: torch.Tensor | None = None, levels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Plackett-Luce over K completions, per ranking: -Σ_i [s_i - logsumexp({s_i} ∪ {s_j : j ranked below i})].
 
-    `scores` is [B, K] in rank order; `mask` [B, K] marks real entries (rankings shorter than K are padded at the
-    end). With K = 2 this is exactly `bt_losses`.
+    `scores` is [B, K]; `mask` [B, K] marks real entries (rankings shorter than K are padded). `levels` [B, K]
+    gives each entry's rank, lower is better, ties allowed; without it the entries are in rank order. A tied
+    entry is not "below" its peer, so with two levels (correct / incorrect solutions) each correct one is scored
+    against all incorrect ones, and with K = 2 this is exactly `bt_losses`.
     """
     if mask is None:
         mask = torch.ones_like(scores, dtype=torch.bool)
-    masked = scores.masked_fill(~mask, torch.finfo(scores.dtype).min / 4)  # finite: -inf gives NaN gradients
-    # logsumexp over each suffix: flip, cumulative logsumexp, flip back
-    suffix = torch.logcumsumexp(masked.flip(-1), dim=-1).flip(-1)
-    terms = (suffix - scores).masked_fill(~mask, 0.0)
-    last = mask.long().cumsum(-1) == mask.long().sum(-1, keepdim=True)  # the last real entry contributes log 1 = 0
-    return terms.masked_fill(last & mask, 0.0).sum(-1)
+    if levels is None:
+        levels = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
+    below = levels.unsqueeze(-1) < levels.unsqueeze(-2)  # [B, i, j]: j ranked strictly below i
+    eye = torch.eye(scores.shape[-1], dtype=torch.bool, device=scores.device)
+    field = (below | eye) & mask.unsqueeze(-2) & mask.unsqueeze(-1)
+    fill = torch.finfo(scores.dtype).min / 4  # finite: -inf gives NaN gradients
+    lse = scores.unsqueeze(-2).expand_as(field).masked_fill(~field, fill).logsumexp(-1)
+    terms = (lse - scores).masked_fill(~mask, 0.0)  # an entry with nothing below it adds log 1 = 0
+    return terms.sum(-1)
 
 
 def group_pair_weights(group_ids: list[str]) -> torch.Tensor:
@@ -89,8 +96,16 @@ def prm_losses(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.T
     return (torch.sigmoid(chosen) - target.float()) ** 2
 
 
-def global_mean(values: torch.Tensor, weights: torch.Tensor | None = None, accelerator=None) -> torch.Tensor:
+def global_mean(
+    values: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    accelerator=None,
+    total: torch.Tensor | float | None = None,
+) -> torch.Tensor:
     """Σ(w·v) over this shard divided by Σw over *all* shards, times the number of processes.
+
+    `total` is Σw over the global batch when the caller already has it (the Trainer counts supervised labels over
+    all gradient-accumulation micro-batches and processes); otherwise it is all-reduced here.
 
     Data-parallel backends average gradients over processes; multiplying by their number undoes that, so the
     gradient is that of Σ(w·v) / Σw over the global batch, the same as one process seeing the whole batch. On one
@@ -98,11 +113,11 @@ def global_mean(values: torch.Tensor, weights: torch.Tensor | None = None, accel
     """
     weights = torch.ones_like(values) if weights is None else weights.to(values)
     local_sum = (values * weights).sum()
-    total = weights.sum().detach()
-    world = 1
-    if accelerator is not None and accelerator.num_processes > 1:
-        world = accelerator.num_processes
-        total = accelerator.reduce(total.clone(), reduction="sum")
+    world = accelerator.num_processes if accelerator is not None else 1
+    if total is None:
+        total = weights.sum().detach()
+        if world > 1:
+            total = accelerator.reduce(total.clone(), reduction="sum")
     if total <= 0:
         return local_sum * 0.0  # no supervised item anywhere: a zero loss that still has a graph
     return local_sum * world / total

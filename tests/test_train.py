@@ -1,0 +1,257 @@
+"""Training for real on CPU: tiny Qwen2 models from a config, data built by `prmsearch build` from the GSM8K model
+solutions, through the same `train()` the CLI runs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from prmsearch.data_builders.build import BuildConfig, run_build
+from prmsearch.models.reward_model import RewardModel
+from prmsearch.train.collators import GroupBatchSampler, PairCollator, TokenBudgetSampler, TokenCollator, sequences
+from prmsearch.train.config import TrainConfig, TrainConfigError, parse_overrides
+from prmsearch.train.losses import prm_losses
+from prmsearch.train.run import train
+
+ROOT = Path(__file__).resolve().parent.parent
+GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_test_model_solutions.jsonl"
+TINY = {
+    "model_type": "qwen2",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 1024,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, smollm2_tokenizer):
+    """PRM / ORM / pair sets from the first 40 GSM8K problems (160 solutions), built by `prmsearch build`."""
+    root = tmp_path_factory.mktemp("built")
+    lines = GSM8K.read_text(encoding="utf-8").splitlines()[:40]
+    source = root / "gsm8k_40.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = {}
+    for target in ("prm", "orm", "pairs"):
+        cfg = BuildConfig.from_yaml(
+            str(ROOT / "data_builders" / "gsm8k_solutions.yaml"),
+            target=target,
+            input=str(source),
+            output=str(root / target),
+            max_length=512,
+        )
+        run_build(cfg, progress=False)
+        out[target] = str(root / target)
+    return out
+
+
+def config(data, kind, tmp_path, **kw):
+    values = {
+        "kind": kind,
+        "model_config": dict(TINY),
+        "train_data": data["pairs" if kind == "bt" else kind],
+        "output_dir": str(tmp_path / kind),
+        "learning_rate": 3e-3,
+        "per_device_batch_size": 8,
+        "logging_steps": 1,
+        "save_steps": 1000,
+        "eval_fraction": 0.15,
+        "report_to": "none",
+    }
+    return TrainConfig.from_dict({**values, **kw})
+
+
+def _falls(losses):
+    k = max(len(losses) // 4, 2)
+    return sum(losses[-k:]) / k < sum(losses[:k]) / k
+
+
+@pytest.mark.parametrize("kind", ["prm", "orm", "bt"])
+def test_each_kind_trains_saves_loads_and_scores(data, kind, tmp_path):
+    result = train(config(data, kind, tmp_path, num_train_epochs=3), progress=False)
+    assert _falls(result.losses), result.losses
+    assert result.eval_metrics["eval_examples"] > 0
+    rm = RewardModel.from_pretrained(result.output_dir)
+    assert rm.kind == kind
+    first = json.loads(GSM8K.read_text(encoding="utf-8").splitlines()[0])
+    solution = first["175b_verification"]["solution"]
+    if kind == "prm":
+        scores = rm.score_steps(first["question"], rm.step_format.split(solution))
+        assert len(scores) == len(rm.step_format.split(solution)) and all(0 < s < 1 for s in scores)
+        for key in ("eval_step_accuracy", "eval_error_f1", "eval_processbench_f1", "eval_ece"):
+            assert key in result.eval_metrics
+    else:
+        score = rm.score(first["question"], solution)
+        assert isinstance(score, float)
+        keys = ("eval_accuracy", "eval_margin") if kind == "bt" else ("eval_accuracy", "eval_auroc", "eval_ece")
+        assert all(k in result.eval_metrics for k in keys)
+    if kind == "bt":  # the centre is the training-time mean reward: scores of training completions centre on 0
+        assert rm.center != 0.0
+    saved = json.loads((Path(result.output_dir) / "metrics.json").read_text())
+    assert saved["eval"] == result.eval_metrics
+
+
+def test_packed_rows_give_the_padded_loss_and_gradients(data, smollm2_tokenizer):
+    """The same examples packed into one row (position ids + boundaries, our varlen attention) and right-padded
+    (plain SDPA with a mask): same per-step losses, same gradients."""
+    import datasets
+
+    from prmsearch.train import packed_attention
+    from prmsearch.train.run import build_reward_model
+
+    ds = datasets.load_from_disk(data["prm"])
+    examples = [ds[i] for i in range(6)]
+    cfg = TrainConfig.from_dict({"kind": "prm", "model_config": dict(TINY), "train_data": data["prm"]})
+    grads, losses = {}, {}
+    for packing in (True, False):
+        rm = build_reward_model(cfg, smollm2_tokenizer, None)
+        if packing:
+            rm.model.set_attn_implementation(packed_attention.register())
+        else:
+            rm.model.set_attn_implementation("sdpa")
+        batch = TokenCollator(smollm2_tokenizer.pad_token_id, packing=packing)(examples)
+        labels = batch.pop("labels")
+        logits = rm.model(**batch).logits
+        values = prm_losses(logits, labels, "ce")
+        values.mean().backward()
+        losses[packing] = values.detach()
+        grads[packing] = torch.cat([p.grad.flatten() for p in rm.model.parameters()])
+        assert len(sequences({**batch, "labels": labels})) == 6
+    assert torch.allclose(losses[True], losses[False], atol=1e-5)
+    assert torch.allclose(grads[True], grads[False], atol=1e-5)
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resume_gives_the_uninterrupted_weights(data, tmp_path):
+    straight = train(config(data, "prm", tmp_path / "a", max_steps=8, save_steps=4), progress=False)
+    cfg = config(data, "prm", tmp_path / "b", max_steps=8, save_steps=4)
+    stopped = train(cfg, callbacks=[StopAt(4)], progress=False)
+    assert not os.path.exists(os.path.join(stopped.output_dir, "model.safetensors"))
+    assert os.path.isdir(os.path.join(stopped.output_dir, "checkpoint-4"))
+    resumed = train(cfg, resume=True, progress=False)
+    a = load_file(os.path.join(straight.output_dir, "model.safetensors"))
+    b = load_file(os.path.join(resumed.output_dir, "model.safetensors"))
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-7, worst
+    assert straight.losses[-4:] == resumed.losses[-4:]
+
+
+def test_bt_plackett_luce_and_prompt_groups(data, tmp_path):
+    result = train(
+        config(data, "bt", tmp_path, bt_loss="plackett_luce", per_device_batch_size=16, num_train_epochs=3),
+        progress=False,
+    )
+    assert _falls(result.losses), result.losses
+    grouped = train(config(data, "bt", tmp_path / "g", group_by_prompt=True, max_steps=3), progress=False)
+    assert len(grouped.losses) == 3
+
+
+def test_group_sampler_keeps_prompts_whole_and_collator_runs_each_completion_once():
+    groups = ["a", "a", "a", "b", "c", "c"]
+    sampler = GroupBatchSampler(groups, batch_size=4, seed=1)
+    for batch in sampler:
+        for g in {groups[i] for i in batch}:
+            assert all(i in batch for i, h in enumerate(groups) if h == g)
+    pairs = [
+        {"chosen_ids": [5, 6], "rejected_ids": [7], "group_id": "a"},
+        {"chosen_ids": [5, 6], "rejected_ids": [8, 9, 9], "group_id": "a"},
+        {"chosen_ids": [4], "rejected_ids": [7], "group_id": "b"},
+    ]
+    batch = PairCollator(pad_token_id=0, rankings=True)(pairs)
+    assert batch["input_ids"].shape[0] == 5  # [5, 6] once for prompt a; [7] twice (prompts a and b)
+    assert batch["chosen_index"].tolist() == [0, 0, 3] and batch["pair_group"].tolist() == [0, 0, 1]
+    assert batch["ranking_levels"][0].tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="pad token"):
+        PairCollator(pad_token_id=7)(pairs)
+
+
+def test_token_budget_sampler_is_seeded_and_respects_the_budget():
+    lengths = [30, 50, 20, 80, 10, 60, 40]
+    s = TokenBudgetSampler(lengths, max_tokens=100, seed=3)
+    batches = list(s)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert all(sum(lengths[i] for i in b) <= 100 for b in batches)
+    assert batches == list(TokenBudgetSampler(lengths, max_tokens=100, seed=3))
+    with pytest.raises(ValueError, match="max_tokens_per_batch"):
+        TokenBudgetSampler(lengths, max_tokens=70)
+
+
+def test_config_errors_and_overrides(tmp_path, data):
+    assert parse_overrides(["learning_rate=1e-4", "packing=false", "model_config.hidden_size=64"]) == {
+        "learning_rate": "1e-4",
+        "packing": False,
+        "model_config": {"hidden_size": 64},
+    }
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"train_data: {data['prm']}\nmodel_config: {json.dumps(TINY)}\nlearning_rate: 1e-4\n")
+    cfg = TrainConfig.from_yaml(str(recipe), parse_overrides(["model_config.hidden_size=64"]), kind="prm")
+    assert cfg.learning_rate == 1e-4 and cfg.model_config["hidden_size"] == 64
+    assert cfg.model_config["num_hidden_layers"] == 2
+    with pytest.raises(TrainConfigError, match="unknown keys"):
+        TrainConfig.from_yaml(str(recipe), {"learnin_rate": 1.0})
+    with pytest.raises(TrainConfigError, match="prm_loss"):
+        TrainConfig.from_yaml(str(recipe), {"prm_loss": "hinge"})
+    with pytest.raises(TrainConfigError, match="soft labels|columns"):
+        train(TrainConfig.from_yaml(str(recipe), {"train_data": data["pairs"]}, kind="prm"), progress=False)
+
+
+def _cli(args, env=None, cwd=None):
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_two_processes_match_one_process_on_the_same_global_batch(data, tmp_path):
+    """Two data-parallel CPU processes (`accelerate launch --multi_gpu --num_processes 2`: torchrun + gloo when no
+    GPU is present) with micro-batches of 4, against one process with 2 accumulation steps: the same global
+    batches. Per-step losses and final weights must agree to float32 round-off (1e-5). The shards have different
+    numbers of supervised steps, so a per-shard mean would not match."""
+    recipe = tmp_path / "prm.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "train_data": data["prm"],
+                "model_config": TINY,
+                "learning_rate": 3e-3,
+                "per_device_batch_size": 4,
+                "max_steps": 4,
+                "logging_steps": 1,
+                "eval_fraction": 0.0,
+                "save_steps": 1000,
+            }
+        )
+    )
+    accelerate = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--num_processes", "2"]
+    accelerate += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = ["-m", "prmsearch", "train", "prm", str(recipe), "--quiet"]
+    two = _cli([*accelerate, "--multi_gpu", *cmd, f"output_dir={tmp_path / 'two'}"], env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = _cli([sys.executable, *cmd, f"output_dir={tmp_path / 'one'}", "gradient_accumulation_steps=2"], env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    logs = {}
+    for name in ("one", "two"):
+        history = json.loads((tmp_path / name / "metrics.json").read_text())["log_history"]
+        logs[name] = [h["loss"] for h in history if "loss" in h]
+    assert len(logs["one"]) == 4
+    assert logs["one"] == pytest.approx(logs["two"], abs=1e-5)
+    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    # `--cpu` would start ONE process that believes it is one of two: refused with the commands that work
+    alone = _cli([*accelerate, "--cpu", *cmd, f"output_dir={tmp_path / 'alone'}"], env=env)
+    assert alone.returncode != 0 and "starts only one process" in alone.stderr
