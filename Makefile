@@ -21,11 +21,15 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-# What exists today of the main job: PRM / ORM / BT-pair label sets from the GSM8K model solutions.
+# What exists today of the main job: PRM / ORM / BT-pair label sets from the GSM8K model solutions, and a tiny
+# reward model of each kind trained on them (train/tiny_*.yaml; models in out/rm_*).
 demo: install
 	$(VENV)/bin/prmsearch build prm --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_prm
 	$(VENV)/bin/prmsearch build orm --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_orm
 	$(VENV)/bin/prmsearch build pairs --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_pairs
+	$(VENV)/bin/prmsearch train prm train/tiny_prm.yaml train_data=$(OUT)/gsm8k_prm output_dir=$(OUT)/rm_prm --quiet
+	$(VENV)/bin/prmsearch train orm train/tiny_orm.yaml train_data=$(OUT)/gsm8k_orm output_dir=$(OUT)/rm_orm --quiet
+	$(VENV)/bin/prmsearch train bt train/tiny_bt.yaml train_data=$(OUT)/gsm8k_pairs output_dir=$(OUT)/rm_bt --quiet
 
 lint: install
 	$(VENV)/bin/ruff check .

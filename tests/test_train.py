@@ -220,21 +220,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(data, tmp_path
     GPU is present) with micro-batches of 4, against one process with 2 accumulation steps: the same global
     batches. Per-step losses and final weights must agree to float32 round-off (1e-5). The shards have different
     numbers of supervised steps, so a per-shard mean would not match."""
-    recipe = tmp_path / "prm.yaml"
-    recipe.write_text(
-        json.dumps(
-            {
-                "train_data": data["prm"],
-                "model_config": TINY,
-                "learning_rate": 3e-3,
-                "per_device_batch_size": 4,
-                "max_steps": 4,
-                "logging_steps": 1,
-                "eval_fraction": 0.0,
-                "save_steps": 1000,
-            }
-        )
-    )
+    recipe = _two_process_recipe(data, tmp_path)
     accelerate = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--num_processes", "2"]
     accelerate += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -247,7 +233,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(data, tmp_path
     for name in ("one", "two"):
         history = json.loads((tmp_path / name / "metrics.json").read_text())["log_history"]
         logs[name] = [h["loss"] for h in history if "loss" in h]
-    assert len(logs["one"]) == 4
+    assert len(logs["one"]) == 3
     assert logs["one"] == pytest.approx(logs["two"], abs=1e-5)
     a = load_file(str(tmp_path / "one" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
@@ -255,3 +241,54 @@ def test_two_processes_match_one_process_on_the_same_global_batch(data, tmp_path
     # `--cpu` would start ONE process that believes it is one of two: refused with the commands that work
     alone = _cli([*accelerate, "--cpu", *cmd, f"output_dir={tmp_path / 'alone'}"], env=env)
     assert alone.returncode != 0 and "starts only one process" in alone.stderr
+
+
+def test_lora_trains_and_saves_a_merged_model(data, tmp_path):
+    pytest.importorskip("peft")
+    result = train(config(data, "prm", tmp_path, lora_r=4, lora_alpha=8, max_steps=3), progress=False)
+    rm = RewardModel.from_pretrained(result.output_dir)
+    assert not any("lora" in name for name, _ in rm.model.named_parameters())
+    assert len(rm.score_steps("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."])) == 2
+
+
+def _two_process_recipe(data, tmp_path):
+    recipe = tmp_path / "prm.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "train_data": data["prm"],
+                "model_config": TINY,
+                "learning_rate": 3e-3,
+                "per_device_batch_size": 4,
+                "max_steps": 3,
+                "logging_steps": 1,
+                "eval_fraction": 0.0,
+                "save_steps": 1000,
+            }
+        )
+    )
+    return recipe
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu_matches_one_process(data, tmp_path):
+    """DeepSpeed ZeRO-2 for real on CPU (its CPU accelerator over gloo), 2 processes, through the shipped accelerate
+    config. The first run compiles DeepSpeed's shared-memory op (minutes); losses match one process with 2
+    accumulation steps."""
+    pytest.importorskip("deepspeed")
+    recipe = _two_process_recipe(data, tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = ["-m", "prmsearch", "train", "prm", str(recipe), "--quiet"]
+    launch = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--config_file"]
+    zero = _cli([*launch, "train/accelerate/zero2.yaml", *cmd, f"output_dir={tmp_path / 'zero2'}"], env=env, cwd=ROOT)
+    assert zero.returncode == 0, zero.stderr[-3000:]
+    assert "DeepSpeed" in zero.stderr + zero.stdout or (tmp_path / "zero2" / "metrics.json").exists()
+    one = _cli([sys.executable, *cmd, f"output_dir={tmp_path / 'one'}", "gradient_accumulation_steps=2"], env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    logs = {}
+    for name in ("one", "zero2"):
+        history = json.loads((tmp_path / name / "metrics.json").read_text())["log_history"]
+        logs[name] = [h["loss"] for h in history if "loss" in h]
+    assert len(logs["zero2"]) == 3 and logs["one"] == pytest.approx(logs["zero2"], abs=1e-5)
+    rm = RewardModel.from_pretrained(str(tmp_path / "zero2"))
+    assert len(rm.score_steps("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."])) == 2
