@@ -227,6 +227,8 @@ def test_two_processes_match_one_process_on_the_same_global_batch(data, tmp_path
     cmd = ["-m", "prmsearch", "train", "prm", str(recipe), "--quiet"]
     two = _cli([*accelerate, "--multi_gpu", *cmd, f"output_dir={tmp_path / 'two'}"], env=env)
     assert two.returncode == 0, two.stderr[-3000:]
+    launch = json.loads((tmp_path / "two" / "metrics.json").read_text())["launch"]
+    assert launch == {"distributed_type": "MULTI_CPU", "num_processes": 2}
     one = _cli([sys.executable, *cmd, f"output_dir={tmp_path / 'one'}", "gradient_accumulation_steps=2"], env=env)
     assert one.returncode == 0, one.stderr[-3000:]
     logs = {}
@@ -282,7 +284,8 @@ def test_deepspeed_zero2_on_cpu_matches_one_process(data, tmp_path):
     launch = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--config_file"]
     zero = _cli([*launch, "train/accelerate/zero2.yaml", *cmd, f"output_dir={tmp_path / 'zero2'}"], env=env, cwd=ROOT)
     assert zero.returncode == 0, zero.stderr[-3000:]
-    assert "DeepSpeed" in zero.stderr + zero.stdout or (tmp_path / "zero2" / "metrics.json").exists()
+    launch = json.loads((tmp_path / "zero2" / "metrics.json").read_text())["launch"]
+    assert launch == {"distributed_type": "DEEPSPEED", "num_processes": 2, "zero_stage": 2}
     one = _cli([sys.executable, *cmd, f"output_dir={tmp_path / 'one'}", "gradient_accumulation_steps=2"], env=env)
     assert one.returncode == 0, one.stderr[-3000:]
     logs = {}

@@ -264,11 +264,12 @@ def train(
     result = TrainResult(cfg.output_dir, output.metrics, eval_metrics, _losses(trainer))
     if trainer.accelerator.is_main_process:
         with open(os.path.join(cfg.output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(
-                {"train": result.train_metrics, "eval": eval_metrics, "log_history": trainer.state.log_history},
-                f,
-                indent=2,
-            )
+            acc = trainer.accelerator
+            launch = {"distributed_type": str(acc.distributed_type.value), "num_processes": acc.num_processes}
+            if trainer.is_deepspeed_enabled:
+                launch["zero_stage"] = acc.state.deepspeed_plugin.zero_stage
+            record = {"train": result.train_metrics, "eval": eval_metrics, "launch": launch}
+            json.dump({**record, "log_history": trainer.state.log_history}, f, indent=2)
         import yaml
 
         with open(os.path.join(cfg.output_dir, "train_config.yaml"), "w", encoding="utf-8") as f:
