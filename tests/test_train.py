@@ -295,3 +295,29 @@ def test_deepspeed_zero2_on_cpu_matches_one_process(data, tmp_path):
     assert len(logs["zero2"]) == 3 and logs["one"] == pytest.approx(logs["zero2"], abs=1e-5)
     rm = RewardModel.from_pretrained(str(tmp_path / "zero2"))
     assert len(rm.score_steps("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."])) == 2
+
+
+def test_bad_rows_name_the_file_row_and_field(tmp_path, smollm2_tokenizer):
+    def write(rows):
+        path = tmp_path / "bad.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp_path / "bad.jsonl.build.json").write_text(json.dumps({"tokenizer": "smollm2", "label_kind": "hard"}))
+        return str(path)
+
+    good = {"input_ids": [10, 11, 12], "labels": [-100, -100, 1], "group_id": "g"}
+    cfg = {"kind": "prm", "model_config": dict(TINY), "output_dir": str(tmp_path / "out"), "eval_fraction": 0.0}
+    short = write([good, good, {**good, "labels": [-100, 1]}])
+    with pytest.raises(TrainConfigError, match=r"bad.jsonl: row 2: field 'labels' has 2 entries for 3 tokens"):
+        train(TrainConfig.from_dict({**cfg, "train_data": short}), progress=False)
+    soft = write([good, {**good, "labels": [-100, -100, 0.5]}])
+    with pytest.raises(TrainConfigError, match=r"row 1: field 'labels' has 0.5; prm training with prm_loss=ce"):
+        train(TrainConfig.from_dict({**cfg, "train_data": soft}), progress=False)
+    alien = write([{**good, "input_ids": [10, 11, 10**6]}])
+    with pytest.raises(TrainConfigError, match=r"row 0: field 'input_ids' has token id 1000000 outside"):
+        train(TrainConfig.from_dict({**cfg, "train_data": alien}), progress=False)
+
+
+def test_bf16_and_gradient_checkpointing_run_on_cpu(data, tmp_path):
+    result = train(config(data, "orm", tmp_path, bf16=True, gradient_checkpointing=True, max_steps=2), progress=False)
+    assert len(result.losses) == 2 and all(0 < v < 10 for v in result.losses)
+    assert RewardModel.from_pretrained(result.output_dir).kind == "orm"

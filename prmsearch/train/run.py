@@ -17,12 +17,16 @@ import torch
 from ..models.reward_model import RewardModel
 from ..steps import StepFormat
 from .config import TrainConfig, TrainConfigError
+from .losses import IGNORE
 
 REQUIRED_COLUMNS = {
     "prm": ("input_ids", "labels"),
     "orm": ("input_ids", "labels"),
     "bt": ("chosen_input_ids", "rejected_input_ids"),
 }
+
+
+CENTRE_SAMPLE = 512  # training pairs whose mean reward becomes a BT model's centre
 
 
 @dataclass
@@ -68,6 +72,44 @@ def load_built(path: str, kind: str):
     if kind == "bt":
         ds = ds.rename_columns({"chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"})
     return ds
+
+
+ALLOWED_LABELS = {"ce": "0 or 1", "ce3": "-1, 0 or 1", "bce": "in [0, 1]", "mse": "in [0, 1]", "orm": "0 or 1"}
+
+
+def _label_ok(value: float, rule: str) -> bool:
+    if rule == "0 or 1":
+        return value in (0, 1)
+    if rule == "-1, 0 or 1":
+        return value in (-1, 0, 1)
+    return 0.0 <= value <= 1.0
+
+
+def validate_rows(ds, cfg: TrainConfig, path: str, vocab_size: int) -> None:
+    """Fail before training, naming the row and field, rather than deep inside a forward pass (an index error in
+    the embedding) or, worse, training on labels the loss misreads."""
+    id_columns = ("chosen_ids", "rejected_ids") if cfg.kind == "bt" else ("input_ids",)
+    for column in id_columns:
+        for row, ids in enumerate(ds[column]):
+            if not ids:
+                raise TrainConfigError(f"{path}: row {row}: field '{column}' is empty")
+            if max(ids) >= vocab_size or min(ids) < 0:
+                raise TrainConfigError(
+                    f"{path}: row {row}: field '{column}' has token id {max(ids)} outside the model's vocabulary "
+                    f"({vocab_size}): the data was built with a different tokenizer than the model's"
+                )
+    if cfg.kind == "bt":
+        return
+    rule = ALLOWED_LABELS["orm" if cfg.kind == "orm" else cfg.prm_loss]
+    for row, (ids, labels) in enumerate(zip(ds["input_ids"], ds["labels"], strict=True)):
+        if len(labels) != len(ids):
+            raise TrainConfigError(f"{path}: row {row}: field 'labels' has {len(labels)} entries for {len(ids)} tokens")
+        bad = next((v for v in labels if v != IGNORE and not _label_ok(v, rule)), None)
+        if bad is not None:
+            raise TrainConfigError(
+                f"{path}: row {row}: field 'labels' has {bad!r}; {cfg.kind} training with "
+                f"{'prm_loss=' + cfg.prm_loss if cfg.kind == 'prm' else 'BCE'} needs {rule} (or {IGNORE})"
+            )
 
 
 def split_eval(ds, fraction: float, seed: int):
@@ -214,9 +256,13 @@ def train(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
 
+    rm = build_reward_model(cfg, tokenizer, fmt)
+    vocab = rm.model.get_input_embeddings().num_embeddings
     data = load_built(cfg.train_data, cfg.kind)
+    validate_rows(data, cfg, cfg.train_data, vocab)
     if cfg.eval_data:
         train_set, eval_set = data, load_built(cfg.eval_data, cfg.kind)
+        validate_rows(eval_set, cfg, cfg.eval_data, vocab)
     else:
         train_set, eval_set = split_eval(data, cfg.eval_fraction, cfg.seed)
     if eval_set is not None and cfg.eval_max_examples is not None and len(eval_set) > cfg.eval_max_examples:
@@ -224,8 +270,9 @@ def train(
     if len(train_set) == 0:
         raise TrainConfigError(f"{cfg.train_data}: no training examples")
 
-    rm = build_reward_model(cfg, tokenizer, fmt)
-    if cfg.kind != "bt" and cfg.packing and not (cfg.attn_implementation or "").startswith("flash"):
+    if cfg.attn_implementation in (None, "sdpa", "prmsearch_varlen") and (cfg.kind == "bt" or cfg.packing):
+        # Packed rows need per-example attention; right-padded pair batches get the same causal kernel without a
+        # padding mask (exact for the real tokens, which precede the padding).
         from . import packed_attention
 
         rm.model.set_attn_implementation(packed_attention.register())
@@ -257,7 +304,7 @@ def train(
 
     eval_metrics = trainer.evaluate() if eval_set is not None else {}
     if cfg.kind == "bt":  # the training-time reward centre, subtracted at scoring time
-        sample = train_set.select(range(min(len(train_set), cfg.eval_max_examples or len(train_set))))
+        sample = train_set.select(range(min(len(train_set), CENTRE_SAMPLE)))
         records = trainer.collect(sample)
         rm.center = sum(r["chosen"] + r["rejected"] for r in records) / (2 * len(records))
     _save(trainer, rm, cfg)
