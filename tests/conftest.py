@@ -49,3 +49,19 @@ def bpe_tokenizer(tmp_path_factory):
 @pytest.fixture(params=["smollm2", "bpe"])
 def tokenizer(request):
     return request.getfixturevalue(f"{request.param}_tokenizer")
+
+
+def tiny_config(config_class, tokenizer, **overrides):
+    """A 2-layer, hidden-32 config of any transformers architecture over `tokenizer`'s vocabulary: random weights
+    for tests of read-outs, padding and formats, where what matters is the architecture, not what it learned."""
+    values = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 1024,
+        "attn_implementation": "sdpa",
+    }
+    return config_class(**{**values, **overrides})

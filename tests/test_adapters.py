@@ -4,6 +4,7 @@ rendering, padding and batching change nothing, and a literal marker in a step c
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from prmsearch.models.adapters import (
     AdapterError,
@@ -47,20 +48,6 @@ LLAMA31_TEMPLATE = (
     "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
-
-
-def tiny(config_class, tokenizer, **kw):
-    return config_class(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        attn_implementation="sdpa",
-        **kw,
-    )
 
 
 def byte_level(smollm2_tokenizer, split):
@@ -110,7 +97,7 @@ def qwen_dir(tmp_path_factory, smollm2_tokenizer):
     tok.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
     tok.chat_template = QWEN_TEMPLATE
     tok.save_pretrained(path)
-    config = tiny(Qwen2Config, tok)
+    config = tiny_config(Qwen2Config, tok)
     config.architectures = ["Qwen2ForProcessRewardModel"]
     config.auto_map = {
         "AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",
@@ -137,7 +124,7 @@ def shepherd_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("math-shepherd")
     tok = mistral_like_tokenizer(path)
     torch.manual_seed(1)
-    MistralForCausalLM(tiny(MistralConfig, tok, sliding_window=None)).save_pretrained(path)
+    MistralForCausalLM(tiny_config(MistralConfig, tok, sliding_window=None)).save_pretrained(path)
     return path
 
 
@@ -156,7 +143,7 @@ def rlhflow_dir(tmp_path_factory, smollm2_tokenizer):
     tok.chat_template = LLAMA31_TEMPLATE
     tok.save_pretrained(path)
     torch.manual_seed(2)
-    LlamaForCausalLM(tiny(LlamaConfig, tok)).save_pretrained(path)
+    LlamaForCausalLM(tiny_config(LlamaConfig, tok)).save_pretrained(path)
     return path
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from prmsearch import StepFormat
 from prmsearch.models.reward_model import RewardModel, RewardModelError
@@ -11,16 +12,12 @@ SOLUTION = "In May she sold 48 / 2 = 24 clips.\n\nIn all 48 + 24 = 72 clips.\n\n
 OTHER = "She sold 48 clips.\n\nThe answer is 48."
 
 
-def tiny_config(tokenizer):
+def tiny_qwen2(tokenizer):
     from transformers import Qwen2Config
 
-    return Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+    return tiny_config(
+        Qwen2Config,
+        tokenizer,
         max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id,
         attn_implementation="eager",
@@ -34,7 +31,7 @@ def tok(smollm2_tokenizer):
 
 def make(tok, kind, **kw):
     torch.manual_seed(0)
-    return RewardModel.from_backbone(tiny_config(tok), tok, kind, StepFormat(), **kw).eval()
+    return RewardModel.from_backbone(tiny_qwen2(tok), tok, kind, StepFormat(), **kw).eval()
 
 
 @pytest.mark.parametrize("kind", ["bt", "orm"])
@@ -95,7 +92,7 @@ def test_orm_aggregations_read_completion_tokens_only(tok):
 def test_save_and_load_score_the_same(tok, tmp_path):
     fmt = StepFormat(separator="\n", marker=" ки", gap="\n")
     torch.manual_seed(0)
-    rm = RewardModel.from_backbone(tiny_config(tok), tok, "prm", fmt, prm_loss="ce3").eval()
+    rm = RewardModel.from_backbone(tiny_qwen2(tok), tok, "prm", fmt, prm_loss="ce3").eval()
     steps = ["48 / 2 = 24", "48 + 24 = 72"]
     before = rm.score_steps(PROMPT, steps)
     rm.save_pretrained(tmp_path / "prm")

@@ -215,6 +215,18 @@ def _cli(args, env=None, cwd=None):
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
+def _logged_losses(output_dir):
+    history = json.loads((output_dir / "metrics.json").read_text())["log_history"]
+    return [h["loss"] for h in history if "loss" in h]
+
+
+def _one_process(cmd, output_dir, env):
+    """The reference for data-parallel runs: one process, 2 accumulation steps, the same global batches."""
+    one = _cli([sys.executable, *cmd, f"output_dir={output_dir}", "gradient_accumulation_steps=2"], env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    return _logged_losses(output_dir)
+
+
 def test_two_processes_match_one_process_on_the_same_global_batch(data, tmp_path):
     """Two data-parallel CPU processes (`accelerate launch --multi_gpu --num_processes 2`: torchrun + gloo when no
     GPU is present) with micro-batches of 4, against one process with 2 accumulation steps: the same global
@@ -229,14 +241,9 @@ def test_two_processes_match_one_process_on_the_same_global_batch(data, tmp_path
     assert two.returncode == 0, two.stderr[-3000:]
     launch = json.loads((tmp_path / "two" / "metrics.json").read_text())["launch"]
     assert launch == {"distributed_type": "MULTI_CPU", "num_processes": 2}
-    one = _cli([sys.executable, *cmd, f"output_dir={tmp_path / 'one'}", "gradient_accumulation_steps=2"], env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    logs = {}
-    for name in ("one", "two"):
-        history = json.loads((tmp_path / name / "metrics.json").read_text())["log_history"]
-        logs[name] = [h["loss"] for h in history if "loss" in h]
-    assert len(logs["one"]) == 3
-    assert logs["one"] == pytest.approx(logs["two"], abs=1e-5)
+    one = _one_process(cmd, tmp_path / "one", env)
+    assert len(one) == 3
+    assert one == pytest.approx(_logged_losses(tmp_path / "two"), abs=1e-5)
     a = load_file(str(tmp_path / "one" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
@@ -286,13 +293,8 @@ def test_deepspeed_zero2_on_cpu_matches_one_process(data, tmp_path):
     assert zero.returncode == 0, zero.stderr[-3000:]
     launch = json.loads((tmp_path / "zero2" / "metrics.json").read_text())["launch"]
     assert launch == {"distributed_type": "DEEPSPEED", "num_processes": 2, "zero_stage": 2}
-    one = _cli([sys.executable, *cmd, f"output_dir={tmp_path / 'one'}", "gradient_accumulation_steps=2"], env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    logs = {}
-    for name in ("one", "zero2"):
-        history = json.loads((tmp_path / name / "metrics.json").read_text())["log_history"]
-        logs[name] = [h["loss"] for h in history if "loss" in h]
-    assert len(logs["zero2"]) == 3 and logs["one"] == pytest.approx(logs["zero2"], abs=1e-5)
+    zero2 = _logged_losses(tmp_path / "zero2")
+    assert len(zero2) == 3 and _one_process(cmd, tmp_path / "one", env) == pytest.approx(zero2, abs=1e-5)
     rm = RewardModel.from_pretrained(str(tmp_path / "zero2"))
     assert len(rm.score_steps("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."])) == 2
 

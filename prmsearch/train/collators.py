@@ -44,10 +44,11 @@ class TokenBudgetSampler:
         max_tokens: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
+        oversize_alone: bool = False,
     ) -> None:
         if batch_size is None and max_tokens is None:
             raise ValueError("TokenBudgetSampler needs batch_size, max_tokens or both")
-        if max_tokens is not None and lengths and max(lengths) > max_tokens:
+        if not oversize_alone and max_tokens is not None and lengths and max(lengths) > max_tokens:
             longest = max(range(len(lengths)), key=lengths.__getitem__)
             raise BatchingError(
                 f"example {longest} has {lengths[longest]} tokens, more than max_tokens_per_batch={max_tokens}: "
@@ -98,26 +99,11 @@ class GroupBatchSampler(TokenBudgetSampler):
         for i, g in enumerate(group_ids):
             members.setdefault(g, []).append(i)
         self.groups = list(members.values())
-        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
-        self._cache = None
+        sizes = [len(m) for m in self.groups]
+        super().__init__(sizes, max_tokens=batch_size, shuffle=shuffle, seed=seed, oversize_alone=True)
 
     def batches(self) -> list[list[int]]:
-        if self._cache is not None and self._cache[0] == self.epoch:
-            return self._cache[1]
-        order = list(range(len(self.groups)))
-        if self.shuffle:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
-        out: list[list[int]] = []
-        batch: list[int] = []
-        for g in order:
-            if batch and len(batch) + len(self.groups[g]) > self.batch_size:
-                out.append(batch)
-                batch = []
-            batch.extend(self.groups[g])
-        if batch:
-            out.append(batch)
-        self._cache = (self.epoch, out)
-        return out
+        return [[i for g in batch for i in self.groups[g]] for batch in super().batches()]
 
 
 def _labels_tensor(rows: list[list[float]]) -> torch.Tensor:
