@@ -51,17 +51,18 @@ def tokenizer(request):
     return request.getfixturevalue(f"{request.param}_tokenizer")
 
 
+TINY_SIZES = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 1024,
+}
+
+
 def tiny_config(config_class, tokenizer, **overrides):
     """A 2-layer, hidden-32 config of any transformers architecture over `tokenizer`'s vocabulary: random weights
     for tests of read-outs, padding and formats, where what matters is the architecture, not what it learned."""
-    values = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "max_position_embeddings": 1024,
-        "attn_implementation": "sdpa",
-    }
+    values = {"vocab_size": len(tokenizer), **TINY_SIZES, "attn_implementation": "sdpa"}
     return config_class(**{**values, **overrides})

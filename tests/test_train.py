@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_SIZES
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -21,15 +22,7 @@ from prmsearch.train.run import train
 
 ROOT = Path(__file__).resolve().parent.parent
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_test_model_solutions.jsonl"
-TINY = {
-    "model_type": "qwen2",
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "max_position_embeddings": 1024,
-}
+TINY = {"model_type": "qwen2", **TINY_SIZES}  # a recipe's model_config: vocabulary from the data's tokenizer
 
 
 @pytest.fixture(scope="module")
