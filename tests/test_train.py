@@ -28,6 +28,8 @@ TINY = {"model_type": "qwen2", **TINY_SIZES}  # a recipe's model_config: vocabul
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, smollm2_tokenizer):
     """PRM / ORM / pair sets from the first 40 GSM8K problems (160 solutions), built by `prmsearch build`."""
+    if not GSM8K.exists():
+        pytest.skip(f"needs the shared data ({GSM8K}; CI has it beside the checkout)")
     root = tmp_path_factory.mktemp("built")
     lines = GSM8K.read_text(encoding="utf-8").splitlines()[:40]
     source = root / "gsm8k_40.jsonl"
