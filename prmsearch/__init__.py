@@ -60,6 +60,7 @@ __all__ = [
     "load_adapter",
     "load_tokenizer",
     "pass_at_k",
+    "rerank",
     "run_build",
     "run_many",
     "run_tests",
@@ -70,6 +71,7 @@ _LAZY = {
     "RewardModel": "prmsearch.models.reward_model",
     "load_adapter": "prmsearch.models.adapters",
     "TrainConfig": "prmsearch.train.config",
+    "rerank": "prmsearch.search.rerank",
 }
 
 

@@ -95,6 +95,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from .search.runner import SearchConfig, format_summary, search_dataset
+
+    cfg = config_from_args(SearchConfig, args)
+    summary = search_dataset(cfg, resume=args.resume, progress=not args.quiet)
+    print(format_summary(summary))
+    print(f"wrote {cfg.output}")
+    return 0
+
+
+def _show_tree(args: argparse.Namespace) -> int:
+    from .search.runner import read_trees
+    from .search.tree import Tree
+
+    for row in read_trees(args.result, args.problem, args.strategy, args.n):
+        print(f"== {row['strategy']} n={row['n']}")
+        print(Tree.from_dict(row).render(max_chars=args.max_chars))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .data_builders.build import TARGETS, BuildConfig
     from .verifiers.results import VerifyMathConfig
@@ -137,6 +157,29 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
 
+    from .bench.datasets import DatasetUnavailableError
+    from .search.runner import SearchConfig
+
+    search = sub.add_parser(
+        "search",
+        help="reward-guided search over a dataset: greedy, majority, best-of-N, weighted best-of-N, beam, DVTS, MCTS",
+        description="Strategies and N take comma-separated lists (--strategy beam,dvts --n 4,16); every "
+        "(strategy, N) runs over the dataset. Results are appended to OUTPUT/results.jsonl; --resume continues.",
+    )
+    search.add_argument("--config", help="YAML recipe (see search/); flags override it")
+    search.add_argument("--resume", action="store_true", help="continue the run in --output, skipping what is done")
+    search.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(search, SearchConfig)
+    search.set_defaults(func=_search)
+
+    show = sub.add_parser("show-tree", help="print the search tree of one problem from a run saved with --save-trees")
+    show.add_argument("result", help="the run's output folder (or its trees.jsonl)")
+    show.add_argument("--problem", required=True, help="problem id")
+    show.add_argument("--strategy", help="only this strategy")
+    show.add_argument("--n", type=int, help="only this N")
+    show.add_argument("--max-chars", type=int, default=80, help="step text shown per node (default 80)")
+    show.set_defaults(func=_show_tree)
+
     # `key=value` overrides may come after flags (`train prm r.yaml --quiet lr=1e-4`), which argparse does not
     # collect into a positional list once an optional flag has ended it.
     args, extra = parser.parse_known_args(argv)
@@ -147,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, DatasetUnavailableError) as e:
         print(f"prmsearch {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -97,6 +97,24 @@ class StepFormat:
             raise StepFormatError(f"marker {marker!r} tokenizes to no tokens")
         return ids
 
+    def prompt_ids(self, tokenizer: Any, prompt: str) -> list[int]:
+        """The ids every encoding starts with: the prompt and the prompt separator, special tokens added."""
+        return tokenizer(prompt + self.prompt_separator, add_special_tokens=True)["input_ids"]
+
+    def step_ids(self, tokenizer: Any, steps: list[str], first: bool = True) -> list[list[int]]:
+        """The ids each step adds after what precedes it: (gap) + step + marker. `first` says whether `steps[0]`
+        follows the prompt directly (no gap). Concatenating `prompt_ids` and these is exactly `encode`, which lets
+        the search-time scorer feed a new step alone on top of its prefix's cache."""
+        if any(not s.strip() for s in steps):
+            raise StepFormatError("a whitespace-only step has no ids (encode drops such steps)")
+        marker = self.marker_ids(tokenizer)
+        # One batched call for the steps and the gap: this runs once per example in builders and the scorer.
+        if not steps:
+            return []
+        ids = _tokenize_plain(tokenizer, [*steps, *([self.gap] if self.gap else [])])
+        gap = ids.pop() if self.gap else []
+        return [(gap if i or not first else []) + step + marker for i, step in enumerate(ids)]
+
     def encode(self, tokenizer: Any, prompt: str, steps: list[str], max_length: int | None = None) -> EncodedSteps:
         """Tokenize prompt and steps for a reward model; see `EncodedSteps` for where the labels go.
 
@@ -104,16 +122,11 @@ class StepFormat:
         can never forge a step boundary.
         """
         kept = [i for i, s in enumerate(steps) if s.strip()]
-        prompt_ids = tokenizer(prompt + self.prompt_separator, add_special_tokens=True)["input_ids"]
-        marker = self.marker_ids(tokenizer)
-        # One batched call for the steps and the gap: this runs once per example in builders and the scorer.
-        texts = [steps[i] for i in kept] + ([self.gap] if self.gap else [])
-        step_ids = _tokenize_plain(tokenizer, texts) if texts else []
-        gap = step_ids.pop() if self.gap else []
+        prompt_ids = self.prompt_ids(tokenizer, prompt)
         input_ids = list(prompt_ids)
         step_ends = []
-        for i, ids in enumerate(step_ids):
-            input_ids += gap + ids + marker if i else ids + marker
+        for ids in self.step_ids(tokenizer, [steps[i] for i in kept]):
+            input_ids += ids
             step_ends.append(len(input_ids) - 1)
         if max_length is not None and len(input_ids) > max_length:
             first_cut = next(i for i, end in enumerate(step_ends) if end >= max_length) if step_ends else 0

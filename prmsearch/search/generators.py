@@ -1,0 +1,268 @@
+"""Generators: the policy side of search. One protocol, two backends (transformers here, vLLM in `vllm_generator`).
+
+What the strategies need from a backend, and why each piece is in the protocol:
+- `finish_reason` keeps "stop" (a stop string ended a step), "eos" (the model ended the solution) and "length" (the
+  token budget cut it) apart, because a cut-off step must never be taken for a finished solution.
+- Seeds are per prompt. Sample j of a prompt with seed s is fixed by (s, j) alone, never by which other prompts
+  share the batch, so batched search equals one-problem-at-a-time search and a resumed run redraws what a killed
+  run drew.
+- `text` is the completion without the stop string or the EOS token (as vLLM returns it); `token_ids` are the
+  tokens the model generated, EOS included, so token accounting matches across backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+FINISH_REASONS = ("stop", "eos", "length")
+
+
+class GeneratorError(ValueError):
+    """Bad arguments to `generate`, or a policy that cannot be loaded."""
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # one of FINISH_REASONS
+    stop_reason: str | None = None  # the stop string that ended it, when finish_reason == "stop"
+    prompt_tokens: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+Seeds = int | Sequence[int | None] | None
+
+
+@runtime_checkable
+class Generator(Protocol):
+    tokenizer: Any
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        stop: Sequence[str] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: Seeds = None,
+    ) -> list[list[Completion]]:
+        """`n` completions of every prompt, in prompt order. `seed`: one int for the call (prompt i then gets
+        `derive_seed(seed, i)`), or one seed per prompt, or None for fresh randomness. `temperature=0` is greedy."""
+        ...
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed fixed by `parts` alone (problem id, node path, sample index…): stable across processes and
+    Python versions, unlike `hash()`."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def prompt_seeds(seed: Seeds, count: int) -> list[int]:
+    """One seed per prompt from the `seed` argument of `generate`."""
+    if seed is None:
+        return [random.getrandbits(63) for _ in range(count)]
+    if isinstance(seed, int):
+        return [derive_seed(seed, i) for i in range(count)]
+    seeds = list(seed)
+    if len(seeds) != count:
+        raise GeneratorError(f"{len(seeds)} seeds for {count} prompts")
+    return [random.getrandbits(63) if s is None else int(s) for s in seeds]
+
+
+def check_arguments(prompts: Sequence[str], n: int, max_tokens: int, temperature: float, top_p: float) -> None:
+    if isinstance(prompts, str):
+        raise GeneratorError("prompts must be a list of strings, not one string")
+    if n < 1:
+        raise GeneratorError(f"n must be at least 1, got {n}")
+    if max_tokens < 1:
+        raise GeneratorError(f"max_tokens must be at least 1, got {max_tokens}")
+    if temperature < 0:
+        raise GeneratorError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise GeneratorError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def find_stop(text: str, stop: Sequence[str], start: int = 0) -> tuple[int, str] | None:
+    """(index, stop string) of the earliest stop string in `text` at or after `start`, or None."""
+    best: tuple[int, str] | None = None
+    for s in stop:
+        i = text.find(s, start)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    return best
+
+
+class HFGenerator:
+    """Batched sampling with a KV cache through a transformers causal LM, on CPU or GPU.
+
+    Our own decode loop rather than `model.generate`, for two things `generate` cannot do: a random stream per
+    sample (so batch composition cannot change a sample) and stop strings reported apart from EOS. Each prompt is
+    prefilled once and its cache repeated for its `n` samples.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 64) -> None:
+        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids, default=0)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str, *, device: str | None = None, dtype: Any = None, batch_size: int = 64, **kwargs: Any
+    ) -> HFGenerator:
+        """A policy from a hub id or folder (`AutoModelForCausalLM` + `AutoTokenizer`)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
+        return cls(model, AutoTokenizer.from_pretrained(path), batch_size=batch_size)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        stop: Sequence[str] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: Seeds = None,
+    ) -> list[list[Completion]]:
+        check_arguments(prompts, n, max_tokens, temperature, top_p)
+        seeds = prompt_seeds(seed, len(prompts))
+        stop = [s for s in (stop or []) if s]
+        per_chunk = max(1, self.batch_size // n)
+        out: list[list[Completion]] = []
+        for start in range(0, len(prompts), per_chunk):
+            chunk = range(start, min(start + per_chunk, len(prompts)))
+            out += self._generate_chunk(
+                [prompts[i] for i in chunk], [seeds[i] for i in chunk], n, stop, max_tokens, temperature, top_p
+            )
+        return out
+
+    def _generate_chunk(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        n: int,
+        stop: list[str],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+    ) -> list[list[Completion]]:
+        import torch
+
+        device = self.device
+        encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
+        if any(not ids for ids in encoded):
+            raise GeneratorError("a prompt tokenizes to no tokens")
+        width = max(len(ids) for ids in encoded)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(encoded):  # left padding: every row's next token goes in the last column
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        streams = [torch.Generator(device).manual_seed(derive_seed(s, j)) for s in seeds for j in range(n)]
+        rows = len(streams)
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        texts = [""] * rows
+        finish: list[tuple[str, str | None] | None] = [None] * rows
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, logits_to_keep=1
+            )
+            cache = out.past_key_values
+            logits = out.logits[:, -1].float()
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+                logits = logits.repeat_interleave(n, 0)
+                mask = mask.repeat_interleave(n, 0)
+            for _ in range(max_tokens):
+                tokens = _sample(logits, streams, temperature, top_p).tolist()
+                live = [r for r in range(rows) if finish[r] is None]
+                for r in live:
+                    generated[r].append(tokens[r])
+                    if tokens[r] in self.eos_ids:
+                        finish[r] = ("eos", None)
+                if stop:
+                    self._check_stops([r for r in live if finish[r] is None], generated, texts, finish, stop)
+                if all(f is not None for f in finish):
+                    break
+                step = torch.tensor([t if finish[r] is None else self.pad_id for r, t in enumerate(tokens)])
+                mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], 1)
+                out = self.model(
+                    input_ids=step.to(device)[:, None],
+                    attention_mask=mask,
+                    position_ids=mask.sum(-1, keepdim=True) - 1,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                cache, logits = out.past_key_values, out.logits[:, -1].float()
+        completions = []
+        for r in range(rows):
+            reason, stop_string = finish[r] or ("length", None)
+            body = generated[r][:-1] if reason == "eos" else generated[r]
+            text = texts[r] if reason == "stop" else self.tokenizer.decode(body, skip_special_tokens=True)
+            completions.append(Completion(text, generated[r], reason, stop_string, len(encoded[r // n])))
+        return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _check_stops(
+        self,
+        rows: list[int],
+        generated: list[list[int]],
+        texts: list[str],
+        finish: list[tuple[str, str | None] | None],
+        stop: list[str],
+    ) -> None:
+        if not rows:
+            return
+        longest = max(len(s) for s in stop)
+        decoded = self.tokenizer.batch_decode([generated[r] for r in rows], skip_special_tokens=True)
+        for r, text in zip(rows, decoded, strict=True):
+            # Only the tail can hold a new match; earlier text was searched at earlier steps.
+            found = find_stop(text, stop, max(0, len(texts[r]) - longest))
+            texts[r] = text
+            if found is not None:
+                texts[r] = text[: found[0]]
+                finish[r] = ("stop", found[1])
+
+
+def _positions(mask: Any) -> Any:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _sample(logits: Any, streams: list[Any], temperature: float, top_p: float) -> Any:
+    """Next token of every row: argmax at temperature 0, else the Gumbel-max trick with each row's own stream,
+    which draws exactly from softmax(logits / T) restricted to the top-p nucleus."""
+    import torch
+
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_p < 1:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    noise = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in streams]).clamp_(
+        min=1e-20
+    )
+    return (logits - (-noise.log()).log()).argmax(-1)

@@ -1,0 +1,212 @@
+"""Rerank samples you already have: a DataFrame of sampled solutions in, one chosen row per problem out.
+
+The same selectors as the search strategies (`select.py`), so a notebook and a search run pick the same answer
+from the same candidates. The answers of all problems are grouped in one batched pass (`group_answers_many`),
+because the math comparisons are the slow part; every row is checked first, so a bad row fails in milliseconds,
+not after the comparisons, with its column and row label in the message.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import TYPE_CHECKING, Any
+
+from ..verifiers.math import DEFAULT_TIMEOUT, extract_answer
+from .select import AGGREGATIONS, METHODS, TASKS, aggregate, best_of_n, group_answers_many, select_from_groups
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+OUTPUT_COLUMNS = ("answer", "score", "votes", "weight", "candidates")
+
+
+class RerankError(ValueError):
+    """The frame cannot be reranked as given; the message names the column (and row) to fix."""
+
+
+def rerank(
+    frame: pd.DataFrame,
+    method: str = "weighted_best_of_n",
+    agg: str = "last",
+    *,
+    task: str = "math",
+    problem_column: str = "problem_id",
+    answer_column: str | None = "answer",
+    text_column: str | None = "text",
+    score_column: str | None = "score",
+    step_scores_column: str | None = "step_scores",
+    prefix: str = "rerank_",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> pd.DataFrame:
+    """One chosen row per problem, chosen by `method` among that problem's rows ("majority", "best_of_n",
+    "weighted_best_of_n"; see `prmsearch.search.select` for the rules and tie-breaking).
+
+    Input columns (rename with the *_column arguments; None ignores a column):
+      problem_id: which problem a row answers.
+      answer, or else text: the final answer, or the solution it is extracted from (`extract_answer`); for
+        task="code" the program itself. None/NaN or an empty string: no answer (it never wins a vote).
+      step_scores, or else score: a list of step scores aggregated by `agg` (last/min/prod/mean), or one float.
+        Needed by best_of_n and weighted_best_of_n; majority works without.
+    Any other column is carried through unchanged.
+
+    Output: the chosen rows with their original index labels (so `frame.loc[out.index]` finds them), problems in
+    order of first appearance, and the columns {prefix}answer (the answer used), {prefix}score (the aggregated
+    score; NaN without scores), {prefix}votes (rows whose answer is equivalent to the chosen one, counting the
+    chosen row; 0 when it has no answer), {prefix}weight (the sum of their scores) and {prefix}candidates (the
+    problem's row count). Answers are grouped by math equivalence ("0.5" and "\\frac{1}{2}" are one answer).
+    A problem where no row has an answer still gets a row: its best-scoring one (or its first, without scores).
+    """
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"rerank expects a pandas DataFrame, got {type(frame).__name__}")
+    if method not in METHODS:
+        raise RerankError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if agg not in AGGREGATIONS:
+        raise RerankError(f"unknown agg {agg!r}; choose one of {', '.join(AGGREGATIONS)}")
+    if task not in TASKS:
+        raise RerankError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    out_names = {name: f"{prefix}{name}" for name in OUTPUT_COLUMNS}
+    taken = [c for c in out_names.values() if c in frame.columns]
+    if taken:
+        raise RerankError(
+            f"the frame already has column(s) {taken}, which rerank would overwrite; pass another prefix= "
+            f"(now {prefix!r}) or rename them"
+        )
+
+    columns = _Columns(frame, problem_column, answer_column, text_column, score_column, step_scores_column, method)
+    labels = list(frame.index)
+    problems: dict[Any, list[int]] = {}  # problem id -> row positions, in order of first appearance
+    for pos, pid in enumerate(frame[problem_column].tolist()):
+        if _missing(pid):
+            raise RerankError(f"column {problem_column!r}, row {labels[pos]!r}: the problem id is missing")
+        problems.setdefault(pid, []).append(pos)
+    answers = columns.answers(frame, labels, task)
+    scores = columns.scores(frame, labels, agg)
+
+    rows = list(problems.values())
+    groups = group_answers_many([[answers[p] for p in ps] for ps in rows], task, timeout=timeout)
+    chosen, extra = [], {name: [] for name in OUTPUT_COLUMNS}
+    for ps, gs in zip(rows, groups, strict=True):
+        ss = [scores[p] for p in ps] if columns.scored else None
+        pick = select_from_groups(method, gs, ss)
+        if pick is None:  # no row of this problem has an answer: its best-scoring row, or its first
+            best = best_of_n(ss) if ss is not None else None
+            pick = best if best is not None else 0
+        members = [i for i, g in enumerate(gs) if g is not None and g == gs[pick]]
+        chosen.append(ps[pick])
+        extra["answer"].append(answers[ps[pick]])
+        extra["score"].append(ss[pick] if ss is not None else math.nan)
+        extra["votes"].append(len(members))
+        extra["weight"].append(math.fsum(ss[i] for i in members) if ss is not None else math.nan)
+        extra["candidates"].append(len(ps))
+
+    out = frame.iloc[chosen].copy()
+    for name, values in extra.items():
+        # same index object, so no alignment (duplicate labels are fine); answers stay str or None (object dtype)
+        out[out_names[name]] = pd.Series(values, index=out.index, dtype=object if name == "answer" else None)
+    return out
+
+
+class _Columns:
+    """Which input columns hold the answers and the scores, and how to read one row of each."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        problem: str,
+        answer: str | None,
+        text: str | None,
+        score: str | None,
+        step_scores: str | None,
+        method: str,
+    ):
+        have = list(frame.columns)
+        if problem not in have:
+            raise RerankError(
+                f"missing column {problem!r} (which problem each row answers); the frame has {have}; "
+                "pass problem_column= to use another column"
+            )
+        self.answer_col = answer if answer is not None and answer in have else None
+        self.text_col = text if self.answer_col is None and text is not None and text in have else None
+        if self.answer_col is None and self.text_col is None:
+            raise RerankError(
+                f"missing column {answer!r} or {text!r} (the answer, or the solution to extract it from); the frame "
+                f"has {have}; pass answer_column= or text_column= to use another column"
+            )
+        self.steps_col = step_scores if step_scores is not None and step_scores in have else None
+        self.score_col = score if self.steps_col is None and score is not None and score in have else None
+        self.scored = self.steps_col is not None or self.score_col is not None
+        if method != "majority" and not self.scored:
+            raise RerankError(
+                f"method {method!r} needs scores: missing column {step_scores!r} (a list of step scores per row, "
+                f"aggregated by agg) or {score!r} (one float per row); the frame has {have}; only 'majority' works "
+                "without scores"
+            )
+        self.summed = method == "weighted_best_of_n"
+        used = [problem, self.answer_col or self.text_col, self.steps_col or self.score_col]
+        twice = [c for c in used if c is not None and have.count(c) > 1]
+        if twice:
+            raise RerankError(f"column(s) {twice} appear more than once in the frame; rename the copies")
+
+    def answers(self, frame: pd.DataFrame, labels: list[Any], task: str) -> list[str | None]:
+        col = self.answer_col or self.text_col
+        return [self._answer(value, col, label, task) for value, label in zip(frame[col].tolist(), labels, strict=True)]
+
+    def _answer(self, value: Any, col: str, label: Any, task: str) -> str | None:
+        if _missing(value):
+            return None
+        if self.answer_col is not None and task == "math" and _is_number(value):  # an int or float column
+            return str(int(value)) if float(value).is_integer() else repr(float(value))
+        if not isinstance(value, str):
+            raise RerankError(f"column {col!r}, row {label!r}: expected a string, got {type(value).__name__}")
+        if self.text_col is not None and task == "math":
+            value = extract_answer(value) or ""
+        return value.strip() or None
+
+    def scores(self, frame: pd.DataFrame, labels: list[Any], agg: str) -> list[float | None]:
+        if self.steps_col is not None:
+            col, read = self.steps_col, lambda value, label: self._aggregate(value, label, agg)
+        elif self.score_col is not None:
+            col, read = self.score_col, self._score
+        else:
+            return [None] * len(labels)
+        scores = [read(value, label) for value, label in zip(frame[col].tolist(), labels, strict=True)]
+        if self.summed:
+            for score, label in zip(scores, labels, strict=True):
+                if score < 0:
+                    raise RerankError(
+                        f"column {col!r}, row {label!r}: score {score!r} is negative, but weighted_best_of_n sums "
+                        "scores per answer, so they must be non-negative (probabilities); apply a sigmoid, or use "
+                        "method='best_of_n'"
+                    )
+        return scores
+
+    def _score(self, value: Any, label: Any) -> float:
+        if not _is_number(value) or not math.isfinite(value):
+            raise RerankError(f"column {self.score_col!r}, row {label!r}: expected a finite number, got {value!r}")
+        return float(value)
+
+    def _aggregate(self, value: Any, label: Any, agg: str) -> float:
+        col = self.steps_col
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or len(value) == 0:
+            raise RerankError(f"column {col!r}, row {label!r}: expected a non-empty list of step scores, got {value!r}")
+        bad = next((s for s in value if not _is_number(s) or not math.isfinite(s)), None)
+        if bad is not None:
+            raise RerankError(f"column {col!r}, row {label!r}: every step score must be a finite number, got {bad!r}")
+        try:
+            return aggregate(value, agg)
+        except ValueError as e:  # agg="prod" with a score outside [0, 1]
+            raise RerankError(f"column {col!r}, row {label!r}: {e}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, pandas NA/NaT: the cells pandas reads as empty (a list or a string never is)."""
+    import pandas as pd
+
+    return value is None or (not hasattr(value, "__len__") and bool(pd.isna(value)))

@@ -1,0 +1,361 @@
+"""Scorers: reward models as search sees them.
+
+`StepScorer` is the incremental PRM scorer. Search scores the newest step of many partial solutions at every depth;
+re-feeding each whole prefix (what the anchors do) makes a depth-d step cost d steps of compute. Here every step is
+an entry holding the key/value cache of its own tokens only, chained to its parent, so the cache of a prefix is the
+chain's concatenation: a step's tokens go through the model once in the whole search, siblings share their
+ancestors' memory, and a pruned branch frees exactly what it added. A memory cap evicts least recently used caches;
+an entry that lost its cache (or any entry after it in a chain) is recomputed from the last cached ancestor, so the
+cap changes speed, never scores. `full_rescore=True` computes every chain from the prompt each time: the baseline.
+
+Token ids come from `StepFormat.prompt_ids` / `step_ids`, whose concatenation is exactly `StepFormat.encode`, so a
+step scored here gets the score `RewardModel.score_steps` gives it (same ids, same positions; to float rounding).
+
+`OutcomeScorer` scores whole solutions with an ORM or BT model. Both count scored tokens and forward passes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..models.reward_model import RewardModel, RewardModelError
+from .select import aggregate
+
+Key = Hashable
+
+
+class ScorerError(ValueError):
+    """A scorer used on keys it does not hold, or a model kind that cannot score this way."""
+
+
+@dataclass
+class _Entry:
+    parent: Key | None
+    ids: list[int]
+    start: int  # position of this entry's first token
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer, [heads, len, dim]
+    score: float | None = None
+    children: int = 0
+    released: bool = False
+    used: int = 0
+
+
+@dataclass
+class ScoreCounts:
+    """What one `score` call cost each request: tokens fed through the model (recomputed ancestors included) and
+    forward passes it took part in."""
+
+    tokens: list[int]
+    passes: list[int]
+
+
+class StepScorer:
+    """Incremental PRM scoring over a tree of keyed steps. Keys are any hashables the caller picks (the search uses
+    (tree, node) pairs); `add_prompt` makes a root, `score` adds steps under existing keys and scores them."""
+
+    def __init__(
+        self,
+        rm: RewardModel,
+        *,
+        full_rescore: bool = False,
+        max_cache_tokens: int = 2_000_000,
+        max_batch_tokens: int = 16_384,
+        agg: str = "last",
+    ) -> None:
+        if rm.kind != "prm":
+            raise ScorerError(f"StepScorer needs a PRM, got a {rm.kind.upper()} model: use OutcomeScorer")
+        self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore, agg
+        self.max_cache_tokens, self.max_batch_tokens = max_cache_tokens, max_batch_tokens
+        self.format, self.tokenizer = rm.step_format, rm.tokenizer
+        self.entries: dict[Key, _Entry] = {}
+        self.cached_tokens = 0
+        self.stats = {"scored_tokens": 0, "forward_passes": 0, "evicted_tokens": 0, "seconds": 0.0}
+        self._clock = itertools.count(1)
+        self._temp = itertools.count()
+        self._gap = len(self.format.step_ids(self.tokenizer, ["x"], first=False)[0]) - len(
+            self.format.step_ids(self.tokenizer, ["x"], first=True)[0]
+        )
+        base = getattr(rm.model, rm.model.base_model_prefix)
+        self._base, self._head = base, rm.model.score
+        self._pad = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def kind(self) -> str:
+        return "prm"
+
+    # ---- the tree of entries -------------------------------------------------------------------------------------
+
+    def add_prompt(self, key: Key, prompt: str) -> None:
+        if key in self.entries:
+            raise ScorerError(f"key {key!r} is already in use")
+        self.entries[key] = _Entry(None, self.format.prompt_ids(self.tokenizer, prompt), 0)
+
+    def release(self, keys: Sequence[Key]) -> None:
+        """The caller no longer needs these keys: each is dropped (with its cache) once no live entry descends from
+        it, so releasing a beam that still has kept children frees nothing until they go too."""
+        for key in keys:
+            entry = self.entries.get(key)
+            if entry is not None and not entry.released:
+                entry.released = True
+                self._drop_if_unused(key)
+
+    def _drop_if_unused(self, key: Key) -> None:
+        while key is not None:
+            entry = self.entries[key]
+            if not entry.released or entry.children:
+                return
+            del self.entries[key]
+            self._uncache(entry)
+            key = entry.parent
+            if key is not None:
+                self.entries[key].children -= 1
+
+    def _uncache(self, entry: _Entry) -> None:
+        if entry.kv is not None:
+            entry.kv = None
+            self.cached_tokens -= len(entry.ids)
+
+    def _chain(self, key: Key) -> list[_Entry]:
+        chain = []
+        while key is not None:
+            entry = self.entries[key]
+            chain.append(entry)
+            key = entry.parent
+        return chain[::-1]
+
+    # ---- scoring ---------------------------------------------------------------------------------------------------
+
+    def score(self, requests: Sequence[tuple[Key, Sequence[tuple[Key, str]]]]) -> tuple[list[list[float]], ScoreCounts]:
+        """Add and score steps. A request is (parent key, [(new key, step text), ...]): one new step in beam
+        search, a whole solution in best-of-N. Returns P(correct) of every new step, request by request."""
+        started = time.perf_counter()
+        targets = []
+        for parent_key, steps in requests:
+            if parent_key not in self.entries:
+                raise ScorerError(f"unknown parent key {parent_key!r}")
+            if not steps:
+                raise ScorerError(f"a request under {parent_key!r} has no steps")
+            texts = [text for _, text in steps]
+            ids = self.format.step_ids(self.tokenizer, texts, first=False)
+            if self.entries[parent_key].parent is None:
+                ids[0] = ids[0][self._gap :]
+            key = parent_key
+            for (new_key, _), step_ids in zip(steps, ids, strict=True):
+                if new_key in self.entries:
+                    raise ScorerError(f"key {new_key!r} is already in use")
+                parent = self.entries[key]
+                self.entries[new_key] = _Entry(key, step_ids, parent.start + len(parent.ids))
+                parent.children += 1
+                key = new_key
+            targets.append(key)
+        counts = self._compute(targets)
+        scores = [[self.entries[k].score for k, _ in steps] for _, steps in requests]
+        self.stats["seconds"] += time.perf_counter() - started
+        return scores, counts  # type: ignore[return-value]
+
+    def _compute(self, targets: list[Key]) -> ScoreCounts:
+        rows = []
+        for key in targets:
+            chain = self._chain(key)
+            cached = 0
+            if not self.full_rescore:
+                while cached < len(chain) and chain[cached].kv is not None:
+                    cached += 1
+            rows.append((chain[:cached], chain[cached:]))
+        tokens = [sum(len(e.ids) for e in new) for _, new in rows]
+        passes = [0] * len(rows)
+        order = sorted(range(len(rows)), key=lambda r: (sum(len(e.ids) for e in rows[r][0]), tokens[r]))
+        for batch in self._batches(order, rows, tokens):
+            self._forward([rows[r] for r in batch])
+            for r in batch:
+                passes[r] += 1
+        self.stats["scored_tokens"] += sum(tokens)
+        self._evict()
+        return ScoreCounts(tokens, passes)
+
+    def _batches(self, order: list[int], rows: list, tokens: list[int]) -> list[list[int]]:
+        batches: list[list[int]] = []
+        current: list[int] = []
+        widest = 0
+        for r in order:
+            width = sum(len(e.ids) for e in rows[r][0]) + tokens[r]
+            if current and max(widest, width) * (len(current) + 1) > self.max_batch_tokens:
+                batches.append(current)
+                current, widest = [], 0
+            current.append(r)
+            widest = max(widest, width)
+        return [*batches, current] if current else batches
+
+    @torch.no_grad()
+    def _forward(self, rows: list[tuple[list[_Entry], list[_Entry]]]) -> None:
+        device = next(self.rm.parameters()).device
+        lengths = [(sum(len(e.ids) for e in old), sum(len(e.ids) for e in new)) for old, new in rows]
+        past = max(c for c, _ in lengths)
+        width = max(n for _, n in lengths)
+        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), past + width), dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, ((_, new), (c, n)) in enumerate(zip(rows, lengths, strict=True)):
+            ids[r, :n] = torch.tensor([t for e in new for t in e.ids])
+            mask[r, past - c : past + n] = 1  # the cached prefix right-aligned against the new tokens
+            positions[r] = torch.arange(c, c + width)
+        cache = self._stack_cache(rows, lengths, past, device)
+        hidden = self._base(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=not self.full_rescore,
+        ).last_hidden_state
+        ends = [(r, offset + len(e.ids) - 1) for r, (_, new) in enumerate(rows) for offset, e in _offsets(new)]
+        index = torch.tensor(ends, device=device)
+        probs = self.rm.probabilities(self._head(hidden[index[:, 0], index[:, 1]])).tolist()
+        at = 0
+        layers = None if self.full_rescore else [(layer.keys, layer.values) for layer in cache.layers]
+        tick = next(self._clock)
+        for r, (old, new) in enumerate(rows):
+            for e in old:
+                e.used = tick
+            for offset, e in _offsets(new):
+                if e.parent is not None and e.score is None:
+                    e.score = probs[at]
+                at += 1
+                e.used = tick
+                if layers is not None and e.kv is None:
+                    span = slice(past + offset, past + offset + len(e.ids))
+                    e.kv = [(k[r, :, span].clone(), v[r, :, span].clone()) for k, v in layers]
+                    self.cached_tokens += len(e.ids)
+        self.stats["forward_passes"] += 1
+
+    def _stack_cache(self, rows: list, lengths: list[tuple[int, int]], past: int, device: Any) -> Any:
+        from transformers import DynamicCache
+
+        if past == 0:
+            return None if self.full_rescore else DynamicCache()
+        template = next(old[0].kv for old, _ in rows if old)
+        layers = []
+        for layer, (k0, v0) in enumerate(template):
+            heads, _, dim = k0.shape
+            keys = k0.new_zeros((len(rows), heads, past, dim))
+            values = v0.new_zeros((len(rows), heads, past, dim))
+            for r, ((old, _), (c, _)) in enumerate(zip(rows, lengths, strict=True)):
+                if c:
+                    keys[r, :, past - c :] = torch.cat([e.kv[layer][0] for e in old], 1)  # type: ignore[index]
+                    values[r, :, past - c :] = torch.cat([e.kv[layer][1] for e in old], 1)  # type: ignore[index]
+            layers.append((keys.to(device), values.to(device)))
+        return DynamicCache(ddp_cache_data=layers)
+
+    def _evict(self) -> None:
+        if self.cached_tokens <= self.max_cache_tokens:
+            return
+        for entry in sorted((e for e in self.entries.values() if e.kv is not None), key=lambda e: e.used):
+            self.stats["evicted_tokens"] += len(entry.ids)
+            self._uncache(entry)
+            if self.cached_tokens <= self.max_cache_tokens:
+                return
+
+    # ---- whole solutions ------------------------------------------------------------------------------------------
+
+    def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores:
+        """Step scores and their `agg` of whole solutions (best-of-N), through the same entries and forward pass as
+        step-by-step search; nothing is kept afterwards. A solution with no steps scores None."""
+        scores: list[float | None] = [None] * len(prompts)
+        step_scores: list[list[float]] = [[] for _ in prompts]
+        counts = ScoreCounts([0] * len(prompts), [0] * len(prompts))
+        roots, requests, which = [], [], []
+        for i, (prompt, steps) in enumerate(zip(prompts, solutions, strict=True)):
+            if not steps:
+                continue
+            root = ("solution", next(self._temp))
+            self.add_prompt(root, prompt)
+            roots.append(root)
+            requests.append((root, [((root, j), s) for j, s in enumerate(steps)]))
+            which.append(i)
+        if requests:
+            got, c = self.score(requests)
+            for i, s, t, p in zip(which, got, c.tokens, c.passes, strict=True):
+                step_scores[i], scores[i] = s, aggregate(s, self.agg)
+                counts.tokens[i], counts.passes[i] = t, p
+            for root, (_, steps) in zip(roots, requests, strict=True):
+                self.release([root, *(k for k, _ in steps)])
+        return SolutionScores(scores, step_scores, counts)
+
+
+@dataclass
+class SolutionScores:
+    scores: list[float | None]
+    step_scores: list[list[float]]  # empty for ORM / BT
+    counts: ScoreCounts
+
+
+def _offsets(entries: list[_Entry]) -> list[tuple[int, _Entry]]:
+    out, offset = [], 0
+    for e in entries:
+        out.append((offset, e))
+        offset += len(e.ids)
+    return out
+
+
+class OutcomeScorer:
+    """Whole-solution scores from an ORM (aggregated token probabilities) or a BT model (centred reward)."""
+
+    def __init__(self, rm: RewardModel, *, batch_size: int = 16) -> None:
+        if rm.kind == "prm":
+            raise ScorerError("OutcomeScorer takes an ORM or BT model; a PRM goes in StepScorer")
+        self.rm, self.batch_size = rm.eval(), batch_size
+        self.format = rm.step_format
+        self.stats = {"scored_tokens": 0, "forward_passes": 0, "evicted_tokens": 0, "seconds": 0.0}
+
+    @property
+    def kind(self) -> str:
+        return self.rm.kind
+
+    def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores:
+        scores: list[float | None] = [None] * len(prompts)
+        counts = ScoreCounts([0] * len(prompts), [0] * len(prompts))
+        which = [i for i, s in enumerate(solutions) if s]
+        started = time.perf_counter()
+        if which:
+            got = self.rm.score_batch(
+                [prompts[i] for i in which], [list(solutions[i]) for i in which], batch_size=self.batch_size
+            )
+            for i, s in zip(which, got, strict=True):
+                scores[i] = s
+                counts.tokens[i] = len(self.rm.encode(prompts[i], list(solutions[i])).input_ids)
+                counts.passes[i] = 1
+            self.stats["scored_tokens"] += sum(counts.tokens)
+            self.stats["forward_passes"] += -(-len(which) // self.batch_size)
+        self.stats["seconds"] += time.perf_counter() - started
+        return SolutionScores(scores, [[] for _ in prompts], counts)
+
+
+def load_scorer(
+    path: str,
+    *,
+    device: str | None = None,
+    dtype: Any = None,
+    full_rescore: bool = False,
+    agg: str = "last",
+    max_cache_tokens: int = 2_000_000,
+    max_batch_tokens: int = 16_384,
+) -> StepScorer | OutcomeScorer:
+    """A scorer for a reward model saved by `RewardModel.save_pretrained` (folder or hub id): PRMs score steps
+    incrementally, ORM / BT models score whole solutions."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        rm = RewardModel.from_pretrained(path, device=device, dtype=dtype)
+    except RewardModelError as e:
+        raise ScorerError(str(e)) from e
+    if rm.kind == "prm":
+        return StepScorer(
+            rm, full_rescore=full_rescore, agg=agg, max_cache_tokens=max_cache_tokens, max_batch_tokens=max_batch_tokens
+        )
+    return OutcomeScorer(rm)

@@ -1,0 +1,365 @@
+"""Search end to end on CPU with a tiny random policy and a tiny random PRM (correctness, not accuracy): the
+strategies' invariants, incremental scoring against full re-scoring, batched against one problem at a time, the
+CLI, and a run killed with SIGKILL and resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from prmsearch.records import Problem
+from prmsearch.search import (
+    STRATEGIES,
+    HFGenerator,
+    OutcomeScorer,
+    SearchError,
+    SearchParams,
+    StepScorer,
+    derive_seed,
+    run_search,
+)
+from prmsearch.search.engine import Search
+from prmsearch.search.tree import Tree
+
+SMALL = {"max_steps": 5, "max_step_tokens": 20, "max_tokens": 80, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def policy(smollm2_tokenizer):
+    from prmsearch.models.tiny import tiny_policy
+
+    return HFGenerator(tiny_policy(smollm2_tokenizer), smollm2_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def prm(smollm2_tokenizer):
+    from prmsearch.models.tiny import tiny_prm
+
+    return tiny_prm(smollm2_tokenizer)
+
+
+def problems(count=4):
+    return [
+        Problem(f"q{i}", f"Tom has {i} apples and buys {i + 2} more. How many now?", str(2 * i + 2))
+        for i in range(count)
+    ]
+
+
+def run(policy, prm, strategy, probs=None, full_rescore=False, **params):
+    scorer = StepScorer(prm, full_rescore=full_rescore)
+    states = run_search(
+        probs or problems(), policy, scorer, strategy, SearchParams(**{**SMALL, **params}), prompt_template="plain"
+    )
+    return states, scorer
+
+
+def tree_view(states, scores=True):
+    return [
+        [
+            (n.path, n.text, n.finish, n.tokens, n.selected, round(n.score, 5) if scores and n.score else None)
+            for n in st.tree.nodes
+        ]
+        for st in states
+    ]
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_every_strategy_runs_and_keeps_a_well_formed_tree(policy, prm, strategy):
+    states, scorer = run(policy, prm, strategy, n=4, width=2)
+    assert len(states) == 4
+    for st in states:
+        tree = st.tree
+        assert len(tree.nodes) > 1
+        for node in tree.nodes[1:]:
+            parent = tree.nodes[node.parent]
+            assert node.path[:-1] == parent.path and node.id in tree.children[parent.id]
+            assert node.finish in ("stop", "eos", "length", "empty")
+        assert all(c.complete for c in st.candidates), "a cut-off or unfinished step is never a solution"
+        if st.chosen is not None:
+            assert st.chosen in st.candidates and st.chosen.selected
+        assert st.counts["generated_tokens"] == tree.generated_tokens() > 0
+        if strategy in ("greedy", "majority"):
+            assert st.counts["scored_tokens"] == 0
+        else:
+            assert st.counts["scored_tokens"] > 0 and st.counts["score_passes"] > 0
+    assert not scorer.entries and scorer.cached_tokens == 0, "a finished search leaves nothing in the cache"
+
+
+def test_best_of_one_is_plain_sampling(policy, prm):
+    states, _ = run(policy, prm, "best_of_n", n=1)
+    search = Search(policy, None, SearchParams(**SMALL), prompt_template="plain")
+    for st in states:
+        prompt = search.prefix(st, st.tree.root)
+        (sample,) = policy.generate(
+            [prompt],
+            n=1,
+            max_tokens=SMALL["max_tokens"],
+            temperature=0.8,
+            seed=[derive_seed(SMALL["seed"], st.problem.id, (), "")],
+        )[0]
+        (node,) = [n for n in st.tree.nodes[1:]]
+        assert node.text == sample.text.strip() and node.tokens == sample.num_tokens
+        assert st.chosen is (node if sample.finish_reason == "eos" else None)
+
+
+def test_beam_of_width_n_takes_the_best_expansion_at_every_step(policy, prm):
+    states, _ = run(policy, prm, "beam", n=4, width=4, max_steps=6, final="best_of_n")
+    deep = 0
+    for st in states:
+        tree, node = st.tree, st.tree.root
+        while True:
+            kids = [tree.nodes[i] for i in tree.children.get(node.id, [])]
+            if not kids:
+                break
+            assert len(kids) == 4
+            ok = [k for k in kids if (k.alive or k.complete) and k.score is not None]
+            kept = [k for k in kids if k.selected]
+            if not ok:
+                assert not kept
+                break
+            assert len(kept) == 1 and kept[0].score == max(k.score for k in ok)
+            node = kept[0]
+            deep += 1
+    assert deep > len(states), "the searches went deeper than one step"
+
+
+def test_dvts_with_one_subtree_is_beam_search(policy, prm):
+    beam, _ = run(policy, prm, "beam", n=4, width=4)
+    dvts, _ = run(policy, prm, "dvts", n=4, width=4)
+    assert tree_view(beam) == tree_view(dvts)
+    assert [st.chosen and st.chosen.id for st in beam] == [st.chosen and st.chosen.id for st in dvts]
+
+
+def test_dvts_keeps_one_node_per_subtree(policy, prm):
+    states, _ = run(policy, prm, "dvts", n=6, width=2)
+    for st in states:
+        first = [st.tree.nodes[i] for i in st.tree.children[0]]
+        assert len(first) == 6
+        for subtree in range(3):  # children 2k, 2k+1 form subtree k: at most one kept
+            assert sum(n.selected for n in first[2 * subtree : 2 * subtree + 2]) <= 1
+
+
+def test_incremental_scoring_equals_full_rescoring(policy, prm):
+    fast, fast_scorer = run(policy, prm, "beam", n=4, width=2, max_steps=6)
+    slow, slow_scorer = run(policy, prm, "beam", n=4, width=2, max_steps=6, full_rescore=True)
+    assert tree_view(fast, scores=False) == tree_view(slow, scores=False)
+    diffs = [
+        abs(a.score - b.score)
+        for x, y in zip(fast, slow, strict=True)
+        for a, b in zip(x.tree.nodes, y.tree.nodes, strict=True)
+        if a.score is not None
+    ]
+    assert diffs and max(diffs) <= 1e-4
+    assert fast_scorer.stats["scored_tokens"] * 2 < slow_scorer.stats["scored_tokens"]
+
+
+def test_scorer_cache_cap_evicts_and_recomputes_the_same_scores(prm):
+    steps = ["Tom has 3 apples.", "He buys 4 more, 3 + 4 = 7.", "Then 7 * 2 = 14.", "So the answer is 14."]
+    prompt = "Tom has 3 apples and buys 4. Double it."
+    reference = prm.score_steps(prompt, steps)
+    scorer = StepScorer(prm, max_cache_tokens=12)  # smaller than the prompt: almost everything is evicted
+    scorer.add_prompt("root", prompt)
+    parent, got = "root", []
+    for i, step in enumerate(steps):
+        scores, counts = scorer.score([(parent, [(i, step)])])
+        got.append(scores[0][0])
+        parent = i
+    assert max(abs(a - b) for a, b in zip(got, reference, strict=True)) <= 1e-5
+    assert scorer.stats["evicted_tokens"] > 0 and scorer.cached_tokens <= 12
+    # the last step was recomputed with its whole prefix, because the prefix's cache was evicted
+    assert counts.tokens[0] > len(prm.step_format.step_ids(prm.tokenizer, [steps[-1]], first=False)[0])
+    scorer.release(["root", 0, 1, 2, 3])
+    assert not scorer.entries
+
+
+def test_scorer_frees_pruned_branches(prm):
+    scorer = StepScorer(prm)
+    scorer.add_prompt("r", "A problem.")
+    scorer.score([("r", [("a", "step a")]), ("r", [("b", "step b")])])
+    scorer.score([("a", [("a1", "next a")])])
+    before = scorer.cached_tokens
+    scorer.release(["b"])  # pruned: freed at once
+    assert "b" not in scorer.entries and scorer.cached_tokens < before
+    scorer.release(["a"])  # still has a live child: kept
+    assert "a" in scorer.entries
+    scorer.release(["a1"])  # its last child gone: a goes too
+    assert set(scorer.entries) == {"r"}
+
+
+def test_batched_search_equals_one_problem_at_a_time(policy, prm):
+    probs = problems(3)
+    for strategy in ("beam", "mcts", "weighted_best_of_n"):
+        together, _ = run(policy, prm, strategy, probs, n=4, width=2)
+        alone = [run(policy, prm, strategy, [p], n=4, width=2)[0][0] for p in probs]
+        assert tree_view(together, scores=False) == tree_view(alone, scores=False), strategy
+        a = [n.score for st in together for n in st.tree.nodes if n.score is not None]
+        b = [n.score for st in alone for n in st.tree.nodes if n.score is not None]
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1e-5
+
+
+def test_mcts_backs_up_one_value_per_simulation(policy, prm):
+    states, _ = run(policy, prm, "mcts", n=6, width=2)
+    for st in states:
+        root = st.tree.root
+        assert 1 <= root.meta["visits"] <= 6
+        for node in st.tree.nodes[1:]:
+            kids = [st.tree.nodes[i] for i in st.tree.children.get(node.id, []) if "visits" in st.tree.nodes[i].meta]
+            if node.meta.get("visits") and kids:
+                assert node.meta["visits"] >= sum(k.meta["visits"] for k in kids)
+        rollouts = [n for n in st.tree.nodes if n.meta.get("rollout")]
+        assert rollouts and all(r.finish in ("eos", "length") for r in rollouts)
+
+
+def test_lookahead_continuations_are_kept_but_never_selected(policy, prm):
+    states, _ = run(policy, prm, "beam", n=4, width=2, lookahead=1)
+    ahead = [n for st in states for n in st.tree.nodes if n.meta.get("lookahead")]
+    assert ahead and not any(n.selected for n in ahead)
+
+
+def test_majority_and_weighted_best_of_n_pick_from_known_candidates(policy):
+    search = Search(policy, None, SearchParams(), prompt_template="plain")
+    (st,) = search.start([Problem("x", "q", "4")])
+    texts = ["so x = 4", "thus 2 + 3 = 5", "we get \\boxed{4.0}", "= 5", "The answer is 5"]
+    scores = [0.3, 0.9, 0.3, 0.2, 0.1]
+    nodes = []
+    for text, score in zip(texts, scores, strict=True):
+        node = st.tree.add(st.tree.root, text, "eos", 3)
+        node.score = score
+        nodes.append(node)
+    st.candidates = nodes
+    search.select_answer([st], "majority", scores="own")
+    assert st.chosen is nodes[1]  # "5" has three votes, "4" two
+    search.select_answer([st], "weighted_best_of_n", scores="own")
+    assert st.chosen is nodes[1]  # 5: 0.9 + 0.2 + 0.1 = 1.2 beats 4: 0.6
+    nodes[1].score = 0.1
+    search.select_answer([st], "weighted_best_of_n", scores="own")
+    assert st.chosen is nodes[0]  # 4: 0.6 beats 5: 0.4
+    search.select_answer([st], "best_of_n", scores="own")
+    assert st.chosen is nodes[0]
+
+
+def test_strategies_refuse_what_they_cannot_do(policy, prm, smollm2_tokenizer):
+    from conftest import tiny_config
+    from transformers import Qwen2Config
+
+    from prmsearch.models.reward_model import RewardModel
+
+    orm = RewardModel.from_backbone(tiny_config(Qwen2Config, smollm2_tokenizer), smollm2_tokenizer, "orm")
+    with pytest.raises(SearchError, match="beam search needs a PRM"):
+        run_search(problems(1), policy, OutcomeScorer(orm), "beam", SearchParams(**SMALL))
+    with pytest.raises(SearchError, match="not a multiple"):
+        run(policy, prm, "beam", n=6, width=4)
+    with pytest.raises(SearchError, match="needs a scorer"):
+        run_search(problems(1), policy, None, "mcts")
+    states = run_search(problems(2), policy, OutcomeScorer(orm), "best_of_n", SearchParams(n=2, **SMALL))
+    assert all(st.counts["scored_tokens"] > 0 for st in states)
+
+
+def test_tree_round_trips_and_renders(policy, prm):
+    (st, *_), _ = run(policy, prm, "beam", n=2, width=2)
+    back = Tree.from_dict(json.loads(json.dumps(st.tree.to_dict())))
+    assert tree_view([type("S", (), {"tree": back})]) == tree_view([st])
+    text = back.render()
+    assert text.startswith(f"problem {st.problem.id}:") and len(text.splitlines()) == len(st.tree.nodes)
+
+
+# ---- the CLI, the results file and resume ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, smollm2_tokenizer):
+    from prmsearch.models.tiny import tiny_policy, tiny_prm
+
+    root = tmp_path_factory.mktemp("search")
+    tiny_policy(smollm2_tokenizer).save_pretrained(root / "policy")
+    smollm2_tokenizer.save_pretrained(root / "policy")
+    tiny_prm(smollm2_tokenizer).save_pretrained(root / "prm")
+    with open(root / "problems.jsonl", "w") as f:
+        for p in problems(6):
+            f.write(json.dumps({"id": p.id, "problem": p.prompt, "answer": p.answer}) + "\n")
+    return root
+
+
+def cli_args(saved, output, *extra):
+    return [
+        "search", "--policy", str(saved / "policy"), "--scorer", str(saved / "prm"),
+        "--dataset", str(saved / "problems.jsonl"), "--output", str(output), "--prompt-template", "plain",
+        "--max-steps", "4", "--max-step-tokens", "16", "--max-tokens", "64", "--width", "2", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def results(path):
+    rows = [json.loads(line) for line in open(path / "results.jsonl")]
+    for r in rows:
+        r.pop("seconds")
+    return sorted(rows, key=lambda r: (r["strategy"], r["n"], r["problem_id"]))
+
+
+def test_cli_runs_every_strategy_and_shows_a_tree(saved, tmp_path, capsys):
+    from prmsearch.cli import main
+
+    out = tmp_path / "run"
+    strategies = ",".join(STRATEGIES)
+    assert main(cli_args(saved, out, "--strategy", strategies, "--n", "1,2", "--save-trees")) == 0
+    printed = capsys.readouterr().out
+    rows = results(out)
+    assert len(rows) == 6 * (2 * len(STRATEGIES) - 1)  # greedy has no N: it runs once
+    assert {(r["strategy"], r["n"]) for r in rows} >= {("beam", 2), ("mcts", 1), ("greedy", 1)}
+    for r in rows:
+        assert r["generated_tokens"] > 0 and r["correct"] in (True, False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["rows"]) == 2 * len(STRATEGIES) - 1 and "| beam | 2 | 6 |" in printed
+    assert main(["show-tree", str(out), "--problem", "q1", "--strategy", "beam", "--n", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("== beam n=2\nproblem q1:")
+    # an existing run is never overwritten, and a resume with other settings is refused
+    assert main(cli_args(saved, out, "--strategy", "beam")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(cli_args(saved, out, "--strategy", "beam", "--temperature", "0.5", "--resume")) == 2
+    assert "temperature" in capsys.readouterr().err
+
+
+def test_recipe_runs_from_yaml(saved, tmp_path):
+    from prmsearch.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"policy: {saved / 'policy'}\nscorer: {saved / 'prm'}\nstrategy: [dvts]\nn: [2]\nwidth: 2\n"
+        "max_steps: 3\nmax_step_tokens: 16\nmax_tokens: 48\nprompt_template: plain\n"
+    )
+    out = tmp_path / "run"
+    argv = ["search", "--config", str(recipe), "--dataset", str(saved / "problems.jsonl"), "--output", str(out)]
+    assert main([*argv, "--limit", "2", "--quiet"]) == 0
+    assert [r["strategy"] for r in results(out)] == ["dvts", "dvts"]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_results(saved, tmp_path):
+    from prmsearch.cli import main
+
+    flags = ["--strategy", "beam,best_of_n", "--n", "2", "--batch-problems", "1"]
+    whole = tmp_path / "whole"
+    assert main(cli_args(saved, whole, *flags)) == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prmsearch", *cli_args(saved, killed, *flags)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    lines = 0
+    while time.time() < deadline and proc.poll() is None:
+        path = killed / "results.jsonl"
+        lines = sum(1 for _ in open(path)) if path.exists() else 0
+        if lines >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= sum(1 for _ in open(killed / "results.jsonl")) < 12
+    assert main([*cli_args(saved, killed, *flags), "--resume"]) == 0
+    assert results(killed) == results(whole)
