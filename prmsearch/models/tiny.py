@@ -13,7 +13,8 @@ from typing import Any
 
 from ..steps import StepFormat
 
-SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+# head_dim 32: the smallest head size vLLM's CPU attention runs, so the same tiny policy serves both backends.
+SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
 _WORDS = [str(d) for d in range(10)] + [f" {d}" for d in range(10)] + [" +", " -", " *", " =", " x"]
 
 
@@ -65,8 +66,32 @@ def tiny_prm(tokenizer: Any, step_format: StepFormat | None = None, *, seed: int
     from .reward_model import RewardModel
 
     torch.manual_seed(seed)
-    values = {**SIZES, "num_key_value_heads": 2, "vocab_size": len(tokenizer), "max_position_embeddings": 4096}
+    values = {**SIZES, "num_key_value_heads": 1, "vocab_size": len(tokenizer), "max_position_embeddings": 4096}
     values.update(config)
     values.setdefault("pad_token_id", tokenizer.pad_token_id)
     cfg = Qwen2Config(**values, attn_implementation="sdpa")
     return RewardModel.from_backbone(cfg, tokenizer, "prm", step_format or StepFormat()).eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m prmsearch.models.tiny policy|prm FOLDER [--tokenizer smollm2]`: save a tiny random model (and its
+    tokenizer) where `prmsearch search --policy/--scorer` can load it."""
+    import argparse
+
+    from .tokenizers import load_tokenizer
+
+    parser = argparse.ArgumentParser(prog="python -m prmsearch.models.tiny", description=main.__doc__)
+    parser.add_argument("kind", choices=("policy", "prm"))
+    parser.add_argument("folder")
+    parser.add_argument("--tokenizer", default="smollm2")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    tokenizer = load_tokenizer(args.tokenizer)
+    model = (tiny_policy if args.kind == "policy" else tiny_prm)(tokenizer, seed=args.seed)
+    model.save_pretrained(args.folder)
+    tokenizer.save_pretrained(args.folder)
+    print(f"wrote {args.folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -182,9 +182,10 @@ class Search:
             top_p=p.top_p,
             seed=[derive_seed(p.seed, st.problem.id, node.path, salt) for st, node, _ in requests],
         )
+        for st in {st.uid: st for st, _, _ in requests}.values():
+            st.counts["generate_calls"] += 1
         out = []
         for (st, node, count), outs in zip(requests, completions, strict=True):
-            st.counts["generate_calls"] += 1
             children = []
             for c in outs[:count]:
                 st.counts["generated_tokens"] += c.num_tokens
@@ -206,7 +207,7 @@ class Search:
             )
             for (_, n), s in zip(todo, scores, strict=True):
                 n.score = s[0]
-            _count(todo, counts)
+            count_scoring(todo, counts)
         for st, n in items:
             if n.finish == COMPLETE and not n.text.strip() and n.parent:
                 n.score = st.tree.nodes[n.parent].score
@@ -224,7 +225,7 @@ class Search:
             n.score = score
             if steps:
                 n.meta["step_scores"] = steps
-        _count(todo, got.counts)
+        count_scoring(todo, got.counts)
 
     def path_score(self, state: State, node: Node) -> float | None:
         """The score a tree strategy ranks `node` by: `agg` of the step scores on its path."""
@@ -282,7 +283,13 @@ def _finish(c: Completion) -> str:
     return STEP if c.text.strip() else EMPTY
 
 
-def _count(items: Sequence[tuple[State, Node]], counts: ScoreCounts) -> None:
-    for (st, _), tokens, passes in zip(items, counts.tokens, counts.passes, strict=True):
+def count_scoring(items: Sequence[tuple[State, Node]], counts: ScoreCounts) -> None:
+    """Add a score call's cost to each problem: its tokens, and the forward passes any of its rows took part in."""
+    passes: dict[int, set[int]] = {}
+    states = {}
+    for (st, _), tokens, ids in zip(items, counts.tokens, counts.passes, strict=True):
         st.counts["scored_tokens"] += tokens
-        st.counts["score_passes"] += passes
+        passes.setdefault(st.uid, set()).update(ids)
+        states[st.uid] = st
+    for uid, ids in passes.items():
+        states[uid].counts["score_passes"] += len(ids)

@@ -180,8 +180,16 @@ class HFGenerator:
             ids[row, width - len(p) :] = torch.tensor(p)
             mask[row, width - len(p) :] = 1
         ids, mask = ids.to(device), mask.to(device)
-        streams = [torch.Generator(device).manual_seed(derive_seed(s, j)) for s in seeds for j in range(n)]
-        rows = len(streams)
+        # Every sample's random numbers for the whole call, drawn up front from its own seed: one uniform per token,
+        # so sampling below is one vectorised inverse-CDF step for all rows, yet no row depends on another.
+        uniforms = torch.stack(
+            [
+                torch.rand(max_tokens, generator=torch.Generator().manual_seed(derive_seed(s, j)), dtype=torch.float64)
+                for s in seeds
+                for j in range(n)
+            ]
+        ).to(device)
+        rows = len(uniforms)
         generated: list[list[int]] = [[] for _ in range(rows)]
         texts = [""] * rows
         finish: list[tuple[str, str | None] | None] = [None] * rows
@@ -195,18 +203,19 @@ class HFGenerator:
                 cache.batch_repeat_interleave(n)
                 logits = logits.repeat_interleave(n, 0)
                 mask = mask.repeat_interleave(n, 0)
-            for _ in range(max_tokens):
-                tokens = _sample(logits, streams, temperature, top_p).tolist()
+            for t in range(max_tokens):
                 live = [r for r in range(rows) if finish[r] is None]
-                for r in live:
-                    generated[r].append(tokens[r])
-                    if tokens[r] in self.eos_ids:
+                tokens = [self.pad_id] * rows
+                for r, token in zip(live, _sample(logits, uniforms[:, t], live, temperature, top_p), strict=True):
+                    tokens[r] = token
+                    generated[r].append(token)
+                    if token in self.eos_ids:
                         finish[r] = ("eos", None)
                 if stop:
                     self._check_stops([r for r in live if finish[r] is None], generated, texts, finish, stop)
                 if all(f is not None for f in finish):
                     break
-                step = torch.tensor([t if finish[r] is None else self.pad_id for r, t in enumerate(tokens)])
+                step = torch.tensor(tokens)
                 mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], 1)
                 out = self.model(
                     input_ids=step.to(device)[:, None],
@@ -232,16 +241,20 @@ class HFGenerator:
         finish: list[tuple[str, str | None] | None],
         stop: list[str],
     ) -> None:
+        """Finish the rows whose text now holds a stop string. A new match must end in the newest token, so only
+        the last few tokens are decoded each step (a token is at least one character); the whole text is decoded
+        only for a row that matched."""
         if not rows:
             return
-        longest = max(len(s) for s in stop)
-        decoded = self.tokenizer.batch_decode([generated[r] for r in rows], skip_special_tokens=True)
+        tail = max(len(s) for s in stop) + 1
+        decoded = self.tokenizer.batch_decode([generated[r][-tail:] for r in rows], skip_special_tokens=True)
         for r, text in zip(rows, decoded, strict=True):
-            # Only the tail can hold a new match; earlier text was searched at earlier steps.
-            found = find_stop(text, stop, max(0, len(texts[r]) - longest))
-            texts[r] = text
+            if find_stop(text, stop) is None:
+                continue
+            full = self.tokenizer.decode(generated[r], skip_special_tokens=True)
+            found = find_stop(full, stop)
             if found is not None:
-                texts[r] = text[: found[0]]
+                texts[r] = full[: found[0]]
                 finish[r] = ("stop", found[1])
 
 
@@ -249,20 +262,20 @@ def _positions(mask: Any) -> Any:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _sample(logits: Any, streams: list[Any], temperature: float, top_p: float) -> Any:
-    """Next token of every row: argmax at temperature 0, else the Gumbel-max trick with each row's own stream,
-    which draws exactly from softmax(logits / T) restricted to the top-p nucleus."""
+def _sample(logits: Any, uniforms: Any, rows: list[int], temperature: float, top_p: float) -> list[int]:
+    """Next token of each row in `rows`: argmax at temperature 0, else an inverse-CDF draw from softmax(logits / T)
+    restricted to the top-p nucleus, with that row's uniform for this step."""
     import torch
 
+    index = torch.tensor(rows, device=logits.device)
     if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits / temperature
+        return logits[index].argmax(-1).tolist()
+    probs = (logits[index] / temperature).softmax(-1)
     if top_p < 1:
-        sorted_logits, order = logits.sort(-1, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    noise = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in streams]).clamp_(
-        min=1e-20
-    )
-    return (logits - (-noise.log()).log()).argmax(-1)
+        sorted_probs, order = probs.sort(-1, descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keep the smallest prefix whose mass reaches p
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+    cdf = probs.cumsum(-1)
+    u = uniforms[index].to(cdf.dtype) * cdf[:, -1]
+    picked = torch.searchsorted(cdf, u[:, None], right=True)[:, 0].clamp_(max=cdf.shape[-1] - 1)
+    return picked.tolist()

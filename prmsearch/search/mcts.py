@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .engine import Search, State
+from .engine import Search, State, count_scoring
 from .tree import Node
 
 
@@ -116,9 +116,8 @@ def _score_rollouts(search: Search, items: list[tuple[State, Node]]) -> None:
         for st, n, steps in todo
     ]
     scores, counts = scorer.score(requests)
-    for (st, n, _), s, tokens, passes in zip(todo, scores, counts.tokens, counts.passes, strict=True):
+    for (_, n, _), s in zip(todo, scores, strict=True):
         n.meta["step_scores"] = s
         n.score = s[-1]
-        st.counts["scored_tokens"] += tokens
-        st.counts["score_passes"] += passes
+    count_scoring([(st, n) for st, n, _ in todo], counts)
     scorer.release([k for _, steps in requests for k, _ in steps])

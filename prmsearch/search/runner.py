@@ -28,7 +28,16 @@ from .select import AGGREGATIONS, METHODS
 
 RESULTS, TREES, CONFIG = "results.jsonl", "trees.jsonl", "search_config.yaml"
 # Settings that do not change what a run computes, so a resume may change them.
-_NOT_IDENTITY = {"output", "resume", "limit", "batch_problems", "save_trees", "device", "max_cache_tokens", "quiet"}
+_NOT_IDENTITY = {
+    "output",
+    "limit",
+    "batch_problems",
+    "save_trees",
+    "device",
+    "max_cache_tokens",
+    "gpu_memory_utilization",
+    "kv_cache_gb",
+}
 
 
 @dataclass
@@ -65,6 +74,9 @@ class SearchConfig:
     device: str | None = None
     dtype: str | None = None
     tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    kv_cache_gb: float | None = None
     grade_timeout: float = 5.0
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -131,7 +143,13 @@ def load_generator(cfg: SearchConfig) -> Any:
         from .vllm_generator import VLLMGenerator
 
         return VLLMGenerator(
-            cfg.policy, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype or "auto", seed=cfg.seed
+            cfg.policy,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            dtype=cfg.dtype or "auto",
+            seed=cfg.seed,
+            max_model_len=cfg.max_model_len,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            kv_cache_memory_bytes=None if cfg.kv_cache_gb is None else int(cfg.kv_cache_gb * 2**30),
         )
     from .generators import HFGenerator
 

@@ -49,10 +49,10 @@ class _Entry:
 @dataclass
 class ScoreCounts:
     """What one `score` call cost each request: tokens fed through the model (recomputed ancestors included) and
-    forward passes it took part in."""
+    the ids of the forward passes it took part in (a problem's passes are the union over its requests)."""
 
     tokens: list[int]
-    passes: list[int]
+    passes: list[set[int]]
 
 
 class StepScorer:
@@ -169,12 +169,12 @@ class StepScorer:
                     cached += 1
             rows.append((chain[:cached], chain[cached:]))
         tokens = [sum(len(e.ids) for e in new) for _, new in rows]
-        passes = [0] * len(rows)
+        passes: list[set[int]] = [set() for _ in rows]
         order = sorted(range(len(rows)), key=lambda r: (sum(len(e.ids) for e in rows[r][0]), tokens[r]))
         for batch in self._batches(order, rows, tokens):
             self._forward([rows[r] for r in batch])
             for r in batch:
-                passes[r] += 1
+                passes[r].add(self.stats["forward_passes"])
         self.stats["scored_tokens"] += sum(tokens)
         self._evict()
         return ScoreCounts(tokens, passes)
@@ -267,7 +267,7 @@ class StepScorer:
         step-by-step search; nothing is kept afterwards. A solution with no steps scores None."""
         scores: list[float | None] = [None] * len(prompts)
         step_scores: list[list[float]] = [[] for _ in prompts]
-        counts = ScoreCounts([0] * len(prompts), [0] * len(prompts))
+        counts = ScoreCounts([0] * len(prompts), [set() for _ in prompts])
         roots, requests, which = [], [], []
         for i, (prompt, steps) in enumerate(zip(prompts, solutions, strict=True)):
             if not steps:
@@ -318,17 +318,18 @@ class OutcomeScorer:
 
     def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores:
         scores: list[float | None] = [None] * len(prompts)
-        counts = ScoreCounts([0] * len(prompts), [0] * len(prompts))
+        counts = ScoreCounts([0] * len(prompts), [set() for _ in prompts])
         which = [i for i, s in enumerate(solutions) if s]
         started = time.perf_counter()
         if which:
             got = self.rm.score_batch(
                 [prompts[i] for i in which], [list(solutions[i]) for i in which], batch_size=self.batch_size
             )
-            for i, s in zip(which, got, strict=True):
+            first = self.stats["forward_passes"]
+            for k, (i, s) in enumerate(zip(which, got, strict=True)):
                 scores[i] = s
                 counts.tokens[i] = len(self.rm.encode(prompts[i], list(solutions[i])).input_ids)
-                counts.passes[i] = 1
+                counts.passes[i] = {first + k // self.batch_size}  # score_batch runs batch_size rows per pass
             self.stats["scored_tokens"] += sum(counts.tokens)
             self.stats["forward_passes"] += -(-len(which) // self.batch_size)
         self.stats["seconds"] += time.perf_counter() - started
