@@ -203,22 +203,27 @@ class HFGenerator:
                 cache.batch_repeat_interleave(n)
                 logits = logits.repeat_interleave(n, 0)
                 mask = mask.repeat_interleave(n, 0)
+            active = list(range(rows))  # batch position i holds sample active[i]; finished samples leave the batch
             for t in range(max_tokens):
-                live = [r for r in range(rows) if finish[r] is None]
-                tokens = [self.pad_id] * rows
-                for r, token in zip(live, _sample(logits, uniforms[:, t], live, temperature, top_p), strict=True):
-                    tokens[r] = token
+                picked = _sample(logits, uniforms[torch.tensor(active, device=device), t], temperature, top_p)
+                for r, token in zip(active, picked, strict=True):
                     generated[r].append(token)
                     if token in self.eos_ids:
                         finish[r] = ("eos", None)
                 if stop:
-                    self._check_stops([r for r in live if finish[r] is None], generated, texts, finish, stop)
-                if all(f is not None for f in finish):
+                    self._check_stops([r for r in active if finish[r] is None], generated, texts, finish, stop)
+                keep = [i for i, r in enumerate(active) if finish[r] is None]
+                if not keep:
                     break
-                step = torch.tensor(tokens)
-                mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], 1)
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(index)
+                    mask = mask[index]
+                    active = [active[i] for i in keep]
+                step = torch.tensor([[generated[r][-1]] for r in active], device=device)
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], 1)
                 out = self.model(
-                    input_ids=step.to(device)[:, None],
+                    input_ids=step,
                     attention_mask=mask,
                     position_ids=mask.sum(-1, keepdim=True) - 1,
                     past_key_values=cache,
@@ -262,20 +267,19 @@ def _positions(mask: Any) -> Any:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _sample(logits: Any, uniforms: Any, rows: list[int], temperature: float, top_p: float) -> list[int]:
-    """Next token of each row in `rows`: argmax at temperature 0, else an inverse-CDF draw from softmax(logits / T)
-    restricted to the top-p nucleus, with that row's uniform for this step."""
+def _sample(logits: Any, uniforms: Any, temperature: float, top_p: float) -> list[int]:
+    """Next token of every row: argmax at temperature 0, else an inverse-CDF draw from softmax(logits / T)
+    restricted to the top-p nucleus, with the row's own uniform for this step."""
     import torch
 
-    index = torch.tensor(rows, device=logits.device)
     if temperature == 0:
-        return logits[index].argmax(-1).tolist()
-    probs = (logits[index] / temperature).softmax(-1)
+        return logits.argmax(-1).tolist()
+    probs = (logits / temperature).softmax(-1)
     if top_p < 1:
         sorted_probs, order = probs.sort(-1, descending=True)
         drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keep the smallest prefix whose mass reaches p
         probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
     cdf = probs.cumsum(-1)
-    u = uniforms[index].to(cdf.dtype) * cdf[:, -1]
+    u = uniforms.to(cdf.dtype) * cdf[:, -1]
     picked = torch.searchsorted(cdf, u[:, None], right=True)[:, 0].clamp_(max=cdf.shape[-1] - 1)
     return picked.tolist()
