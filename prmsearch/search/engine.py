@@ -84,7 +84,6 @@ class State:
     )
     candidates: list[Node] = field(default_factory=list)  # complete solutions the strategy offers
     chosen: Node | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # a strategy's own bookkeeping
 
     @property
     def task(self) -> str:

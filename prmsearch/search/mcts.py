@@ -21,7 +21,7 @@ from .tree import Node
 def mcts(search: Search, states: list[State]) -> None:
     search.needs_step_scorer("mcts")
     p = search.params
-    width = min(p.width, p.n) if p.width else 1
+    width = min(p.width, p.n)
     for st in states:
         st.tree.root.meta.update(visits=0, value=0.0)
     for _ in range(p.n):
