@@ -73,6 +73,8 @@ def scoring(policy, prm, count: int, repeats: int) -> dict:
     problems = gsm8k(count)
     params = {"n": 16, "width": 4, "max_steps": 10, "max_step_tokens": 32, "max_tokens": 64, "seed": 0}
     sides: dict[str, list] = {"incremental": [], "full_rescore": []}
+    for name in sides:  # warm-up (first forward passes, allocator, thread pool), untimed
+        run(policy, prm, problems[:1], name == "full_rescore", **{**params, "max_steps": 2})
     for _ in range(repeats):
         for name in sides:  # alternate, so drift in the machine's speed hits both sides alike
             sides[name].append(run(policy, prm, problems, name == "full_rescore", **params))
