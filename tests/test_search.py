@@ -190,6 +190,21 @@ def test_scorer_frees_pruned_branches(prm):
     assert set(scorer.entries) == {"r"}
 
 
+def test_siblings_share_one_feed_of_their_new_prompt(prm):
+    prompt, steps = "Tom has 3 apples and buys 4. Double it.", ["3 + 4 = 7.", "7 * 2 = 14.", "So 14."]
+    scorer = StepScorer(prm)
+    scorer.add_prompt("root", prompt)
+    scores, counts = scorer.score([("root", [(i, s)]) for i, s in enumerate(steps)])
+    fmt, tok = prm.step_format, prm.tokenizer
+    prompt_tokens = len(fmt.prompt_ids(tok, prompt))
+    step_tokens = [len(fmt.step_ids(tok, [s], first=True)[0]) for s in steps]  # each is a first step
+    assert counts.tokens == [prompt_tokens + step_tokens[0], step_tokens[1], step_tokens[2]]  # prompt charged once
+    assert scorer.stats["scored_tokens"] == prompt_tokens + sum(step_tokens)
+    assert all(len(p) == 2 for p in counts.passes)  # the prompt's pass, then the steps'
+    for (score,), step in zip(scores, steps, strict=True):
+        assert abs(score - prm.score_steps(prompt, [step])[0]) <= 1e-5
+
+
 def test_batched_search_equals_one_problem_at_a_time(policy, prm):
     probs = problems(3)
     for strategy in ("beam", "mcts", "weighted_best_of_n"):

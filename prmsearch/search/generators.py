@@ -269,17 +269,71 @@ def _positions(mask: Any) -> Any:
 
 def _sample(logits: Any, uniforms: Any, temperature: float, top_p: float) -> list[int]:
     """Next token of every row: argmax at temperature 0, else an inverse-CDF draw from softmax(logits / T)
-    restricted to the top-p nucleus, with the row's own uniform for this step."""
+    restricted to the top-p nucleus, with the row's own uniform for this step.
+
+    Rows go through in small groups: a (rows x vocabulary) float tensor per group stays in cache, where one for the
+    whole batch (50 MB for 256 rows of a 49k vocabulary) would be a fresh allocation per token and run 3x slower."""
     import torch
 
     if temperature == 0:
         return logits.argmax(-1).tolist()
-    probs = (logits / temperature).softmax(-1)
+    picked = [
+        _draw(logits[s : s + SAMPLE_ROWS], uniforms[s : s + SAMPLE_ROWS], temperature, top_p)
+        for s in range(0, len(logits), SAMPLE_ROWS)
+    ]
+    return torch.cat(picked).tolist()
+
+
+SAMPLE_ROWS = 16
+
+
+def _draw(logits: Any, uniforms: Any, temperature: float, top_p: float) -> Any:
+    import torch
+
+    # Unnormalised probabilities: the draw scales the uniform by each row's total instead of dividing the row by it.
+    weights = logits - logits.amax(-1, keepdim=True)
+    if temperature != 1:
+        weights.div_(temperature)
+    weights.exp_()
     if top_p < 1:
-        sorted_probs, order = probs.sort(-1, descending=True)
-        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keep the smallest prefix whose mass reaches p
-        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-    cdf = probs.cumsum(-1)
-    u = uniforms.to(cdf.dtype) * cdf[:, -1]
-    picked = torch.searchsorted(cdf, u[:, None], right=True)[:, 0].clamp_(max=cdf.shape[-1] - 1)
-    return picked.tolist()
+        return _draw_nucleus(weights, uniforms, top_p)
+    cdf = weights.cumsum_(-1)
+    return _search(cdf, uniforms)
+
+
+NUCLEUS_PREFILTER = 256
+
+
+def _draw_nucleus(weights: Any, uniforms: Any, top_p: float) -> Any:
+    """The draw over the top-p nucleus, in descending-probability order. Sorting a whole 49k-token row costs ~2 ms;
+    the nucleus nearly always lies within the top few hundred tokens, so those are found with `topk` and the full sort
+    is kept for rows whose nucleus is wider. Which path a row takes depends only on that row."""
+    import torch
+
+    total = weights.sum(-1, keepdim=True)
+    ranked, order = weights.topk(min(NUCLEUS_PREFILTER, weights.shape[-1]), -1)
+    mass = ranked.cumsum(-1)
+    wide = mass[:, -1] < top_p * total[:, 0]
+
+    def pick(ranked: Any, order: Any, mass: Any, rows: Any) -> Any:
+        kept = ranked.masked_fill(mass - ranked >= top_p * total[rows], 0.0)  # the smallest prefix reaching p
+        return order.gather(-1, _search(kept.cumsum_(-1), uniforms[rows])[:, None])[:, 0]
+
+    picked = torch.empty(len(weights), dtype=torch.long, device=weights.device)
+    if not wide.all():
+        narrow = ~wide
+        picked[narrow] = pick(ranked[narrow], order[narrow], mass[narrow], narrow)
+    if wide.any():
+        ranked, order = weights[wide].sort(-1, descending=True)
+        picked[wide] = pick(ranked, order, ranked.cumsum(-1), wide)
+    return picked
+
+
+def _search(cdf: Any, uniforms: Any) -> Any:
+    """Index of the first cdf entry above u x total. u < total strictly, so that entry is a token with positive
+    probability."""
+    import torch
+
+    total = cdf[:, -1]
+    u = torch.minimum(uniforms.to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u[:, None], right=True)[:, 0]

@@ -160,24 +160,51 @@ class StepScorer:
         return scores, counts  # type: ignore[return-value]
 
     def _compute(self, targets: list[Key]) -> ScoreCounts:
-        rows = []
-        for key in targets:
-            chain = self._chain(key)
-            cached = 0
-            if not self.full_rescore:
-                while cached < len(chain) and chain[cached].kv is not None:
-                    cached += 1
-            rows.append((chain[:cached], chain[cached:]))
-        tokens = [sum(len(e.ids) for e in new) for _, new in rows]
-        passes: list[set[int]] = [set() for _ in rows]
-        order = sorted(range(len(rows)), key=lambda r: (sum(len(e.ids) for e in rows[r][0]), tokens[r]))
-        for batch in self._batches(order, rows, tokens):
-            self._forward([rows[r] for r in batch])
-            for r in batch:
-                passes[r].add(self.stats["forward_passes"])
-        self.stats["scored_tokens"] += sum(tokens)
+        counts = ScoreCounts([0] * len(targets), [set() for _ in targets])
+        self._compute_rows([(key, [i]) for i, key in enumerate(targets)], counts)
         self._evict()
-        return ScoreCounts(tokens, passes)
+        return counts
+
+    def _compute_rows(self, rows: list[tuple[Key, list[int]]], counts: ScoreCounts) -> None:
+        """Feed each row's uncached chain. A row is a target key and the requests it serves. Uncached ancestors
+        that several rows share (a new prompt under its N first steps) are fed first, once, as rows of their own,
+        so siblings then start from their cache. A row's tokens are charged to the first request it serves (rows
+        that share an entry belong to one problem); its forward passes to all of them."""
+        if not self.full_rescore:
+            users: dict[Key, list[int]] = {}
+            for r, (key, _) in enumerate(rows):
+                for k in self._uncached(key)[:-1]:
+                    users.setdefault(k, []).append(r)
+            shared = {k for k, rs in users.items() if len(rs) > 1}
+            tops = shared - {self.entries[k].parent for k in shared}  # the deepest shared entries cover the rest
+            if tops:
+                self._compute_rows([(k, sorted({i for r in users[k] for i in rows[r][1]})) for k in tops], counts)
+        chains = [self._chain(key) for key, _ in rows]
+        cut = [0 if self.full_rescore else len(chain) - len(self._uncached(key)) for (key, _), chain in zip(rows, chains)]
+        parts = [(chain[:c], chain[c:]) for chain, c in zip(chains, cut, strict=True)]
+        tokens = [sum(len(e.ids) for e in new) for _, new in parts]
+        # Sorted by new tokens first: the feed-forward layers pay for each row's padding to the widest new span.
+        order = sorted(range(len(rows)), key=lambda r: (tokens[r], sum(len(e.ids) for e in parts[r][0])))
+        for batch in self._batches(order, parts, tokens):
+            self._forward([parts[r] for r in batch])
+            for r in batch:
+                served = rows[r][1]
+                counts.tokens[served[0]] += tokens[r]
+                for i in served:
+                    counts.passes[i].add(self.stats["forward_passes"])
+        self.stats["scored_tokens"] += sum(tokens)
+
+    def _uncached(self, key: Key) -> list[Key]:
+        """Keys from the first entry of `key`'s chain without a cache down to `key` itself."""
+        keys: list[Key] = []
+        uncached = 0
+        while key is not None:
+            entry = self.entries[key]
+            keys.append(key)
+            if entry.kv is None:
+                uncached = len(keys)
+            key = entry.parent
+        return keys[:uncached][::-1]
 
     def _batches(self, order: list[int], rows: list, tokens: list[int]) -> list[list[int]]:
         batches: list[list[int]] = []
