@@ -297,8 +297,29 @@ def _draw(logits: Any, uniforms: Any, temperature: float, top_p: float) -> Any:
     weights.exp_()
     if top_p < 1:
         return _draw_nucleus(weights, uniforms, top_p)
-    cdf = weights.cumsum_(-1)
-    return _search(cdf, uniforms)
+    return _draw_blocked(weights, uniforms)
+
+
+BLOCK = 256
+
+
+def _draw_blocked(weights: Any, uniforms: Any) -> Any:
+    """Inverse CDF in two levels: which block of 256 tokens (from block sums), then which token in it. A running sum
+    over the whole vocabulary is a sequential scan; block sums are a reduction and run ~10x faster."""
+    import torch
+
+    rows, vocab = weights.shape
+    whole = vocab - vocab % BLOCK
+    sums = weights[:, :whole].view(rows, -1, BLOCK).sum(-1)
+    if whole < vocab:
+        sums = torch.cat([sums, weights[:, whole:].sum(-1, keepdim=True)], 1)
+    cdf = sums.cumsum_(-1)
+    block, u = _search(cdf, uniforms)
+    below = torch.where(block > 0, cdf.gather(1, (block - 1).clamp(min=0)[:, None])[:, 0], 0.0)
+    fraction = ((u - below) / (cdf.gather(1, block[:, None])[:, 0] - below)).clamp_(0, 1)
+    index = block[:, None] * BLOCK + torch.arange(BLOCK, device=weights.device)
+    inside = weights.gather(1, index.clamp(max=vocab - 1)).masked_fill_(index >= vocab, 0.0)  # a short last block
+    return index.gather(1, _search(inside.cumsum_(-1), fraction)[0][:, None])[:, 0]
 
 
 NUCLEUS_PREFILTER = 256
@@ -317,7 +338,7 @@ def _draw_nucleus(weights: Any, uniforms: Any, top_p: float) -> Any:
 
     def pick(ranked: Any, order: Any, mass: Any, rows: Any) -> Any:
         kept = ranked.masked_fill(mass - ranked >= top_p * total[rows], 0.0)  # the smallest prefix reaching p
-        return order.gather(-1, _search(kept.cumsum_(-1), uniforms[rows])[:, None])[:, 0]
+        return order.gather(-1, _search(kept.cumsum_(-1), uniforms[rows])[0][:, None])[:, 0]
 
     picked = torch.empty(len(weights), dtype=torch.long, device=weights.device)
     if not wide.all():
@@ -329,11 +350,11 @@ def _draw_nucleus(weights: Any, uniforms: Any, top_p: float) -> Any:
     return picked
 
 
-def _search(cdf: Any, uniforms: Any) -> Any:
-    """Index of the first cdf entry above u x total. u < total strictly, so that entry is a token with positive
-    probability."""
+def _search(cdf: Any, fraction: Any) -> tuple[Any, Any]:
+    """Index of the first cdf entry above u = fraction x total, and u. u < total strictly, so that entry always adds
+    positive probability."""
     import torch
 
     total = cdf[:, -1]
-    u = torch.minimum(uniforms.to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, u[:, None], right=True)[:, 0]
+    u = torch.minimum(fraction.to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u[:, None], right=True)[:, 0], u
