@@ -1,7 +1,7 @@
 """Search speed on CPU: incremental PRM scoring against full re-scoring, and batched beam search against one problem
 at a time. Both sides of each comparison run in this one process, on the same models, seeds and problems.
 
-    python benchmarks/search_speed.py [--problems 4] [--batch-problems 32] [--repeats 2]
+    python benchmarks/search_speed.py [--problems 4] [--batch-problems 32] [--repeats 3]
 
 1. Scoring: step-level beam search with N=16 beams of width 4 over 10 steps on GSM8K questions. The PRM is a
    random Qwen2 (hidden 256, 4 layers) and the policy the tiny random Phi of `prmsearch.models.tiny`, biased to
@@ -99,6 +99,7 @@ def batching(policy, prm, count: int, repeats: int) -> dict:
     problems = gsm8k(count)
     params = {"n": 8, "width": 4, "max_steps": 8, "max_step_tokens": 32, "max_tokens": 64, "seed": 1}
     batched, alone = [], []
+    run(policy, prm, problems[:2], False, **{**params, "max_steps": 2})  # warm-up, untimed
     for _ in range(repeats):
         batched.append(run(policy, prm, problems, False, **params))
         started = time.perf_counter()
@@ -117,6 +118,9 @@ def batching(policy, prm, count: int, repeats: int) -> dict:
         "same_trees": same_trees,
         "same_answers": same_answers,
         "max_score_diff": diff,
+        "policy_batch_size": policy.batch_size,
+        "batched_runs_seconds": [r[2] for r in batched],
+        "one_at_a_time_runs_seconds": [r[2] for r in alone],
         "batched_seconds": t_batched,
         "one_at_a_time_seconds": t_alone,
         "batched_problems_per_s": count / t_batched,
@@ -144,7 +148,8 @@ def table(s: dict, b: dict) -> str:
             f"Same trees on both sides; largest score difference {s['max_score_diff']:.1e}.",
             "",
             f"### Batched vs one problem at a time: beam N={b['n']}, width {b['width']}, {b['max_steps']} steps, "
-            f"{b['problems']} GSM8K problems",
+            f"{b['problems']} GSM8K problems (policy batch size {b['policy_batch_size']}; median of "
+            f"{len(b['batched_runs_seconds'])} alternating runs)",
             "",
             "| run | wall s | problems/s |",
             "|---|---|---|",
@@ -162,7 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", type=int, default=4, help="problems in the scoring comparison")
     parser.add_argument("--batch-problems", type=int, default=32, help="problems in the batching comparison")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=("scoring", "batching"), help="run one comparison; keep the other's result")
     args = parser.parse_args()
     policy, prm = models()

@@ -223,3 +223,52 @@ def test_search_runs_on_the_backend_batched_as_alone(request, backend, smollm2_t
         together = run(strategy, problems)
         assert all(len(tree) > 2 for tree in together)
         assert together == [run(strategy, [p])[0] for p in problems], strategy
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 1000])
+@pytest.mark.parametrize("temperature,top_p,prefilter", [(1.0, 1.0, 256), (0.7, 0.8, 256), (1.3, 0.95, 2)])
+def test_sampler_draws_from_the_tempered_nucleus(vocab, temperature, top_p, prefilter, monkeypatch):
+    """HFGenerator's sampler against the exact distribution: softmax(logits / T) cut to the smallest prefix (by
+    probability) whose mass reaches top_p. Vocabularies that are not a multiple of the 256-token block, and the
+    full-sort path for nuclei wider than the top-k prefilter, included."""
+    import torch
+
+    from prmsearch.search import generators
+
+    monkeypatch.setattr(generators, "NUCLEUS_PREFILTER", prefilter)
+    torch.manual_seed(0)
+    logits = torch.full((vocab,), -40.0)
+    logits[torch.randperm(vocab)[:6]] = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    draws = 20_000
+    uniforms = torch.rand(draws, dtype=torch.float64)
+    tokens = torch.tensor(generators._sample(logits.expand(draws, -1), uniforms, temperature, top_p))
+    probs = (logits.double() / temperature).softmax(-1)
+    ranked, order = probs.sort(descending=True)
+    nucleus = order[(ranked.cumsum(0) - ranked) < top_p]
+    expected = torch.zeros_like(probs)
+    expected[nucleus] = probs[nucleus] / probs[nucleus].sum()
+    seen = torch.bincount(tokens, minlength=vocab).double() / draws
+    assert set(tokens.tolist()) <= set(nucleus.tolist())
+    assert (seen - expected).abs().max() < 0.015  # 4 standard errors at p = 0.5
+    # a row's token depends on its own logits and uniform only, not on the rows beside it
+    alone = [generators._sample(logits[None], uniforms[i : i + 1], temperature, top_p)[0] for i in range(40)]
+    assert alone == tokens[:40].tolist()
+
+
+def test_sampler_edges():
+    import torch
+
+    from prmsearch.search.generators import _sample
+
+    logits = torch.full((4, 600), float("-inf"))
+    logits[0, 599] = 5.0  # the only token, in the short last block
+    logits[1, 0] = 1e4  # huge logits do not overflow
+    logits[2, 256] = -1e4
+    logits[3, 300:302] = 0.0
+    assert _sample(logits, torch.tensor([0.0, 1 - 1e-12, 0.5, 1 - 1e-12], dtype=torch.float64), 1.0, 1.0) == [
+        599,
+        0,
+        256,
+        301,
+    ]
+    assert _sample(logits, torch.zeros(4, dtype=torch.float64), 0.0, 1.0) == [599, 0, 256, 300]

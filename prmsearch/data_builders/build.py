@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..recipes import read_recipe
 from ..steps import StepFormat
 from .labels import LABEL_KINDS, OUTCOME_TO_STEPS, BuildReport, build_orm, build_prm, build_stepwise
 from .math_shepherd import read_math_shepherd
@@ -84,15 +85,7 @@ class BuildConfig:
 
     @classmethod
     def from_yaml(cls, path: str, **overrides: Any) -> BuildConfig:
-        import yaml
-
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**{**values, **overrides})
+        return cls(**{**read_recipe(path, cls), **overrides})
 
     def step_format(self) -> StepFormat:
         return StepFormat(self.separator, self.marker, self.prompt_separator, self.gap)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..recipes import read_recipe
 from ..records import Problem
 from . import NEEDS_SCORER, STRATEGIES, run_search
 from .engine import Search, SearchError, SearchParams, State
@@ -115,15 +116,7 @@ class SearchConfig:
 
     @classmethod
     def from_yaml(cls, path: str, **overrides: Any) -> SearchConfig:
-        import yaml
-
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**{**values, **overrides})
+        return cls(**{**read_recipe(path, cls), **overrides})
 
     def params(self, n: int) -> SearchParams:
         names = {f.name for f in dataclasses.fields(SearchParams)} - {"n"}

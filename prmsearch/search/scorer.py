@@ -179,9 +179,11 @@ class StepScorer:
             tops = shared - {self.entries[k].parent for k in shared}  # the deepest shared entries cover the rest
             if tops:
                 self._compute_rows([(k, sorted({i for r in users[k] for i in rows[r][1]})) for k in tops], counts)
-        chains = [self._chain(key) for key, _ in rows]
-        cut = [0 if self.full_rescore else len(chain) - len(self._uncached(key)) for (key, _), chain in zip(rows, chains)]
-        parts = [(chain[:c], chain[c:]) for chain, c in zip(chains, cut, strict=True)]
+        parts = []  # per row: (entries with a cache, entries to feed)
+        for key, _ in rows:
+            chain = self._chain(key)
+            cut = 0 if self.full_rescore else len(chain) - len(self._uncached(key))
+            parts.append((chain[:cut], chain[cut:]))
         tokens = [sum(len(e.ids) for e in new) for _, new in parts]
         # Sorted by new tokens first: the feed-forward layers pay for each row's padding to the widest new span.
         order = sorted(range(len(rows)), key=lambda r: (tokens[r], sum(len(e.ids) for e in parts[r][0])))

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import yaml
 
 from ..models.reward_model import AGGREGATIONS, KINDS
+from ..recipes import read_recipe
 from .losses import PRM_LOSSES
 
 BT_LOSSES = ("bt", "plackett_luce")
@@ -96,10 +97,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str, overrides: dict[str, Any] | None = None, **fixed: Any) -> TrainConfig:
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise TrainConfigError(f"{path}: a recipe is a mapping of keys to values")
+        values = read_recipe(path, error=TrainConfigError)  # keys are checked after overrides, in from_dict
         return cls.from_dict(merge(values, {**(overrides or {}), **fixed}), source=path)
 
     @classmethod
