@@ -334,3 +334,63 @@ def test_tokenizers_without_the_format_are_refused(adapters, smollm2_tokenizer):
         RLHFlowPRM(rlhflow.model, gpt2_split)
     with pytest.raises(AdapterError, match="unknown adapter"):
         load_adapter("prm800k", "x")
+
+
+# ---- public PRMs steering search --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def policy(smollm2_tokenizer):
+    from prmsearch.models.tiny import tiny_policy
+    from prmsearch.search import HFGenerator
+
+    return HFGenerator(tiny_policy(smollm2_tokenizer, tokens_per_step=6), smollm2_tokenizer)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_public_prm_steers_search(adapters, policy, name):
+    """Beam search and best-of-N with a public PRM as the scorer: every step's score is what the adapter gives its
+    whole path, a solution's score aggregates the adapter's step scores, and nothing stays in the scorer."""
+    from prmsearch.records import Problem
+    from prmsearch.search import AdapterScorer, SearchParams, run_search
+    from prmsearch.search.select import aggregate
+
+    adapter = adapters[name]
+    problems = [Problem("a", PROBLEM, "72"), Problem("b", "What is 3 + 4?", "7")]
+    params = SearchParams(n=4, width=2, max_steps=3, max_step_tokens=12, max_tokens=40, seed=3, agg="min")
+    scorer = AdapterScorer(adapter, agg="min")
+    scored = 0
+    for st in run_search(problems, policy, scorer, "beam", params, prompt_template="plain"):
+        for node in st.tree.nodes:
+            if node.score is not None and node.text.strip():
+                path = st.tree.steps(node)
+                assert node.score == pytest.approx(adapter.score_steps(st.problem.prompt, path)[-1], abs=1e-5)
+                scored += 1
+        assert st.counts["scored_tokens"] > 0 and st.counts["score_passes"] > 0
+    assert scored >= 8 and not scorer.entries
+    for st in run_search(problems, policy, scorer, "best_of_n", params, prompt_template="plain"):
+        for node in st.candidates:
+            steps = adapter.step_format.split(node.text)
+            if steps:
+                expected = aggregate(adapter.score_steps(st.problem.prompt, steps), "min")
+                assert node.score == pytest.approx(expected, abs=1e-5)
+
+
+def test_cli_searches_with_a_public_prm(rlhflow_dir, smollm2_tokenizer, tmp_path, capsys):
+    import json
+
+    from prmsearch.cli import main
+    from prmsearch.models.tiny import tiny_policy
+
+    tiny_policy(smollm2_tokenizer).save_pretrained(tmp_path / "policy")
+    smollm2_tokenizer.save_pretrained(tmp_path / "policy")
+    (tmp_path / "problems.jsonl").write_text(json.dumps({"id": "1", "problem": "What is 3 + 4?", "answer": "7"}) + "\n")
+    args = ["search", "--policy", str(tmp_path / "policy"), "--dataset", str(tmp_path / "problems.jsonl")]
+    args += ["--strategy", "beam", "--n", "2", "--width", "2", "--max-steps", "2", "--max-step-tokens", "8"]
+    args += ["--max-tokens", "24", "--prompt-template", "plain", "--quiet", "--scorer", str(rlhflow_dir)]
+    assert main([*args, "--output", str(tmp_path / "run"), "--scorer-adapter", "rlhflow"]) == 0
+    row = json.loads((tmp_path / "run" / "results.jsonl").read_text())
+    assert row["strategy"] == "beam" and row["scored_tokens"] > 0
+    with pytest.raises(SystemExit):
+        main([*args, "--output", str(tmp_path / "bad"), "--scorer-adapter", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -336,6 +337,14 @@ def test_cli_runs_every_strategy_and_shows_a_tree(saved, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(cli_args(saved, out, "--strategy", "beam", "--temperature", "0.5", "--resume")) == 2
     assert "temperature" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parent.parent / "search").glob("*.yaml")))
+def test_shipped_recipes_are_valid_configs(recipe):
+    from prmsearch.search.runner import SearchConfig
+
+    cfg = SearchConfig.from_yaml(str(Path(__file__).parent.parent / "search" / recipe))
+    assert cfg.settings()
 
 
 def test_recipe_runs_from_yaml(saved, tmp_path):

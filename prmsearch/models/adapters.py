@@ -164,7 +164,6 @@ class PRMAdapter:
 
     # ---- scoring ------------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def score_steps_batch(
         self, prompts: Sequence[str], steps: Sequence[str | Sequence[str]], batch_size: int = 16
     ) -> list[list[float]]:
@@ -173,12 +172,15 @@ class PRMAdapter:
         `RewardModel.score_steps_batch`."""
         if len(prompts) != len(steps):
             raise ValueError(f"{len(prompts)} prompts but {len(steps)} step lists")
+        return self.score_encoded([self.encode(p, s) for p, s in zip(prompts, steps, strict=True)], batch_size)
+
+    @torch.no_grad()
+    def score_encoded(self, encoded: Sequence[EncodedSteps], batch_size: int = 16) -> list[list[float]]:
+        """`score_steps_batch` on solutions already encoded (search keeps the encodings to count tokens)."""
         self.model.eval()
         out: list[list[float]] = []
-        for start in range(0, len(prompts), batch_size):
-            chunk = zip(prompts[start : start + batch_size], steps[start : start + batch_size], strict=True)
-            encoded = [self.encode(p, s) for p, s in chunk]
-            ids, mask, positions = self.collate(encoded)
+        for start in range(0, len(encoded), batch_size):
+            ids, mask, positions = self.collate(list(encoded[start : start + batch_size]))
             hidden = self.hidden_states(ids, mask)
             rows = [row for row, cols in enumerate(positions) for _ in cols]
             cols = [c for cs in positions for c in cs]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..records import Problem
+from .adapter_scorer import AdapterScorer
 from .beam import beam, dvts
-from .engine import Search, SearchError, SearchParams, State
+from .engine import Scorer, Search, SearchError, SearchParams, State
 from .generators import Completion, Generator, GeneratorError, HFGenerator, derive_seed
 from .mcts import mcts
 from .sampling import best_of_n, greedy, majority, weighted_best_of_n
@@ -28,7 +29,7 @@ NEEDS_SCORER = ("best_of_n", "weighted_best_of_n", "beam", "dvts", "mcts")
 def run_search(
     problems: Sequence[Problem],
     generator: Generator,
-    scorer: StepScorer | OutcomeScorer | None = None,
+    scorer: Scorer | None = None,
     strategy: str = "beam",
     params: SearchParams | None = None,
     **options,
@@ -51,6 +52,7 @@ def run_search(
 __all__ = [
     "NEEDS_SCORER",
     "STRATEGIES",
+    "AdapterScorer",
     "Completion",
     "Generator",
     "GeneratorError",

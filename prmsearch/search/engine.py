@@ -16,10 +16,13 @@ from typing import Any
 from ..records import Problem
 from ..steps import StepFormat
 from ..verifiers.math import extract_answer
+from .adapter_scorer import AdapterScorer
 from .generators import Completion, Generator, derive_seed
 from .scorer import OutcomeScorer, ScoreCounts, StepScorer
 from .select import AGGREGATIONS, METHODS, aggregate, group_answers_many, select_from_groups
 from .tree import COMPLETE, CUT, EMPTY, STEP, Node, Tree
+
+Scorer = StepScorer | AdapterScorer | OutcomeScorer
 
 SYSTEM_PROMPT = (
     "Solve the following math problem efficiently and clearly. Think step by step, separating steps with a blank "
@@ -119,7 +122,7 @@ class Search:
     def __init__(
         self,
         generator: Generator,
-        scorer: StepScorer | OutcomeScorer | None,
+        scorer: Scorer | None,
         params: SearchParams,
         *,
         step_format: StepFormat | None = None,
@@ -130,6 +133,8 @@ class Search:
         params.check()
         self.generator, self.scorer, self.params = generator, scorer, params
         self.format = step_format or (scorer.format if scorer is not None else StepFormat())
+        # StepScorer (our PRMs) or AdapterScorer (public PRMs): keyed steps, scored as the tree grows
+        self.scores_steps = scorer is not None and scorer.kind == "prm"
         self.prompt_template, self.system_prompt, self.timeout = prompt_template, system_prompt, timeout
 
     def start(self, problems: Sequence[Problem]) -> list[State]:
@@ -137,7 +142,7 @@ class Search:
         for problem in problems:
             prompt = policy_prompt(problem, self.generator.tokenizer, self.prompt_template, self.system_prompt)
             state = State(problem, Tree(problem.id), prompt, next(self._uids))
-            if isinstance(self.scorer, StepScorer):
+            if self.scores_steps:
                 self.scorer.add_prompt(self.key(state, state.tree.root), problem.prompt)
             states.append(state)
         return states
@@ -145,8 +150,8 @@ class Search:
     def key(self, state: State, node: Node) -> tuple[int, int]:
         return (state.uid, node.id)
 
-    def needs_step_scorer(self, strategy: str) -> StepScorer:
-        if not isinstance(self.scorer, StepScorer):
+    def needs_step_scorer(self, strategy: str) -> StepScorer | AdapterScorer:
+        if not self.scores_steps:
             got = "no scorer" if self.scorer is None else f"a {self.scorer.kind.upper()} scorer"
             raise SearchError(f"{strategy} needs a PRM (it prunes by step scores); got {got}")
         return self.scorer
@@ -232,12 +237,12 @@ class Search:
         return aggregate(scores, self.params.agg) if scores else node.score
 
     def release(self, state: State, nodes: Sequence[Node]) -> None:
-        if isinstance(self.scorer, StepScorer):
+        if self.scores_steps:
             self.scorer.release([self.key(state, n) for n in nodes])
 
     def finish(self, states: Sequence[State]) -> None:
         """Drop the trees from the scorer's cache once their search is over."""
-        if isinstance(self.scorer, StepScorer):
+        if self.scores_steps:
             self.scorer.release([self.key(st, n) for st in states for n in st.tree.nodes])
 
     # ---- the answer ---------------------------------------------------------------------------------------------

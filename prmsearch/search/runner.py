@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..models.adapters import ADAPTERS
 from ..recipes import read_recipe
 from ..records import Problem
 from . import NEEDS_SCORER, STRATEGIES, run_search
@@ -47,6 +48,7 @@ class SearchConfig:
 
     policy: str = ""
     scorer: str | None = None
+    scorer_adapter: str | None = None  # a public PRM's format (models.adapters.ADAPTERS) for `scorer`
     dataset: str = ""
     output: str = ""
     strategy: list[str] = field(default_factory=lambda: ["beam"])
@@ -84,6 +86,7 @@ class SearchConfig:
         "backend": ("hf", "vllm"),
         "agg": AGGREGATIONS,
         "final": METHODS,
+        "scorer_adapter": tuple(ADAPTERS),
     }
 
     def __post_init__(self) -> None:
@@ -96,7 +99,7 @@ class SearchConfig:
         except ValueError as e:
             raise ValueError(f"n must be integers, e.g. 1,4,16: {e}") from e
         for name, allowed in self.CHOICES.items():
-            if getattr(self, name) not in allowed:
+            if getattr(self, name) not in allowed and not (name == "scorer_adapter" and self.scorer_adapter is None):
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         unknown = [s for s in self.strategy if s not in STRATEGIES]
         if unknown or not self.strategy:
@@ -174,6 +177,7 @@ def search_dataset(
     if scorer is None and cfg.scorer and any(s in NEEDS_SCORER for s in cfg.strategy):
         scorer = load_scorer(
             cfg.scorer,
+            adapter=cfg.scorer_adapter,
             device=cfg.device,
             dtype=cfg.dtype,
             full_rescore=cfg.full_rescore,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,8 +37,9 @@ class ScorerError(ValueError):
 @dataclass
 class _Entry:
     parent: Key | None
-    ids: list[int]
-    start: int  # position of this entry's first token
+    ids: list[int] = field(default_factory=list)
+    start: int = 0  # position of this entry's first token
+    text: str = ""  # kept by scorers that re-feed whole paths (AdapterScorer)
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer, [heads, len, dim]
     score: float | None = None
     children: int = 0
@@ -55,7 +56,55 @@ class ScoreCounts:
     passes: list[set[int]]
 
 
-class StepScorer:
+class StepTree:
+    """Keyed steps as search hands them to a step scorer: a root per prompt, every other key a step under its
+    parent. Release is reference counted, so a pruned branch goes at once and a kept one stays."""
+
+    def __init__(self) -> None:
+        self.entries: dict[Key, _Entry] = {}
+
+    def _add(self, key: Key, entry: _Entry) -> None:
+        if key in self.entries:
+            raise ScorerError(f"key {key!r} is already in use")
+        if entry.parent is not None:
+            if entry.parent not in self.entries:
+                raise ScorerError(f"unknown parent key {entry.parent!r}")
+            self.entries[entry.parent].children += 1
+        self.entries[key] = entry
+
+    def release(self, keys: Sequence[Key]) -> None:
+        """The caller no longer needs these keys: each is dropped (with its cache) once no live entry descends from
+        it, so releasing a beam that still has kept children frees nothing until they go too."""
+        for key in keys:
+            entry = self.entries.get(key)
+            if entry is not None and not entry.released:
+                entry.released = True
+                self._drop_if_unused(key)
+
+    def _drop_if_unused(self, key: Key) -> None:
+        while key is not None:
+            entry = self.entries[key]
+            if not entry.released or entry.children:
+                return
+            del self.entries[key]
+            self._forget(entry)
+            key = entry.parent
+            if key is not None:
+                self.entries[key].children -= 1
+
+    def _forget(self, entry: _Entry) -> None:
+        """What a scorer frees with a dropped entry."""
+
+    def _chain(self, key: Key) -> list[_Entry]:
+        chain = []
+        while key is not None:
+            entry = self.entries[key]
+            chain.append(entry)
+            key = entry.parent
+        return chain[::-1]
+
+
+class StepScorer(StepTree):
     """Incremental PRM scoring over a tree of keyed steps. Keys are any hashables the caller picks (the search uses
     (tree, node) pairs); `add_prompt` makes a root, `score` adds steps under existing keys and scores them."""
 
@@ -73,7 +122,7 @@ class StepScorer:
         self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore, agg
         self.max_cache_tokens, self.max_batch_tokens = max_cache_tokens, max_batch_tokens
         self.format, self.tokenizer = rm.step_format, rm.tokenizer
-        self.entries: dict[Key, _Entry] = {}
+        super().__init__()
         self.cached_tokens = 0
         self.stats = {"scored_tokens": 0, "forward_passes": 0, "evicted_tokens": 0, "seconds": 0.0}
         self._clock = itertools.count(1)
@@ -92,42 +141,15 @@ class StepScorer:
     # ---- the tree of entries -------------------------------------------------------------------------------------
 
     def add_prompt(self, key: Key, prompt: str) -> None:
-        if key in self.entries:
-            raise ScorerError(f"key {key!r} is already in use")
-        self.entries[key] = _Entry(None, self.format.prompt_ids(self.tokenizer, prompt), 0)
+        self._add(key, _Entry(None, self.format.prompt_ids(self.tokenizer, prompt)))
 
-    def release(self, keys: Sequence[Key]) -> None:
-        """The caller no longer needs these keys: each is dropped (with its cache) once no live entry descends from
-        it, so releasing a beam that still has kept children frees nothing until they go too."""
-        for key in keys:
-            entry = self.entries.get(key)
-            if entry is not None and not entry.released:
-                entry.released = True
-                self._drop_if_unused(key)
-
-    def _drop_if_unused(self, key: Key) -> None:
-        while key is not None:
-            entry = self.entries[key]
-            if not entry.released or entry.children:
-                return
-            del self.entries[key]
-            self._uncache(entry)
-            key = entry.parent
-            if key is not None:
-                self.entries[key].children -= 1
+    def _forget(self, entry: _Entry) -> None:
+        self._uncache(entry)
 
     def _uncache(self, entry: _Entry) -> None:
         if entry.kv is not None:
             entry.kv = None
             self.cached_tokens -= len(entry.ids)
-
-    def _chain(self, key: Key) -> list[_Entry]:
-        chain = []
-        while key is not None:
-            entry = self.entries[key]
-            chain.append(entry)
-            key = entry.parent
-        return chain[::-1]
 
     # ---- scoring ---------------------------------------------------------------------------------------------------
 
@@ -147,11 +169,8 @@ class StepScorer:
                 ids[0] = ids[0][self._gap :]
             key = parent_key
             for (new_key, _), step_ids in zip(steps, ids, strict=True):
-                if new_key in self.entries:
-                    raise ScorerError(f"key {new_key!r} is already in use")
                 parent = self.entries[key]
-                self.entries[new_key] = _Entry(key, step_ids, parent.start + len(parent.ids))
-                parent.children += 1
+                self._add(new_key, _Entry(key, step_ids, parent.start + len(parent.ids)))
                 key = new_key
             targets.append(key)
         counts = self._compute(targets)
@@ -368,18 +387,28 @@ class OutcomeScorer:
 def load_scorer(
     path: str,
     *,
+    adapter: str | None = None,
     device: str | None = None,
     dtype: Any = None,
     full_rescore: bool = False,
     agg: str = "last",
     max_cache_tokens: int = 2_000_000,
     max_batch_tokens: int = 16_384,
-) -> StepScorer | OutcomeScorer:
+) -> Any:
     """A scorer for a reward model saved by `RewardModel.save_pretrained` (folder or hub id): PRMs score steps
-    incrementally, ORM / BT models score whole solutions."""
+    incrementally, ORM / BT models score whole solutions. With `adapter` (a name in `models.adapters.ADAPTERS`),
+    `path` is a public PRM read in its own format, through `AdapterScorer`."""
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if adapter is not None:
+        from ..models.adapters import AdapterError, load_adapter
+        from .adapter_scorer import AdapterScorer
+
+        try:
+            return AdapterScorer(load_adapter(adapter, path, device=device, dtype=dtype), agg=agg)
+        except AdapterError as e:
+            raise ScorerError(str(e)) from e
     try:
         rm = RewardModel.from_pretrained(path, device=device, dtype=dtype)
     except RewardModelError as e:
