@@ -204,6 +204,20 @@ def test_siblings_share_one_feed_of_their_new_prompt(prm):
     assert all(len(p) == 2 for p in counts.passes)  # the prompt's pass, then the steps'
     for (score,), step in zip(scores, steps, strict=True):
         assert abs(score - prm.score_steps(prompt, [step])[0]) <= 1e-5
+    # best-of-N: N whole solutions of one problem share one feed of its prompt too
+    solutions = [steps[:2], steps[1:], [steps[2]]]
+    before = scorer.stats["scored_tokens"]
+    got = scorer.score_solutions([prompt] * 3, solutions)
+    whole = [len(prm.step_format.encode(tok, prompt, s).input_ids) for s in solutions]
+    assert (
+        sum(got.counts.tokens)
+        == scorer.stats["scored_tokens"] - before
+        == whole[0] + sum(w - prompt_tokens for w in whole[1:])
+    )
+    for s, solution in zip(got.step_scores, solutions, strict=True):
+        assert s == pytest.approx(prm.score_steps(prompt, solution), abs=1e-5)
+    scorer.release(["root", 0, 1, 2])
+    assert not scorer.entries
 
 
 def test_batched_search_equals_one_problem_at_a_time(policy, prm):

@@ -188,7 +188,7 @@ class StepScorer(StepTree):
         """Feed each row's uncached chain. A row is a target key and the requests it serves. Uncached ancestors
         that several rows share (a new prompt under its N first steps) are fed first, once, as rows of their own,
         so siblings then start from their cache. A row's tokens are charged to the first request it serves (rows
-        that share an entry belong to one problem); its forward passes to all of them."""
+        that share an entry belong to one problem, or to problems with the same prompt); its passes to all of them."""
         if not self.full_rescore:
             users: dict[Key, list[int]] = {}
             for r, (key, _) in enumerate(rows):
@@ -316,22 +316,23 @@ class StepScorer(StepTree):
         scores: list[float | None] = [None] * len(prompts)
         step_scores: list[list[float]] = [[] for _ in prompts]
         counts = ScoreCounts([0] * len(prompts), [set() for _ in prompts])
-        roots, requests, which = [], [], []
+        roots: dict[str, Key] = {}  # one root per distinct prompt: a problem's N solutions share its feed
+        requests, which = [], []
         for i, (prompt, steps) in enumerate(zip(prompts, solutions, strict=True)):
             if not steps:
                 continue
-            root = ("solution", next(self._temp))
-            self.add_prompt(root, prompt)
-            roots.append(root)
-            requests.append((root, [((root, j), s) for j, s in enumerate(steps)]))
+            if prompt not in roots:
+                roots[prompt] = ("solution", next(self._temp))
+                self.add_prompt(roots[prompt], prompt)
+            root = roots[prompt]
+            requests.append((root, [((root, i, j), s) for j, s in enumerate(steps)]))
             which.append(i)
         if requests:
             got, c = self.score(requests)
             for i, s, t, p in zip(which, got, c.tokens, c.passes, strict=True):
                 step_scores[i], scores[i] = s, aggregate(s, self.agg)
                 counts.tokens[i], counts.passes[i] = t, p
-            for root, (_, steps) in zip(roots, requests, strict=True):
-                self.release([root, *(k for k, _ in steps)])
+            self.release([*roots.values(), *(k for _, steps in requests for k, _ in steps)])
         return SolutionScores(scores, step_scores, counts)
 
 
