@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from ..records import Problem
 from .adapter_scorer import AdapterScorer
 from .beam import beam, dvts
-from .engine import Scorer, Search, SearchError, SearchParams, State
+from .engine import Scorer, Search, SearchError, SearchParams, SearchSettings, State
 from .generators import Completion, Generator, GeneratorError, HFGenerator, derive_seed
 from .mcts import mcts
 from .sampling import best_of_n, greedy, majority, weighted_best_of_n
@@ -63,6 +63,7 @@ __all__ = [
     "Search",
     "SearchError",
     "SearchParams",
+    "SearchSettings",
     "State",
     "StepScorer",
     "Tree",

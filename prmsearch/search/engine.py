@@ -36,13 +36,13 @@ class SearchError(ValueError):
 
 
 @dataclass
-class SearchParams:
-    """One strategy at one N. `width` (M): children per expansion in beam / DVTS / MCTS; beam keeps N/M beams,
-    DVTS grows N/M subtrees. `max_tokens` bounds a whole solution (greedy, sampling, the last step, rollouts),
-    `max_step_tokens` one step. `agg` turns a path's step scores into a score for selection and ranking; `final`
-    picks the answer among the complete solutions a tree search found."""
+class SearchSettings:
+    """What a strategy runs with, at any N; `SearchParams` adds N, and `runner.SearchConfig` (recipes and CLI flags)
+    takes these same fields. `width` (M): children per expansion in beam / DVTS / MCTS. `max_tokens` bounds a whole
+    solution (greedy, sampling, the last step, rollouts), `max_step_tokens` one step. `agg` turns a path's step
+    scores into a score for selection and ranking; `final` picks the answer among the complete solutions a tree
+    search found."""
 
-    n: int = 4
     width: int = 4
     max_steps: int = 40
     max_step_tokens: int = 256
@@ -55,6 +55,13 @@ class SearchParams:
     lookahead: int = 0
     puct: float = 1.0
     rollout: bool = True
+
+
+@dataclass
+class SearchParams(SearchSettings):
+    """One strategy at one N: beam keeps N/M beams, DVTS grows N/M subtrees, MCTS runs N simulations."""
+
+    n: int = 4
 
     def check(self) -> None:
         if self.n < 1:

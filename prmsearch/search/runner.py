@@ -25,7 +25,7 @@ from ..models.adapters import ADAPTERS
 from ..recipes import read_recipe
 from ..records import Problem
 from . import NEEDS_SCORER, STRATEGIES, run_search
-from .engine import Search, SearchError, SearchParams, State
+from .engine import Search, SearchError, SearchParams, SearchSettings, State
 from .select import AGGREGATIONS, METHODS
 
 RESULTS, TREES, CONFIG = "results.jsonl", "trees.jsonl", "search_config.yaml"
@@ -43,8 +43,9 @@ _NOT_IDENTITY = {
 
 
 @dataclass
-class SearchConfig:
-    """A search run; the YAML recipes in `search/` hold these keys, and every key is a `prmsearch search` flag."""
+class SearchConfig(SearchSettings):
+    """A search run; the YAML recipes in `search/` hold these keys, and every key is a `prmsearch search` flag. The
+    strategy settings (width, temperature, agg, ...) are `SearchSettings`' fields, shared with `SearchParams`."""
 
     policy: str = ""
     scorer: str | None = None
@@ -56,18 +57,6 @@ class SearchConfig:
     backend: str = "hf"
     split: str | None = None
     limit: int | None = None
-    width: int = 4
-    max_steps: int = 40
-    max_step_tokens: int = 256
-    max_tokens: int = 1024
-    temperature: float = 0.8
-    top_p: float = 1.0
-    seed: int = 0
-    agg: str = "last"
-    final: str = "weighted_best_of_n"
-    lookahead: int = 0
-    puct: float = 1.0
-    rollout: bool = True
     prompt_template: str = "auto"
     system_prompt: str | None = None
     batch_problems: int = 16
@@ -122,8 +111,7 @@ class SearchConfig:
         return cls(**{**read_recipe(path, cls), **overrides})
 
     def params(self, n: int) -> SearchParams:
-        names = {f.name for f in dataclasses.fields(SearchParams)} - {"n"}
-        return SearchParams(n=n, **{k: getattr(self, k) for k in names})
+        return SearchParams(n=n, **{f.name: getattr(self, f.name) for f in dataclasses.fields(SearchSettings)})
 
     def settings(self) -> list[tuple[str, int]]:
         """(strategy, N) pairs to run; greedy decoding has no N and runs once, as N=1."""

@@ -201,7 +201,7 @@ class StepScorer(StepTree):
         parts = []  # per row: (entries with a cache, entries to feed)
         for key, _ in rows:
             chain = self._chain(key)
-            cut = 0 if self.full_rescore else len(chain) - len(self._uncached(key))
+            cut = 0 if self.full_rescore else next((i for i, e in enumerate(chain) if e.kv is None), len(chain))
             parts.append((chain[:cut], chain[cut:]))
         tokens = [sum(len(e.ids) for e in new) for _, new in parts]
         # Sorted by new tokens first: the feed-forward layers pay for each row's padding to the widest new span.
