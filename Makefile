@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 GSM8K_SOLUTIONS ?= ../shared/data/gsm8k_test_model_solutions.jsonl
 OUT ?= out
 
-.PHONY: install test test-main test-vllm demo lint clean
+.PHONY: install test test-main test-vllm quickstart retrain demo lint clean
 
 install: $(VENV)/.installed
 
@@ -44,9 +44,18 @@ $(VLLM_VENV)/.installed: pyproject.toml
 test-vllm: $(VLLM_VENV)/.installed
 	PRMSEARCH_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -q -m vllm
 
-# What exists today of the main job: PRM / ORM / BT-pair label sets from the GSM8K model solutions, a tiny
-# reward model of each kind trained on them (train/tiny_*.yaml; models in out/rm_*), and every search strategy run
-# with the tiny PRM over a tiny random policy (search/tiny_demo.yaml; results in out/search_demo).
+# The main job: every strategy on held-out problems of the bundled task with the embedded policy, PRM and ORM
+# (shipped in the package; no model hub), then the accuracy-against-compute table and plot in out/quickstart.
+quickstart: install
+	$(VENV)/bin/prmsearch quickstart --output $(OUT)/quickstart
+
+# The same after rebuilding the embedded models from scratch with prmsearch's own commands (about 30 min on 2 cores).
+retrain: install
+	$(VENV)/bin/prmsearch quickstart --retrain --output $(OUT)/quickstart_retrain
+
+# The pipeline on real public data: PRM / ORM / BT-pair label sets from the GSM8K model solutions, a tiny reward
+# model of each kind trained on them (train/tiny_*.yaml; models in out/rm_*), and every search strategy run with the
+# tiny PRM over a tiny random policy (search/tiny_demo.yaml; results in out/search_demo): plumbing, not skill.
 demo: install
 	$(VENV)/bin/prmsearch build prm --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_prm
 	$(VENV)/bin/prmsearch build orm --config data_builders/gsm8k_solutions.yaml --input $(GSM8K_SOLUTIONS) --output $(OUT)/gsm8k_orm

@@ -36,7 +36,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: tu
         flag = "--" + f.name.replace("_", "-")
         kind = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"(default: {default!r})"
+        described = f.metadata.get("help", "").replace("%", "%%")
+        help_text = f"{described} (default: {default!r})".strip()
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind is list:
@@ -73,6 +74,16 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    from .data_builders.autolabel import LabelConfig, format_label_summary, run_label
+
+    cfg = config_from_args(LabelConfig, args)
+    summary = run_label(cfg, resume=args.resume, progress=not args.quiet)
+    print(format_label_summary(summary))
+    print(f"wrote {cfg.output}")
+    return 0
+
+
 def _verify_math(args: argparse.Namespace) -> int:
     from .verifiers.results import VerifyMathConfig, format_verify_summary, verify_math_file
 
@@ -105,6 +116,33 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quickstart(args: argparse.Namespace) -> int:
+    import time
+
+    from .bench.report import format_table
+    from .embedded.quickstart import QuickstartConfig, run_quickstart
+
+    started = time.perf_counter()
+    cfg = config_from_args(QuickstartConfig, args)
+    rows = run_quickstart(cfg, resume=args.resume, progress=not args.quiet)
+    print(format_table(rows))
+    print(f"wrote summary.json, summary.md and accuracy.png to {cfg.output} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench.report import format_table, report
+
+    rows = report(args.run_dir[0] if len(args.run_dir) == 1 else args.run_dir, args.output)
+    print(format_table(rows))
+    first = Path(args.run_dir[0])
+    where = args.output or (first if first.is_dir() else first.parent)
+    print(f"wrote summary.json, summary.md and accuracy.png to {where}")
+    return 0
+
+
 def _show_tree(args: argparse.Namespace) -> int:
     from .search.runner import read_trees
     from .search.tree import Tree
@@ -129,6 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(build, BuildConfig, skip=("target",))
     build.set_defaults(func=_build)
+
+    from .data_builders.autolabel import LabelConfig
+
+    label = sub.add_parser(
+        "label",
+        help="automatic process labels from policy rollouts: Monte Carlo (Math-Shepherd), first-error search "
+        "(OmegaPRM), arithmetic consensus",
+        description="Writes OUTPUT (.jsonl, the stepwise format `prmsearch build prm --source stepwise` reads) "
+        "and OUTPUT.label.json; --resume continues a killed run.",
+    )
+    label.add_argument("--config", help="YAML recipe of LabelConfig keys; flags override it")
+    label.add_argument("--resume", action="store_true", help="continue the labels in --output, skipping what is done")
+    label.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(label, LabelConfig)
+    label.set_defaults(func=_label)
 
     verify = sub.add_parser("verify", help="grade model outputs against gold answers")
     kinds = verify.add_subparsers(dest="kind", required=True)
@@ -171,6 +224,38 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(search, SearchConfig)
     search.set_defaults(func=_search)
+
+    from .embedded.quickstart import QuickstartConfig
+
+    quick = sub.add_parser(
+        "quickstart",
+        help="the main job on the embedded default: every strategy with the bundled policy, PRM and ORM",
+        description="Runs greedy, majority, best-of-N (ORM), weighted best-of-N (PRM), beam, DVTS and MCTS over "
+        "held-out problems of the bundled chained-arithmetic task with the embedded tiny policy and reward models "
+        "(no model hub), then writes the accuracy-against-compute table (summary.md, summary.json) and plot "
+        "(accuracy.png). --retrain first rebuilds those models from scratch with prmsearch's own commands.",
+    )
+    quick.add_argument("--resume", action="store_true", help="continue the runs in --output, skipping what is done")
+    quick.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(quick, QuickstartConfig)
+    quick.set_defaults(func=_quickstart)
+
+    rep = sub.add_parser(
+        "report",
+        help="accuracy against compute for a search run: summary.json, summary.md and accuracy.png",
+        description="Reads RUN_DIR/results.jsonl (a finished or a partial run; the inputs are never modified) and "
+        "writes, per strategy and N, accuracy with its 95%% Wilson interval, mean generated / scored tokens and "
+        "wall time as summary.json (a list of rows) and summary.md, plus accuracy.png (accuracy against N and "
+        "against generated tokens).",
+    )
+    rep.add_argument(
+        "run_dir",
+        nargs="+",
+        help="the --output folder of `prmsearch search` (or its results.jsonl); several go into "
+        "one table (then give --output)",
+    )
+    rep.add_argument("--output", help="folder for the summary and the plot (default: RUN_DIR)")
+    rep.set_defaults(func=_report)
 
     show = sub.add_parser("show-tree", help="print the search tree of one problem from a run saved with --save-trees")
     show.add_argument("result", help="the run's output folder (or its trees.jsonl)")

@@ -21,3 +21,10 @@ def read_recipe(path: str, config: type | None = None, error: type[Exception] = 
         if unknown:
             raise error(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
     return values
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with its one-line help, which `prmsearch <command> --help` shows next to the flag."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})

@@ -215,6 +215,18 @@ def test_stepwise_length_mismatch(tmp_path):
         list(read_stepwise(str(path)))
 
 
+def test_stepwise_keeps_an_outcome_and_group_when_given(tmp_path):
+    rows = [
+        {"prompt": "p", "completions": ["a"], "labels": [True], "outcome": True, "group_id": "g1"},
+        {"prompt": "p", "completions": ["b"], "labels": [False], "outcome": False},
+    ]
+    traces = list(read_stepwise(str(write_jsonl(tmp_path / "s.jsonl", rows))))
+    assert [(t.outcome, t.group_id) for t in traces] == [(True, "g1"), (False, traces[1].group_id)]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "outcome": "yes"}])
+    with pytest.raises(BadRowError, match=r":1: field 'outcome': expected true, false or null"):
+        list(read_stepwise(str(bad)))
+
+
 # ---- ProcessBench --------------------------------------------------------------------------------------------
 
 

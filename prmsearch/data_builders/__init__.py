@@ -1,5 +1,7 @@
-"""Readers that turn public formats into `Trace`s, and the label builders that turn `Trace`s into examples."""
+"""Readers that turn public formats into `Trace`s, the label builders that turn `Trace`s into examples, and
+automatic process labels from policy rollouts (`autolabel`: Monte Carlo, first-error search, consensus)."""
 
+from .autolabel import LabelConfig, LabelResult, label_traces, run_label
 from .build import READERS, BuildConfig, run_build
 from .labels import BuildReport, build_orm, build_prm, build_stepwise
 from .math_shepherd import read_math_shepherd
@@ -15,12 +17,16 @@ __all__ = [
     "BadRowError",
     "BuildConfig",
     "BuildReport",
+    "LabelConfig",
+    "LabelResult",
     "ReadReport",
     "build_orm",
     "build_pairs",
     "build_prm",
     "build_stepwise",
+    "label_traces",
     "run_build",
+    "run_label",
     "read_math_shepherd",
     "read_prm800k",
     "read_processbench",

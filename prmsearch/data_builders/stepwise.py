@@ -20,7 +20,8 @@ def read_stepwise(
     report: ReadReport | None = None,
     split: str = "train",
 ) -> Iterator[Trace]:
-    """One trace per row; the format carries no outcome, so `outcome` is None."""
+    """One trace per row. TRL's format carries no outcome; a row with a bool `outcome` (as `prmsearch label`
+    writes) keeps it, so the same file builds ORM data, and a `group_id` field keeps a problem's traces together."""
 
     def parse(row: dict[str, Any]) -> list[Trace]:
         prompt = get(row, "prompt", str)
@@ -36,6 +37,12 @@ def read_stepwise(
                 labels.append(float(y))
             else:
                 raise RowError(f"labels[{i}]", f"expected a bool or a number in [0, 1], got {y!r}")
-        return [Trace(prompt, completions, labels, None, stable_id(prompt))]
+        outcome = row.get("outcome")
+        if outcome is not None and not isinstance(outcome, bool):
+            raise RowError("outcome", f"expected true, false or null, got {outcome!r}")
+        group = row.get("group_id") or stable_id(prompt)
+        if not isinstance(group, str):
+            raise RowError("group_id", f"expected a string, got {group!r}")
+        return [Trace(prompt, completions, labels, outcome, group)]
 
     return read_traces(source, parse, skip_bad=skip_bad, report=report, split=split)

@@ -121,10 +121,14 @@ class HFGenerator:
     def from_pretrained(
         cls, path: str, *, device: str | None = None, dtype: Any = None, batch_size: int = 64, **kwargs: Any
     ) -> HFGenerator:
-        """A policy from a hub id or folder (`AutoModelForCausalLM` + `AutoTokenizer`)."""
+        """A policy from a hub id, a folder or an embedded name (`embedded:policy`): `AutoModelForCausalLM` and
+        `AutoTokenizer`."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ..embedded import resolve
+
+        path = resolve(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)

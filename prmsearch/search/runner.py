@@ -6,7 +6,8 @@ Output folder:
   `--resume` drops a torn last line and skips what is done. Seeds depend on the problem and the node, never on
   the batch, so a resumed run writes exactly what the uninterrupted run would have.
 - `trees.jsonl` (`save_trees`): every node of every search tree, for `prmsearch show-tree`.
-- `summary.md` / `summary.json`: accuracy against compute per strategy and N.
+- `summary.md` / `summary.json` / `accuracy.png`: accuracy against compute per strategy and N (`bench.report`,
+  the same files `prmsearch report` writes; the plot only where matplotlib is installed).
 - `search_config.yaml`: the settings, checked on `--resume` so a resumed run cannot mix two configurations.
 """
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..bench.report import format_table, report
+from ..bench.report import summarize as summarize_records
 from ..models.adapters import ADAPTERS
 from ..recipes import read_recipe
 from ..records import Problem
@@ -148,8 +151,8 @@ def search_dataset(
     generator: Any = None,
     scorer: Any = None,
     problems: Sequence[Problem] | None = None,
-) -> dict[str, Any]:
-    """Run every (strategy, N) of `cfg` over its dataset into `cfg.output`; returns the summary. `generator`,
+) -> list[dict[str, Any]]:
+    """Run every (strategy, N) of `cfg` over its dataset into `cfg.output`; returns the summary rows. `generator`,
     `scorer` and `problems` may be given already loaded (notebooks, tests); otherwise they come from `cfg`."""
     from ..bench.datasets import load_problems
     from .scorer import load_scorer
@@ -188,10 +191,9 @@ def search_dataset(
                 bar.set_postfix_str(f"{strategy} n={n}")
     if bar is not None:
         bar.close()
-    summary = summarize(out / RESULTS, settings)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "summary.md").write_text(format_summary(summary) + "\n")
-    return summary
+    # summary.json / summary.md / accuracy.png, exactly as `prmsearch report` writes them
+    (out / RESULTS).touch()  # an empty dataset still gets its (empty) rows
+    return report(out, settings=settings, need_plot=False)
 
 
 def _search_chunk(
@@ -351,47 +353,15 @@ def _bar(total: int, enabled: bool) -> Any:
 # ---- the summary ---------------------------------------------------------------------------------------------------
 
 
-def summarize(path: str | Path, settings: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
-    """Accuracy and mean compute per (strategy, N), in the order of `settings` (default: as found)."""
-    records = read_results(path)
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for key in settings or []:
-        groups[key] = []
-    for r in records:
-        groups.setdefault((r["strategy"], r["n"]), []).append(r)
-    rows = []
-    for (strategy, n), rs in groups.items():
-        graded = [r for r in rs if r["correct"] is not None]
-        rows.append(
-            {
-                "strategy": strategy,
-                "n": n,
-                "problems": len(rs),
-                "accuracy": sum(bool(r["correct"]) for r in graded) / len(graded) if graded else None,
-                "generated_tokens": _mean(rs, "generated_tokens"),
-                "scored_tokens": _mean(rs, "scored_tokens"),
-                "seconds": round(sum(r["seconds"] for r in rs), 3),
-            }
-        )
-    return {"results": str(path), "rows": rows}
+def summarize(path: str | Path, settings: Sequence[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+    """Accuracy (with its 95% Wilson interval) and mean compute per (strategy, N) of a results file: the rows of
+    summary.json (`bench.report.summarize`), plus an empty row for each of `settings` not run yet."""
+    return summarize_records(read_results(path), settings or ())
 
 
-def _mean(rows: list[dict], key: str) -> float | None:
-    return round(sum(r[key] for r in rows) / len(rows), 1) if rows else None
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    lines = [
-        "| strategy | N | problems | accuracy | mean generated tokens | mean scored tokens | wall s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in summary["rows"]:
-        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
-        lines.append(
-            f"| {r['strategy']} | {r['n']} | {r['problems']} | {acc} | {r['generated_tokens']} | "
-            f"{r['scored_tokens']} | {r['seconds']} |"
-        )
-    return "\n".join(lines)
+def format_summary(summary: list[dict[str, Any]]) -> str:
+    """The summary rows as a markdown table (`bench.report.format_table`)."""
+    return format_table(summary)
 
 
 def read_trees(path: str | Path, problem: str, strategy: str | None = None, n: int | None = None) -> list[dict]:

