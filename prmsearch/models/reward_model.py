@@ -73,19 +73,34 @@ class RewardModel(torch.nn.Module):
         **model_kwargs: Any,
     ) -> RewardModel:
         """A new reward head on a causal-LM backbone: a hub id or folder (pretrained weights), or a
-        `PretrainedConfig` (random weights: tiny models for tests and CPU recipes)."""
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, PretrainedConfig
+        `PretrainedConfig` (random weights: tiny models for tests and CPU recipes).
+
+        A folder may hold a causal LM (its decoder is loaded, the head is new and `lm_head` is dropped) or a model
+        saved by `save_pretrained` (its head too is loaded when the width matches, and is new when it does not, e.g.
+        an ORM trained on from a 2-class PRM). Pretrained weights load in float32 unless `dtype` is given: they are
+        the weights the optimizer updates, and `bf16` training keeps float32 masters under autocast."""
+        from transformers import (
+            AutoConfig,
+            AutoModelForSequenceClassification,
+            AutoModelForTokenClassification,
+            PretrainedConfig,
+        )
 
         auto = AutoModelForSequenceClassification if kind == "bt" else AutoModelForTokenClassification
         labels = cls.num_outputs(kind, prm_loss)
-        if isinstance(backbone, PretrainedConfig):
-            backbone.num_labels = labels
-            backbone.classifier_dropout = 0.0
-            if backbone.pad_token_id is None and tokenizer is not None:
-                backbone.pad_token_id = tokenizer.pad_token_id
-            model = auto.from_config(backbone, **model_kwargs)
+        pretrained = not isinstance(backbone, PretrainedConfig)
+        # The head settings belong on the config: transformers 5 passes unknown `from_pretrained` keywords on to
+        # the model's __init__ (a TypeError), so `classifier_dropout=0.0` cannot ride along as one.
+        config = AutoConfig.from_pretrained(backbone, num_labels=labels) if pretrained else backbone
+        config.num_labels = labels
+        config.classifier_dropout = 0.0  # else the head drops 10% of hidden units while training
+        if config.pad_token_id is None and tokenizer is not None:
+            config.pad_token_id = tokenizer.pad_token_id  # the sequence head finds the last token by it
+        if not pretrained:
+            model = auto.from_config(config, **model_kwargs)
         else:
-            model = auto.from_pretrained(backbone, num_labels=labels, classifier_dropout=0.0, **model_kwargs)
+            model_kwargs.setdefault("dtype", torch.float32)
+            model = auto.from_pretrained(backbone, config=config, ignore_mismatched_sizes=True, **model_kwargs)
         return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation)
 
     def settings(self) -> dict[str, Any]:
