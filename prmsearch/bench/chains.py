@@ -35,11 +35,11 @@ class ChainSpec:
 
     min_ops: int = 3  # operations per problem, at least
     max_ops: int = 4  # operations per problem, at most
-    max_start: int = 50  # the start value is drawn from 2..max_start
-    max_operand: int = 50  # operands of + and - are drawn from 2..max_operand
-    max_factor: int = 5  # factors of * are drawn from 2..max_factor
-    max_value: int = 199  # no intermediate value leaves [0, max_value]
-    ops: str = "+-*"  # the operations allowed
+    max_start: int = 20  # the start value is drawn from 2..max_start
+    max_operand: int = 9  # operands of + and - are drawn from 2..max_operand
+    max_factor: int = 3  # factors of * are drawn from 2..max_factor
+    max_value: int = 40  # no intermediate value leaves [0, max_value]
+    ops: str = "+-"  # the operations allowed
     test_fraction: float = 0.1  # the share of all problem texts that belongs to the test split
 
     def to_dict(self) -> dict:

@@ -22,7 +22,7 @@ class PolicySpec:
     num_hidden_layers: int = 4  # depth
     num_attention_heads: int = 4  # heads
     intermediate_size: int = 384  # MLP width
-    steps: int = 600  # optimizer steps
+    steps: int = 500  # optimizer steps
     batch_size: int = 64  # examples per step
     learning_rate: float = 3e-3  # peak learning rate (cosine decay, 5% warm-up)
     seed: int = 0  # weights and data order

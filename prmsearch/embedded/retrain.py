@@ -9,14 +9,16 @@ commands, on 2 CPU cores in under 30 minutes:
 5. `prmsearch build orm` + `prmsearch train orm` from the policy's weights on the same samples' outcomes
    (`recipes/orm.yaml`).
 
-The commands run in this process through `cli.main`, exactly as typed in a shell; `retrain.log` in the models
-folder lists them. `install_models` copies a rebuilt set into the package (what ships).
+The commands run as child processes (`python -m prmsearch ...`), exactly as typed in a shell; `retrain.log` in the
+models folder lists them. `install_models` copies a rebuilt set into the package (what ships).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,16 +36,18 @@ SHIPPED = ("config.json", "generation_config.json", "model.safetensors", "tokeni
 class RetrainSpec:
     """How much data each stage sees."""
 
-    sft_problems: int = 25_600  # worked solutions the policy is trained on (steps x batch size)
-    label_problems: int = 3_000  # other training problems whose sampled solutions are labelled
+    sft_problems: int = 32_000  # worked solutions the policy is trained on (steps x batch size)
+    label_problems: int = 600  # other training problems whose sampled solutions are labelled
     policy: PolicySpec = field(default_factory=PolicySpec)
     seed: int = 0
 
 
-def retrain(models_dir: str, *, spec: RetrainSpec | None = None, progress: bool = True) -> dict[str, str]:
-    """Build policy, PRM and ORM into `models_dir`; returns their folders by name ("policy", "prm", "orm")."""
+def retrain(
+    models_dir: str, *, spec: RetrainSpec | None = None, policy: str | None = None, progress: bool = True
+) -> dict[str, str]:
+    """Build policy, PRM and ORM into `models_dir`; returns their folders by name ("policy", "prm", "orm"). With
+    `policy` (a folder), that policy is kept and only the labels and reward models are rebuilt for it."""
     from ..bench.chains import corpus, generate, write_problems
-    from ..cli import main
     from .policy import train_policy
     from .tokenizer import train_tokenizer
 
@@ -52,6 +56,8 @@ def retrain(models_dir: str, *, spec: RetrainSpec | None = None, progress: bool 
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     paths = {name: str(root / name) for name in MODELS}
+    if policy is not None:
+        paths["policy"] = policy
     log = root / "retrain.log"
     timings: dict[str, float] = {}
     quiet = [] if progress else ["--quiet"]
@@ -59,18 +65,19 @@ def retrain(models_dir: str, *, spec: RetrainSpec | None = None, progress: bool 
     def command(args: list[str]) -> None:
         with log.open("a") as f:
             f.write("prmsearch " + " ".join(args) + "\n")
-        if main(args) != 0:
+        if subprocess.run([sys.executable, "-m", "prmsearch", *args]).returncode != 0:
             raise RuntimeError(f"`prmsearch {' '.join(args)}` failed; see the message above")
 
     def stage(name: str, started: float) -> None:
         timings[name] = round(time.perf_counter() - started, 1)
         print(f"[retrain] {name}: {timings[name]} s", flush=True)
 
-    t = time.perf_counter()
-    sft = generate("train", spec.sft_problems, seed=spec.seed)
-    tokenizer = train_tokenizer(corpus(sft))
-    train_policy(sft, tokenizer, paths["policy"], spec.policy)
-    stage("tokenizer + policy (SFTTrainer)", t)
+    if policy is None:
+        t = time.perf_counter()
+        sft = generate("train", spec.sft_problems, seed=spec.seed)
+        tokenizer = train_tokenizer(corpus(sft))
+        train_policy(sft, tokenizer, paths["policy"], spec.policy)
+        stage("tokenizer + policy (SFTTrainer)", t)
 
     t = time.perf_counter()
     problems = data / "label_problems.jsonl"
