@@ -89,6 +89,10 @@ class RewardModel(torch.nn.Module):
         auto = AutoModelForSequenceClassification if kind == "bt" else AutoModelForTokenClassification
         labels = cls.num_outputs(kind, prm_loss)
         pretrained = not isinstance(backbone, PretrainedConfig)
+        if pretrained:
+            from ..embedded import resolve
+
+            backbone = resolve(backbone)
         # The head settings belong on the config: transformers 5 passes unknown `from_pretrained` keywords on to
         # the model's __init__ (a TypeError), so `classifier_dropout=0.0` cannot ride along as one.
         config = AutoConfig.from_pretrained(backbone, num_labels=labels) if pretrained else backbone
@@ -122,7 +126,8 @@ class RewardModel(torch.nn.Module):
     def from_pretrained(
         cls, path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **kwargs: Any
     ) -> RewardModel:
-        """Load a model saved by `save_pretrained` (a folder or hub id), ready to score: eval mode, on `device`."""
+        """Load a model saved by `save_pretrained` (a folder, a hub id or an embedded name such as
+        `embedded:prm`), ready to score: eval mode, on `device`."""
         from transformers import (
             AutoConfig,
             AutoModelForSequenceClassification,
@@ -130,6 +135,9 @@ class RewardModel(torch.nn.Module):
             AutoTokenizer,
         )
 
+        from ..embedded import resolve
+
+        path = resolve(path)
         config = AutoConfig.from_pretrained(path)
         settings = getattr(config, "prmsearch", None)
         if not isinstance(settings, dict) or "kind" not in settings:
