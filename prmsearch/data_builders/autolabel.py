@@ -489,7 +489,7 @@ def run_label(
         from ..search.runner import load_generator
 
         generator = load_generator(cfg)
-    from ..search.runner import _append
+    from ..search.runner import append_rows
 
     if cfg.sample:
         per_call = max(1, cfg.batch_traces // cfg.sample)
@@ -500,7 +500,7 @@ def run_label(
             sampled = sample_traces(todo[at : at + per_call], generator, cfg, dropped)
             jobs = make_jobs([t for t in sampled if t.meta["id"] not in done], generator, cfg, dropped)
             for kept, removed in label_in_chunks(jobs, generator, cfg):
-                _append_chunk(_append, out, kept, removed)
+                _append_chunk(append_rows, out, kept, removed)
             if bar is not None:
                 rollouts += sum(job.rollouts for job in jobs)
                 bar.update(len(todo[at : at + per_call]) * cfg.sample)
@@ -511,7 +511,7 @@ def run_label(
     else:
         jobs = make_jobs(traces, generator, cfg, dropped)
         for kept, removed in label_in_chunks([j for j in jobs if j.id not in done], generator, cfg, progress=progress):
-            _append_chunk(_append, out, kept, removed)
+            _append_chunk(append_rows, out, kept, removed)
     from ..search.runner import read_results
 
     summary = summarize(read_results(out), read_results(dropped_path(out)), cfg, traces_in=traces_in, dropped=dropped)

@@ -184,8 +184,8 @@ def search_dataset(
             chunk = pending[start : start + cfg.batch_problems]
             records, trees = _search_chunk(cfg, strategy, n, chunk, generator, scorer)
             if cfg.save_trees:
-                _append(out / TREES, trees)
-            _append(out / RESULTS, records)
+                append_rows(out / TREES, trees)
+            append_rows(out / RESULTS, records)
             if bar is not None:
                 bar.update(len(chunk))
                 bar.set_postfix_str(f"{strategy} n={n}")
@@ -331,7 +331,7 @@ def read_results(path: str | Path, *, repair: bool = False) -> list[dict[str, An
     return records
 
 
-def _append(path: Path, rows: list[dict]) -> None:
+def append_rows(path: Path, rows: list[dict]) -> None:
     """All rows in one write, flushed and synced: a kill leaves whole batches or a torn last line, never a gap."""
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
