@@ -3,7 +3,10 @@
 The policy samples solutions to test-split problems (never seen by the PRM's labels, which come from training
 problems); every step gets its TRUE label from `bench.chains.step_correct` (the task knows every intermediate
 value), and the PRM scores every step. Reported: step-level precision / recall / F1 of the error class, AUROC, and
-ProcessBench-style F1 (exact first-error index on wrong solutions, "no error" on right ones, their harmonic mean).
+ProcessBench-style F1 (exact first-error index on wrong solutions, "no error" on right ones, their harmonic mean),
+and what search needs most: whether the PRM ranks a right solution above a wrong one *of the same problem*
+(within-problem AUROC of the min step score, over every right/wrong pair of a problem's samples). A PRM can score
+well across problems (easy problems high, hard ones low) and still not tell its candidates apart.
 
     python benchmarks/embedded_prm_eval.py [--prm embedded:prm] [--policy embedded:policy] [--problems 500]
 
@@ -32,7 +35,7 @@ def main() -> None:
     parser.add_argument("--prm", default="embedded:prm")
     parser.add_argument("--policy", default="embedded:policy")
     parser.add_argument("--problems", type=int, default=500)
-    parser.add_argument("--samples", type=int, default=2, help="solutions sampled per problem")
+    parser.add_argument("--samples", type=int, default=4, help="solutions sampled per problem")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--name", default="embedded_prm_eval")
     args = parser.parse_args()
@@ -57,6 +60,14 @@ def main() -> None:
     predicted = [first_error(s) for s in scores]
     gold = [ls.index(False) if False in ls else -1 for _, _, ls in traces]
     pb = processbench_f1(predicted, gold)
+    pairs = wins = 0
+    for i, (p, _, these) in enumerate(traces):
+        for j in range(i + 1, len(traces)):
+            q, _, other = traces[j]
+            if q is p and all(these) != all(other):
+                right, wrong = (i, j) if all(these) else (j, i)
+                pairs += 1
+                wins += (min(scores[right]) > min(scores[wrong])) + 0.5 * (min(scores[right]) == min(scores[wrong]))
     result = {
         "prm": args.prm,
         "policy": args.policy,
@@ -70,6 +81,8 @@ def main() -> None:
         "step_error_f1": steps["error_f1"],
         "step_accuracy": steps["step_accuracy"],
         "auroc": auroc(probs, labels),
+        "within_problem_pairs": pairs,
+        "within_problem_auroc": round(wins / pairs, 4) if pairs else None,
         "processbench_error_accuracy": pb["error_accuracy"],
         "processbench_correct_accuracy": pb["correct_accuracy"],
         "processbench_f1": pb["processbench_f1"],

@@ -53,9 +53,13 @@ def test_worked_solutions_are_right_and_graded_right():
 def test_step_labels_find_the_first_slip():
     p = generate("train", 1, spec=ChainSpec(min_ops=3, max_ops=3))[0]
     steps = list(p.meta["steps"])
-    head, _, value = steps[1].partition(",")[0].rpartition(" ")
-    steps[1] = f"{head} {int(value) + 1}," + steps[1].partition(",")[2]
+    head, _, value = steps[1].rpartition(" ")
+    steps[1] = f"{head} {int(value) + 1}"
     assert step_correct(p, steps) == [True, False, False, False]
+    (op, x), value = p.meta["ops"][1], steps[0].rpartition(" ")[2]
+    misread = list(p.meta["steps"])
+    misread[1] = f"{value} {op} {x + 1} = {int(value) + (x + 1 if op == '+' else -(x + 1))}"  # arithmetic right
+    assert step_correct(p, misread) == [True, False, False, False]
     assert first_error(p, steps) == 1
     assert first_error(p, steps[:1] + ["oops"] + steps[2:]) == 1
     assert first_error(p, p.meta["steps"][:-1] + ["The answer is 0."]) == 3 or p.answer == "0"

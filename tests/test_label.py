@@ -153,6 +153,20 @@ def test_mc_hard_and_soft_labels_follow_which_prefixes_reach_the_gold(policy):
     assert cut["labels"] == [False, False, True]
 
 
+def test_samples_and_rollouts_have_their_own_temperatures(policy):
+    """`sample_temperature` draws the traces --sample labels; the rollouts keep `temperature`."""
+    problem = Problem("p", "Tom has 3 apples and buys 4 more. How many now?", "42", {"task": "math"})
+    hot = sample_traces([problem], policy, cfg(sample=8))
+    cold = sample_traces([problem], policy, cfg(sample=8, sample_temperature=0.0))
+    assert len({tuple(t.steps) for t in cold}) == 1 < len({tuple(t.steps) for t in hot})
+    half = trace([f"Go on {HALF}", "A: 13"])
+    plain = label_traces([half], policy, cfg(k=16)).records[0]
+    split = label_traces([half], policy, cfg(k=16, sample_temperature=0.0)).records[0]
+    assert 0 < plain["correct_rollouts"][0] < 16 and split["correct_rollouts"] == plain["correct_rollouts"]
+    with pytest.raises(ValueError, match="sample_temperature"):
+        cfg(sample_temperature=-1.0)
+
+
 # ---- first-error search ----------------------------------------------------------------------------------------------
 
 

@@ -1,11 +1,12 @@
 """The bundled task: chained arithmetic, procedural and verifiable, for the embedded default.
 
-A problem is an expression evaluated from left to right ("Compute 37 + 25 * 3 - 14 from left to right."); its
-worked solution evaluates the first operation and rewrites what is left, one step at a time
-("37 + 25 = 62, leaving 62 * 3 - 14", "62 * 3 = 186, leaving 186 - 14", "186 - 14 = 172") and ends with
-"The answer is 172.". Every step reads only the step before it, so a slip in one step (a dropped carry, a digit
-copied wrong) is local to that step and carries into the final answer: the shape of error a process reward model is
-meant to catch, and one a tiny policy really makes.
+A problem is an expression evaluated from left to right ("Compute 37 + 25 - 14 from left to right."); its worked
+solution applies one operation a step to the value so far ("37 + 25 = 62", "62 - 14 = 48") and ends with
+"The answer is 48.". Each step takes its left operand from the step before it and its right operand from the
+problem, so a slip in one step (a dropped carry, an operand misread) is local to that step and carries, unrepaired,
+into the final answer: the shape of error a process reward model is meant to catch, one a tiny policy really makes,
+and one Monte Carlo rollouts label faithfully (a rollout from a wrong value cannot come back to the right one
+except by a second, cancelling slip).
 
 Difficulty is a `ChainSpec` (number of operations, operand sizes, the operations allowed, the largest value).
 Splits are fixed and disjoint: a problem's split is a hash of its text, so the same generator can never put one
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass
 from ..records import Problem
 
 SEPARATOR = "\n\n"
-_STEP = re.compile(r"^(\d+) ([+\-*]) (\d+) = (\d+)(?:, leaving (.*))?$")
+_STEP = re.compile(r"^(\d+) ([+\-*]) (\d+) = (-?\d+)$")
 _FINAL = re.compile(r"^\s*The answer is (-?\d+)\.?\s*$")
 SPLITS = ("train", "test")
 
@@ -35,10 +36,10 @@ class ChainSpec:
 
     min_ops: int = 3  # operations per problem, at least
     max_ops: int = 4  # operations per problem, at most
-    max_start: int = 20  # the start value is drawn from 2..max_start
+    max_start: int = 30  # the start value is drawn from 2..max_start
     max_operand: int = 9  # operands of + and - are drawn from 2..max_operand
     max_factor: int = 3  # factors of * are drawn from 2..max_factor
-    max_value: int = 40  # no intermediate value leaves [0, max_value]
+    max_value: int = 60  # no intermediate value leaves [0, max_value]
     ops: str = "+-"  # the operations allowed
     test_fraction: float = 0.1  # the share of all problem texts that belongs to the test split
 
@@ -83,12 +84,11 @@ def prompt_text(start: int, ops: list[tuple[str, int]]) -> str:
 
 
 def worked_steps(start: int, ops: list[tuple[str, int]]) -> list[str]:
-    """The correct solution: one operation a step, what is left rewritten after it, then the answer."""
+    """The correct solution: one operation a step, then the answer."""
     steps, value = [], start
-    for i, (op, x) in enumerate(ops):
+    for op, x in ops:
         new = apply(value, op, x)
-        rest = ops[i + 1 :]
-        steps.append(f"{value} {op} {x} = {new}" + (f", leaving {expression(new, rest)}" if rest else ""))
+        steps.append(f"{value} {op} {x} = {new}")
         value = new
     return [*steps, f"The answer is {value}."]
 
@@ -127,8 +127,7 @@ def apply_all(start: int, ops: list[tuple[str, int]]) -> int:
 
 def step_correct(problem: Problem, steps: list[str]) -> list[bool]:
     """The true label of every step of a written solution: step i is right when it applies operation i of the
-    chain to the right value, computes it exactly and rewrites the rest of the chain exactly (or, once the
-    operations are done, states the right answer).
+    chain to the right value and computes it exactly (or, once the operations are done, states the right answer).
     A step after a wrong one is wrong too (its value is off, or it copies a wrong value): once a step is wrong, the
     solution cannot reach the answer by right steps, which is what a PRM is asked to see."""
     value = int(problem.meta["start"])
@@ -140,8 +139,7 @@ def step_correct(problem: Problem, steps: list[str]) -> list[bool]:
             m = _STEP.match(step.strip())
             op, x = ops[i]
             new = apply(value, op, x)
-            rest = expression(new, ops[i + 1 :]) if i + 1 < len(ops) else None
-            ok = bool(m) and (int(m[1]), m[2], int(m[3]), int(m[4]), m[5]) == (value, op, x, new, rest)
+            ok = bool(m) and (int(m[1]), m[2], int(m[3]), int(m[4])) == (value, op, x, new)
             value = new
         elif ok:
             m = _FINAL.match(step)

@@ -82,7 +82,10 @@ class LabelConfig:
     backend: str = option("hf", "hf (transformers) or vllm")
     prompt_template: str = option("auto", "auto, chat, plain, or a format string with {problem} (as in search)")
     system_prompt: str | None = option(None, "system prompt of the chat template")
-    temperature: float = option(0.8, "sampling temperature of rollouts and samples")
+    temperature: float = option(0.8, "sampling temperature of rollouts (and of --sample, unless sample_temperature)")
+    sample_temperature: float | None = option(
+        None, "sampling temperature of the traces --sample draws (default: temperature); rollouts keep temperature"
+    )
     top_p: float = option(1.0, "nucleus sampling")
     max_tokens: int = option(512, "tokens per rollout (or sample); a cut rollout counts as not reaching the answer")
     seed: int = option(0, "run seed; rollout j of (trace, step) has seed derive_seed(seed, trace id, step), j")
@@ -137,8 +140,11 @@ class LabelConfig:
             raise ValueError(
                 "labels=soft needs method=mc: first-error search only learns whether a step is recoverable"
             )
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1]; got {self.temperature}, {self.top_p}")
+        if self.temperature < 0 or (self.sample_temperature or 0) < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(
+                "temperature and sample_temperature must be >= 0 and top_p in (0, 1]; "
+                f"got {self.temperature}, {self.sample_temperature}, {self.top_p}"
+            )
 
     @classmethod
     def from_yaml(cls, path: str, **overrides: Any) -> LabelConfig:
@@ -392,6 +398,7 @@ def summarize(
         "backend": cfg.backend,
         "seed": cfg.seed,
         "temperature": cfg.temperature,
+        "sample_temperature": cfg.sample_temperature,
         "top_p": cfg.top_p,
         "max_tokens": cfg.max_tokens,
         "traces_in": traces_in,

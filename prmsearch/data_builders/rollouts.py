@@ -177,7 +177,7 @@ def sample_traces(
         n=cfg.sample,
         stop=None,
         max_tokens=cfg.max_tokens,
-        temperature=cfg.temperature,
+        temperature=cfg.temperature if cfg.sample_temperature is None else cfg.sample_temperature,
         top_p=cfg.top_p,
         seed=[derive_seed(cfg.seed, "sample", p.id) for p in problems],
     )

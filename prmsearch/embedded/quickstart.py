@@ -30,9 +30,9 @@ PLAN: list[tuple[str, str, list[str], list[int]]] = [
 QUICKSTART_SEARCH: dict[str, Any] = {
     "width": 4,
     "max_steps": 8,
-    "max_step_tokens": 40,
-    "max_tokens": 160,
-    "temperature": 1.0,
+    "max_step_tokens": 24,
+    "max_tokens": 80,
+    "temperature": 0.7,
     "agg": "min",
     "final": "weighted_best_of_n",
     "prompt_template": "plain",
