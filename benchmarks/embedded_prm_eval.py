@@ -60,14 +60,15 @@ def main() -> None:
     predicted = [first_error(s) for s in scores]
     gold = [ls.index(False) if False in ls else -1 for _, _, ls in traces]
     pb = processbench_f1(predicted, gold)
+    by_problem: dict[str, tuple[list[float], list[float]]] = {}  # problem id -> (right, wrong) min step scores
+    for (p, _, these), s in zip(traces, scores, strict=True):
+        by_problem.setdefault(p.id, ([], []))[0 if all(these) else 1].append(min(s))
     pairs = wins = 0
-    for i, (p, _, these) in enumerate(traces):
-        for j in range(i + 1, len(traces)):
-            q, _, other = traces[j]
-            if q is p and all(these) != all(other):
-                right, wrong = (i, j) if all(these) else (j, i)
+    for right, wrong in by_problem.values():
+        for r in right:
+            for w in wrong:
                 pairs += 1
-                wins += (min(scores[right]) > min(scores[wrong])) + 0.5 * (min(scores[right]) == min(scores[wrong]))
+                wins += (r > w) + 0.5 * (r == w)
     result = {
         "prm": args.prm,
         "policy": args.policy,

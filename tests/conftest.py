@@ -61,6 +61,36 @@ TINY_SIZES = {
 }
 
 
+def build_gsm8k_sets(root, problems, *, max_length, tokenizer=None):
+    """PRM / ORM / pair sets (`prmsearch build` with data_builders/gsm8k_solutions.yaml) from the first `problems`
+    GSM8K problems of the shared data, under `root`; returns {"prm", "orm", "pairs": folder}. Skips the test when
+    the shared data is not beside the checkout."""
+    from pathlib import Path
+
+    from prmsearch.data_builders.build import BuildConfig, run_build
+
+    repo = Path(__file__).resolve().parent.parent
+    gsm8k = repo.parent / "shared" / "data" / "gsm8k_test_model_solutions.jsonl"
+    if not gsm8k.exists():
+        pytest.skip(f"needs the shared data ({gsm8k}; CI has it beside the checkout)")
+    source = Path(root) / f"gsm8k_{problems}.jsonl"
+    source.write_text("\n".join(gsm8k.read_text(encoding="utf-8").splitlines()[:problems]) + "\n", encoding="utf-8")
+    out = {}
+    for target in ("prm", "orm", "pairs"):
+        extra = {"tokenizer": str(tokenizer)} if tokenizer is not None else {}
+        cfg = BuildConfig.from_yaml(
+            str(repo / "data_builders" / "gsm8k_solutions.yaml"),
+            target=target,
+            input=str(source),
+            output=str(Path(root) / target),
+            max_length=max_length,
+            **extra,
+        )
+        run_build(cfg, progress=False)
+        out[target] = str(Path(root) / target)
+    return out
+
+
 def tiny_config(config_class, tokenizer, **overrides):
     """A 2-layer, hidden-32 config of any transformers architecture over `tokenizer`'s vocabulary: random weights
     for tests of read-outs, padding and formats, where what matters is the architecture, not what it learned."""

@@ -60,6 +60,9 @@ def test_step_labels_find_the_first_slip():
     misread = list(p.meta["steps"])
     misread[1] = f"{value} {op} {x + 1} = {int(value) + (x + 1 if op == '+' else -(x + 1))}"  # arithmetic right
     assert step_correct(p, misread) == [True, False, False, False]
+    miswritten = list(p.meta["steps"])
+    miswritten[1] = f"{value} {op} {x + 1} = {p.meta['steps'][1].rpartition(' ')[2]}"  # the right value, wrongly shown
+    assert step_correct(p, miswritten)[1] is False
     assert first_error(p, steps) == 1
     assert first_error(p, steps[:1] + ["oops"] + steps[2:]) == 1
     assert first_error(p, p.meta["steps"][:-1] + ["The answer is 0."]) == 3 or p.answer == "0"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import build_gsm8k_sets, tiny_config
 from safetensors.torch import load_file
 from transformers import (
     LlamaConfig,
@@ -26,7 +26,6 @@ from transformers import (
 )
 
 from prmsearch.cli import main
-from prmsearch.data_builders.build import BuildConfig, run_build
 from prmsearch.models.reward_model import RewardModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,24 +60,8 @@ def checkpoints(tmp_path_factory, smollm2_tokenizer):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, checkpoints):
     """PRM / ORM / pair sets from 6 GSM8K problems, tokenized with the checkpoints' tokenizer folder."""
-    if not GSM8K.exists():
-        pytest.skip(f"needs the shared data ({GSM8K}; CI has it beside the checkout)")
-    root = tmp_path_factory.mktemp("built")
-    source = root / "gsm8k_6.jsonl"
-    source.write_text("\n".join(GSM8K.read_text(encoding="utf-8").splitlines()[:6]) + "\n", encoding="utf-8")
-    out = {}
-    for target in ("prm", "orm", "pairs"):
-        cfg = BuildConfig.from_yaml(
-            str(ROOT / "data_builders" / "gsm8k_solutions.yaml"),
-            target=target,
-            input=str(source),
-            output=str(root / target),
-            tokenizer=str(checkpoints["qwen2"]),
-            max_length=256,
-        )
-        run_build(cfg, progress=False)
-        out["bt" if target == "pairs" else target] = str(root / target)
-    return out
+    sets = build_gsm8k_sets(tmp_path_factory.mktemp("built"), 6, max_length=256, tokenizer=checkpoints["qwen2"])
+    return {"bt" if target == "pairs" else target: folder for target, folder in sets.items()}
 
 
 def _first_solution():

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SIZES
+from conftest import TINY_SIZES, build_gsm8k_sets
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from prmsearch.data_builders.build import BuildConfig, run_build
 from prmsearch.models.reward_model import RewardModel
 from prmsearch.train.collators import GroupBatchSampler, PairCollator, TokenBudgetSampler, TokenCollator, sequences
 from prmsearch.train.config import TrainConfig, TrainConfigError, parse_overrides
@@ -28,24 +27,7 @@ TINY = {"model_type": "qwen2", **TINY_SIZES}  # a recipe's model_config: vocabul
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, smollm2_tokenizer):
     """PRM / ORM / pair sets from the first 40 GSM8K problems (160 solutions), built by `prmsearch build`."""
-    if not GSM8K.exists():
-        pytest.skip(f"needs the shared data ({GSM8K}; CI has it beside the checkout)")
-    root = tmp_path_factory.mktemp("built")
-    lines = GSM8K.read_text(encoding="utf-8").splitlines()[:40]
-    source = root / "gsm8k_40.jsonl"
-    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = {}
-    for target in ("prm", "orm", "pairs"):
-        cfg = BuildConfig.from_yaml(
-            str(ROOT / "data_builders" / "gsm8k_solutions.yaml"),
-            target=target,
-            input=str(source),
-            output=str(root / target),
-            max_length=512,
-        )
-        run_build(cfg, progress=False)
-        out[target] = str(root / target)
-    return out
+    return build_gsm8k_sets(tmp_path_factory.mktemp("built"), 40, max_length=512)
 
 
 def config(data, kind, tmp_path, **kw):
