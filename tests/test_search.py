@@ -375,6 +375,42 @@ def test_recipe_runs_from_yaml(saved, tmp_path):
     assert [r["strategy"] for r in results(out)] == ["dvts", "dvts"]
 
 
+class CountingGenerator:
+    """A real backend, counting the samples it is asked for."""
+
+    def __init__(self, generator):
+        self.generator, self.tokenizer, self.samples = generator, generator.tokenizer, 0
+
+    def generate(self, prompts, n=1, *args, **kwargs):
+        self.samples += n * len(prompts)
+        return self.generator.generate(prompts, n, *args, **kwargs)
+
+
+def test_n_sweep_draws_the_largest_n_once(saved, tmp_path):
+    """best-of-N, majority and weighted best-of-N at N = 1, 2, 4 draw 4 samples a problem in all, and give the
+    results of one run per strategy and N."""
+    from prmsearch.search.generators import HFGenerator
+    from prmsearch.search.runner import SearchConfig, search_dataset
+
+    def run(out, strategies, ns):
+        policy = CountingGenerator(HFGenerator.from_pretrained(str(saved / "policy"), device="cpu"))
+        cfg = SearchConfig(
+            policy=str(saved / "policy"), scorer=str(saved / "prm"), dataset=str(saved / "problems.jsonl"),
+            output=str(out), strategy=strategies, n=ns, prompt_template="plain", max_tokens=48, limit=4,
+        )  # fmt: skip
+        search_dataset(cfg, progress=False, generator=policy)
+        return policy.samples
+
+    sampled = ["best_of_n", "majority", "weighted_best_of_n"]
+    assert run(tmp_path / "sweep", sampled, [1, 2, 4]) == 4 * 4
+    separate = []
+    for strategy in sampled:
+        for n in (1, 2, 4):
+            assert run(tmp_path / f"{strategy}{n}", [strategy], [n]) == 4 * n
+            separate += results(tmp_path / f"{strategy}{n}")
+    assert results(tmp_path / "sweep") == sorted(separate, key=lambda r: (r["strategy"], r["n"], r["problem_id"]))
+
+
 def test_killed_run_resumes_to_the_uninterrupted_results(saved, tmp_path):
     from prmsearch.cli import main
 

@@ -92,6 +92,7 @@ class LabelConfig:
     batch_traces: int = option(16, "traces per chunk: one generate call per round, one write per chunk")
     device: str | None = option(None, "device of the hf backend (default: cuda if available)")
     dtype: str | None = option(None, "model dtype (bfloat16, float16, float32)")
+    policy_cache_tokens: int = option(200_000, "hf: tokens of prefix states the policy keeps (0: re-feed every prefix)")
     tensor_parallel_size: int = option(1, "vllm: GPUs per model")
     max_model_len: int | None = option(None, "vllm: context length")
     gpu_memory_utilization: float = option(0.9, "vllm: share of GPU memory")
@@ -121,7 +122,7 @@ class LabelConfig:
     # Settings that do not change the labels, so a resumed run may change them.
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset(
         {"output", "limit", "batch_traces", "skip_bad", "device", "code_workers", "gpu_memory_utilization"}
-        | {"kv_cache_gb"}
+        | {"kv_cache_gb", "policy_cache_tokens"}
     )
 
     def __post_init__(self) -> None:

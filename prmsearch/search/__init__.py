@@ -24,6 +24,8 @@ STRATEGIES: dict[str, Callable[[Search, list[State]], None]] = {
     "mcts": mcts,
 }
 NEEDS_SCORER = ("best_of_n", "weighted_best_of_n", "beam", "dvts", "mcts")
+# Strategies that judge N whole samples of a problem: at one seed, N=4 judges the first 4 of N=16's samples.
+SAMPLES_WHOLE = ("majority", "best_of_n", "weighted_best_of_n")
 
 
 def run_search(
@@ -51,6 +53,7 @@ def run_search(
 
 __all__ = [
     "NEEDS_SCORER",
+    "SAMPLES_WHOLE",
     "STRATEGIES",
     "AdapterScorer",
     "Completion",

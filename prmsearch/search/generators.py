@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from . import kv
+from .prefix_cache import PrefixCache
+
 FINISH_REASONS = ("stop", "eos", "length")
 
 
@@ -105,13 +108,20 @@ def find_stop(text: str, stop: Sequence[str], start: int = 0) -> tuple[int, str]
 class HFGenerator:
     """Batched sampling with a KV cache through a transformers causal LM, on CPU or GPU.
 
-    Our own decode loop rather than `model.generate`, for two things `generate` cannot do: a random stream per
-    sample (so batch composition cannot change a sample) and stop strings reported apart from EOS. Each prompt is
-    prefilled once and its cache repeated for its `n` samples.
+    Our own decode loop rather than `model.generate`, for three things `generate` cannot do: a random stream per
+    sample (so batch composition cannot change a sample), stop strings reported apart from EOS, and a prefix cache
+    kept across calls (`PrefixCache`: a prompt that extends one fed before, as a search node's path extends its
+    parent's, feeds only its new tokens). Each prompt is prefilled once and its cache repeated for its `n` samples.
+    `prefix_cache_tokens=0` turns the prefix cache off (every prompt fed whole: the baseline).
+
+    Reused states were computed in another batch, so a logit can differ from re-feeding by float rounding (about
+    1e-6 relative in float32): greedy tokens are the same unless two tokens tie within that; a sampled token differs
+    only if its uniform falls within that distance of a boundary of the cumulative distribution.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 64) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 64, prefix_cache_tokens: int = 200_000) -> None:
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
@@ -119,7 +129,14 @@ class HFGenerator:
 
     @classmethod
     def from_pretrained(
-        cls, path: str, *, device: str | None = None, dtype: Any = None, batch_size: int = 64, **kwargs: Any
+        cls,
+        path: str,
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        batch_size: int = 64,
+        prefix_cache_tokens: int = 200_000,
+        **kwargs: Any,
     ) -> HFGenerator:
         """A policy from a hub id, a folder or an embedded name (`embedded:policy`): `AutoModelForCausalLM` and
         `AutoTokenizer`."""
@@ -133,7 +150,8 @@ class HFGenerator:
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
-        return cls(model, AutoTokenizer.from_pretrained(path), batch_size=batch_size)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, batch_size=batch_size, prefix_cache_tokens=prefix_cache_tokens)
 
     @property
     def device(self) -> Any:
@@ -177,12 +195,20 @@ class HFGenerator:
         encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
         if any(not ids for ids in encoded):
             raise GeneratorError("a prompt tokenizes to no tokens")
-        width = max(len(ids) for ids in encoded)
+        prefixes = self.prefix_cache
+        # The last prompt token is always fed: its logits start the samples.
+        matched = [prefixes.match(ids[:-1]) if prefixes else ([], 0) for ids in encoded]
+        past = max(c for _, c in matched)
+        fresh = [ids[c:] for ids, (_, c) in zip(encoded, matched, strict=True)]
+        width = max(len(f) for f in fresh)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(encoded):  # left padding: every row's next token goes in the last column
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
+        mask = torch.zeros((len(prompts), past + width), dtype=torch.long)
+        for row, (f, (_, c)) in enumerate(zip(fresh, matched, strict=True)):
+            # Reused states right-aligned in the past columns, new tokens left-padded after them, so every row's
+            # next token goes in the last column; the attention mask skips the padding between.
+            ids[row, width - len(f) :] = torch.tensor(f)
+            mask[row, past - c : past] = 1
+            mask[row, past + width - len(f) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         # Every sample's random numbers for the whole call, drawn up front from its own seed: one uniform per token,
         # so sampling below is one vectorised inverse-CDF step for all rows, yet no row depends on another.
@@ -198,10 +224,22 @@ class HFGenerator:
         texts = [""] * rows
         finish: list[tuple[str, str | None] | None] = [None] * rows
         with torch.inference_mode():
+            cache = kv.stack([prefixes.states(m) if prefixes else None for m, _ in matched], past, device)
             out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, logits_to_keep=1
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=_positions(mask)[:, past:],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
-            cache = out.past_key_values
+            cache = out.cache
+            fed = past + width  # the cache's columns before the first sampled token
+            if prefixes:
+                for row, (f, (_, c)) in enumerate(zip(fresh, matched, strict=True)):
+                    prefixes.insert(encoded[row], c, kv.take(cache, row, slice(fed - len(f), fed)))
+                    prefixes.stats["reused_tokens"] += c
+                    prefixes.stats["fed_tokens"] += len(f)
             logits = out.logits[:, -1].float()
             if n > 1:
                 cache.batch_repeat_interleave(n)
@@ -216,6 +254,12 @@ class HFGenerator:
                         finish[r] = ("eos", None)
                 if stop:
                     self._check_stops([r for r in active if finish[r] is None], generated, texts, finish, stop)
+                if prefixes and t > 0:  # a step ended by a stop string is a prefix search extends next: keep it
+                    for i, r in enumerate(active):
+                        if finish[r] is not None and finish[r][0] == "stop":  # type: ignore[index]
+                            prompt = encoded[r // n]
+                            states = kv.take(cache, i, slice(fed, fed + t))  # generated[r][:-1], fed so far
+                            prefixes.insert(prompt + generated[r][:-1], len(prompt), states)
                 keep = [i for i, r in enumerate(active) if finish[r] is None]
                 if not keep:
                     break
@@ -230,10 +274,12 @@ class HFGenerator:
                     input_ids=step,
                     attention_mask=mask,
                     position_ids=mask.sum(-1, keepdim=True) - 1,
-                    past_key_values=cache,
+                    cache=cache,
                     use_cache=True,
                 )
-                cache, logits = out.past_key_values, out.logits[:, -1].float()
+                cache, logits = out.cache, out.logits[:, -1].float()
+        if prefixes:
+            prefixes.evict()
         completions = []
         for r in range(rows):
             reason, stop_string = finish[r] or ("length", None)

@@ -20,13 +20,14 @@ from .generators import Completion, Generator, Seeds, prompt_seeds
 
 class MemoGenerator:
     """Wraps `generator`; keeps up to `max_prompts` (prompt, seed, settings) entries, least recently used first
-    out. `hits` and `misses` count prompts served from memory and prompts sent to the backend."""
+    out. `hits` and `misses` count prompts served from memory and prompts sent to the backend, `drawn` the samples
+    the backend generated."""
 
     def __init__(self, generator: Generator, *, max_prompts: int = 100_000) -> None:
         self.generator, self.max_prompts = generator, max_prompts
         self.tokenizer = generator.tokenizer
         self._memory: OrderedDict[tuple, list[Completion]] = OrderedDict()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.drawn = 0
 
     def generate(
         self,
@@ -52,6 +53,7 @@ class MemoGenerator:
             )
             for i, completions in zip(todo, fresh, strict=True):
                 self._memory[keys[i]] = completions
+                self.drawn += len(completions)
         out = []
         for k in keys:
             self._memory.move_to_end(k)

@@ -27,8 +27,9 @@ from ..bench.report import summarize as summarize_records
 from ..models.adapters import ADAPTERS
 from ..recipes import read_recipe
 from ..records import Problem
-from . import NEEDS_SCORER, STRATEGIES, run_search
+from . import NEEDS_SCORER, SAMPLES_WHOLE, STRATEGIES, run_search
 from .engine import Search, SearchError, SearchParams, SearchSettings, State
+from .memo import MemoGenerator
 from .select import AGGREGATIONS, METHODS
 
 RESULTS, TREES, CONFIG = "results.jsonl", "trees.jsonl", "search_config.yaml"
@@ -40,6 +41,7 @@ _NOT_IDENTITY = {
     "save_trees",
     "device",
     "max_cache_tokens",
+    "policy_cache_tokens",
     "gpu_memory_utilization",
     "kv_cache_gb",
 }
@@ -66,6 +68,12 @@ class SearchConfig(SearchSettings):
     save_trees: bool = False
     full_rescore: bool = False
     max_cache_tokens: int = 2_000_000
+    policy_cache_tokens: int = field(
+        default=200_000,
+        metadata={
+            "help": "--backend hf: tokens of prefix states the policy keeps between steps (0: re-feed every path)"
+        },
+    )
     device: str | None = None
     dtype: str | None = None
     tensor_parallel_size: int = 1
@@ -140,7 +148,9 @@ def load_generator(cfg: SearchConfig) -> Any:
         )
     from .generators import HFGenerator
 
-    return HFGenerator.from_pretrained(cfg.policy, device=cfg.device, dtype=cfg.dtype)
+    return HFGenerator.from_pretrained(
+        cfg.policy, device=cfg.device, dtype=cfg.dtype, prefix_cache_tokens=cfg.policy_cache_tokens
+    )
 
 
 def search_dataset(
@@ -179,10 +189,17 @@ def search_dataset(
     todo = {key: [p for p in problems if (p.id, *key) not in done] for key in settings}
     total = sum(len(ps) for ps in todo.values())
     bar = _bar(total, progress)
-    for (strategy, n), pending in todo.items():
+    # Whole-sample strategies go largest N first through one memory of samples: a smaller N's samples are the
+    # first of a larger N's (same seeds), so `--n 1,4,16` draws 16 samples a problem, not 21, and majority, best-of-N
+    # and weighted best-of-N share them.
+    sampler = generator if isinstance(generator, MemoGenerator) else MemoGenerator(generator)
+    order = sorted(todo, key=lambda key: -key[1] if key[0] in SAMPLES_WHOLE else 0)
+    for strategy, n in order:
+        pending = todo[strategy, n]
+        policy = sampler if strategy in SAMPLES_WHOLE else generator
         for start in range(0, len(pending), cfg.batch_problems):
             chunk = pending[start : start + cfg.batch_problems]
-            records, trees = _search_chunk(cfg, strategy, n, chunk, generator, scorer)
+            records, trees = _search_chunk(cfg, strategy, n, chunk, policy, scorer)
             if cfg.save_trees:
                 append_rows(out / TREES, trees)
             append_rows(out / RESULTS, records)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..models.reward_model import RewardModel, RewardModelError
+from . import kv
 from .select import aggregate
 
 Key = Hashable
@@ -253,19 +254,18 @@ class StepScorer(StepTree):
             ids[r, :n] = torch.tensor([t for e in new for t in e.ids])
             mask[r, past - c : past + n] = 1  # the cached prefix right-aligned against the new tokens
             positions[r] = torch.arange(c, c + width)
-        cache = self._stack_cache(rows, lengths, past, device)
+        cache = self._stack_cache(rows, past, device)
         hidden = self._base(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=not self.full_rescore,
         ).last_hidden_state
         ends = [(r, offset + len(e.ids) - 1) for r, (_, new) in enumerate(rows) for offset, e in _offsets(new)]
         index = torch.tensor(ends, device=device)
         probs = self.rm.probabilities(self._head(hidden[index[:, 0], index[:, 1]])).tolist()
         at = 0
-        layers = None if self.full_rescore else [(layer.keys, layer.values) for layer in cache.layers]
         tick = next(self._clock)
         for r, (old, new) in enumerate(rows):
             for e in old:
@@ -275,29 +275,16 @@ class StepScorer(StepTree):
                     e.score = probs[at]
                 at += 1
                 e.used = tick
-                if layers is not None and e.kv is None:
-                    span = slice(past + offset, past + offset + len(e.ids))
-                    e.kv = [(k[r, :, span].clone(), v[r, :, span].clone()) for k, v in layers]
+                if not self.full_rescore and e.kv is None:
+                    e.kv = kv.take(cache, r, slice(past + offset, past + offset + len(e.ids)))
                     self.cached_tokens += len(e.ids)
         self.stats["forward_passes"] += 1
 
-    def _stack_cache(self, rows: list, lengths: list[tuple[int, int]], past: int, device: Any) -> Any:
+    def _stack_cache(self, rows: list, past: int, device: Any) -> Any:
         from transformers import DynamicCache
 
-        if past == 0:
-            return None if self.full_rescore else DynamicCache()
-        template = next(old[0].kv for old, _ in rows if old)
-        layers = []
-        for layer, (k0, v0) in enumerate(template):
-            heads, _, dim = k0.shape
-            keys = k0.new_zeros((len(rows), heads, past, dim))
-            values = v0.new_zeros((len(rows), heads, past, dim))
-            for r, ((old, _), (c, _)) in enumerate(zip(rows, lengths, strict=True)):
-                if c:
-                    keys[r, :, past - c :] = torch.cat([e.kv[layer][0] for e in old], 1)  # type: ignore[index]
-                    values[r, :, past - c :] = torch.cat([e.kv[layer][1] for e in old], 1)  # type: ignore[index]
-            layers.append((keys.to(device), values.to(device)))
-        return DynamicCache(ddp_cache_data=layers)
+        cache = kv.stack([kv.concat([e.kv for e in old]) if old else None for old, _ in rows], past, device)
+        return DynamicCache() if cache is None and not self.full_rescore else cache
 
     def _evict(self) -> None:
         if self.cached_tokens <= self.max_cache_tokens:
