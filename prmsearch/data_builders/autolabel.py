@@ -131,7 +131,14 @@ class LabelConfig:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        for name, low in (("k", 1), ("sample", 0), ("batch_traces", 1), ("max_tokens", 1), ("limit", 0)):
+        for name, low in (
+            ("k", 1),
+            ("sample", 0),
+            ("batch_traces", 1),
+            ("max_tokens", 1),
+            ("limit", 0),
+            ("policy_cache_tokens", 0),
+        ):
             value = getattr(self, name)
             if name == "limit" and value is None:
                 continue

@@ -254,7 +254,7 @@ class HFGenerator:
                         finish[r] = ("eos", None)
                 if stop:
                     self._check_stops([r for r in active if finish[r] is None], generated, texts, finish, stop)
-                if prefixes and t > 0:  # a step ended by a stop string is a prefix search extends next: keep it
+                if prefixes and stop and t > 0:  # a step ended by a stop string is what search extends next
                     for i, r in enumerate(active):
                         if finish[r] is not None and finish[r][0] == "stop":  # type: ignore[index]
                             prompt = encoded[r // n]

@@ -112,6 +112,10 @@ class SearchConfig(SearchSettings):
             raise ValueError(f"strategies {needs} need a reward model: give scorer")
         if self.batch_problems < 1:
             raise ValueError("batch_problems must be at least 1")
+        if self.policy_cache_tokens < 0:
+            raise ValueError(
+                f"policy_cache_tokens must be >= 0 (0 turns the cache off), got {self.policy_cache_tokens}"
+            )
         for n in self.n:
             self.params(n).check()
             if any(s in ("beam", "dvts") for s in self.strategy):
