@@ -65,7 +65,8 @@ def run(policy, prm, problems, full_rescore: bool, **params):
 
     scorer = StepScorer(prm, full_rescore=full_rescore)
     started = time.perf_counter()
-    states = run_search(problems, policy, scorer, "beam", SearchParams(**params), prompt_template="plain")
+    search_params = SearchParams(**{"budget" if k == "n" else k: v for k, v in params.items()})
+    states = run_search(problems, policy, scorer, "beam", search_params, prompt_template="plain")
     return states, scorer.stats, time.perf_counter() - started
 
 

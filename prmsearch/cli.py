@@ -107,11 +107,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .search.runner import SearchConfig, format_summary, search_dataset
+    from .bench.report import format_table
+    from .search.runner import SearchConfig, search_dataset
 
     cfg = config_from_args(SearchConfig, args)
     summary = search_dataset(cfg, resume=args.resume, progress=not args.quiet)
-    print(format_summary(summary))
+    print(format_table(summary))
     print(f"wrote {cfg.output}")
     return 0
 
@@ -144,7 +145,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _show_tree(args: argparse.Namespace) -> int:
-    from .search.runner import read_trees
+    from .search.results import read_trees
     from .search.tree import Tree
 
     for row in read_trees(args.result, args.problem, args.strategy, args.n):

@@ -357,7 +357,7 @@ def test_a_public_prm_steers_search(adapters, policy, name):
 
     adapter = adapters[name]
     problems = [Problem("a", PROBLEM, "72"), Problem("b", "What is 3 + 4?", "7")]
-    params = SearchParams(n=4, width=2, max_steps=3, max_step_tokens=12, max_tokens=40, seed=3, agg="min")
+    params = SearchParams(budget=4, width=2, max_steps=3, max_step_tokens=12, max_tokens=40, seed=3, agg="min")
     scorer = AdapterScorer(adapter, agg="min")
     scored = 0
     for st in run_search(problems, policy, scorer, "beam", params, prompt_template="plain"):
@@ -367,7 +367,7 @@ def test_a_public_prm_steers_search(adapters, policy, name):
                 assert node.score == pytest.approx(adapter.score_steps(st.problem.prompt, path)[-1], abs=1e-5)
                 scored += 1
         assert st.counts["scored_tokens"] > 0 and st.counts["score_passes"] > 0
-    assert scored >= 8 and not scorer.entries
+    assert scored >= 8 and not scorer.steps
     for st in run_search(problems, policy, scorer, "best_of_n", params, prompt_template="plain"):
         for node in st.candidates:
             steps = adapter.step_format.split(node.text)

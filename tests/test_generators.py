@@ -213,7 +213,7 @@ def test_search_runs_on_the_backend_batched_as_alone(request, backend, smollm2_t
     problems = [
         Problem(f"p{i}", f"Ann has {i + 2} pens and buys {i} more. How many?", str(2 * i + 2)) for i in range(3)
     ]
-    params = SearchParams(n=4, width=2, max_steps=4, max_step_tokens=16, max_tokens=48, seed=3)
+    params = SearchParams(budget=4, width=2, max_steps=4, max_step_tokens=16, max_tokens=48, seed=3)
 
     def run(strategy, probs):
         states = run_search(probs, generator, StepScorer(prm), strategy, params, prompt_template="plain")

@@ -70,7 +70,7 @@ def tree_view(states, scores=True):
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_every_strategy_runs_and_keeps_a_well_formed_tree(policy, prm, strategy):
-    states, scorer = run(policy, prm, strategy, n=4, width=2)
+    states, scorer = run(policy, prm, strategy, budget=4, width=2)
     assert len(states) == 4
     for st in states:
         tree = st.tree
@@ -87,11 +87,11 @@ def test_every_strategy_runs_and_keeps_a_well_formed_tree(policy, prm, strategy)
             assert st.counts["scored_tokens"] == 0
         else:
             assert st.counts["scored_tokens"] > 0 and st.counts["score_passes"] > 0
-    assert not scorer.entries and scorer.cached_tokens == 0, "a finished search leaves nothing in the cache"
+    assert not scorer.steps and scorer.cached_tokens == 0, "a finished search leaves nothing in the cache"
 
 
 def test_best_of_one_is_plain_sampling(policy, prm):
-    states, _ = run(policy, prm, "best_of_n", n=1)
+    states, _ = run(policy, prm, "best_of_n", budget=1)
     search = Search(policy, None, SearchParams(**SMALL), prompt_template="plain")
     for st in states:
         prompt = search.prefix(st, st.tree.root)
@@ -108,7 +108,7 @@ def test_best_of_one_is_plain_sampling(policy, prm):
 
 
 def test_beam_of_width_n_takes_the_best_expansion_at_every_step(policy, prm):
-    states, _ = run(policy, prm, "beam", n=4, width=4, max_steps=6, final="best_of_n")
+    states, _ = run(policy, prm, "beam", budget=4, width=4, max_steps=6, final="best_of_n")
     deep = 0
     for st in states:
         tree, node = st.tree, st.tree.root
@@ -129,14 +129,14 @@ def test_beam_of_width_n_takes_the_best_expansion_at_every_step(policy, prm):
 
 
 def test_dvts_with_one_subtree_is_beam_search(policy, prm):
-    beam, _ = run(policy, prm, "beam", n=4, width=4)
-    dvts, _ = run(policy, prm, "dvts", n=4, width=4)
+    beam, _ = run(policy, prm, "beam", budget=4, width=4)
+    dvts, _ = run(policy, prm, "dvts", budget=4, width=4)
     assert tree_view(beam) == tree_view(dvts)
     assert [st.chosen and st.chosen.id for st in beam] == [st.chosen and st.chosen.id for st in dvts]
 
 
 def test_dvts_keeps_one_node_per_subtree(policy, prm):
-    states, _ = run(policy, prm, "dvts", n=6, width=2)
+    states, _ = run(policy, prm, "dvts", budget=6, width=2)
     for st in states:
         first = [st.tree.nodes[i] for i in st.tree.children[0]]
         assert len(first) == 6
@@ -145,8 +145,8 @@ def test_dvts_keeps_one_node_per_subtree(policy, prm):
 
 
 def test_incremental_scoring_equals_full_rescoring(policy, prm):
-    fast, fast_scorer = run(policy, prm, "beam", n=4, width=2, max_steps=6)
-    slow, slow_scorer = run(policy, prm, "beam", n=4, width=2, max_steps=6, full_rescore=True)
+    fast, fast_scorer = run(policy, prm, "beam", budget=4, width=2, max_steps=6)
+    slow, slow_scorer = run(policy, prm, "beam", budget=4, width=2, max_steps=6, full_rescore=True)
     assert tree_view(fast, scores=False) == tree_view(slow, scores=False)
     diffs = [
         abs(a.score - b.score)
@@ -174,7 +174,7 @@ def test_scorer_cache_cap_evicts_and_recomputes_the_same_scores(prm):
     # the last step was recomputed with its whole prefix, because the prefix's cache was evicted
     assert counts.tokens[0] > len(prm.step_format.step_ids(prm.tokenizer, [steps[-1]], first=False)[0])
     scorer.release(["root", 0, 1, 2, 3])
-    assert not scorer.entries
+    assert not scorer.steps
 
 
 def test_scorer_frees_pruned_branches(prm):
@@ -184,11 +184,11 @@ def test_scorer_frees_pruned_branches(prm):
     scorer.score([("a", [("a1", "next a")])])
     before = scorer.cached_tokens
     scorer.release(["b"])  # pruned: freed at once
-    assert "b" not in scorer.entries and scorer.cached_tokens < before
+    assert "b" not in scorer.steps and scorer.cached_tokens < before
     scorer.release(["a"])  # still has a live child: kept
-    assert "a" in scorer.entries
+    assert "a" in scorer.steps
     scorer.release(["a1"])  # its last child gone: a goes too
-    assert set(scorer.entries) == {"r"}
+    assert set(scorer.steps) == {"r"}
 
 
 def test_siblings_share_one_feed_of_their_new_prompt(prm):
@@ -217,14 +217,14 @@ def test_siblings_share_one_feed_of_their_new_prompt(prm):
     for s, solution in zip(got.step_scores, solutions, strict=True):
         assert s == pytest.approx(prm.score_steps(prompt, solution), abs=1e-5)
     scorer.release(["root", 0, 1, 2])
-    assert not scorer.entries
+    assert not scorer.steps
 
 
 def test_batched_search_equals_one_problem_at_a_time(policy, prm):
     probs = problems(3)
     for strategy in ("beam", "mcts", "weighted_best_of_n"):
-        together, _ = run(policy, prm, strategy, probs, n=4, width=2)
-        alone = [run(policy, prm, strategy, [p], n=4, width=2)[0][0] for p in probs]
+        together, _ = run(policy, prm, strategy, probs, budget=4, width=2)
+        alone = [run(policy, prm, strategy, [p], budget=4, width=2)[0][0] for p in probs]
         assert tree_view(together, scores=False) == tree_view(alone, scores=False), strategy
         a = [n.score for st in together for n in st.tree.nodes if n.score is not None]
         b = [n.score for st in alone for n in st.tree.nodes if n.score is not None]
@@ -232,20 +232,20 @@ def test_batched_search_equals_one_problem_at_a_time(policy, prm):
 
 
 def test_mcts_backs_up_one_value_per_simulation(policy, prm):
-    states, _ = run(policy, prm, "mcts", n=6, width=2)
+    states, _ = run(policy, prm, "mcts", budget=6, width=2)
     for st in states:
         root = st.tree.root
-        assert 1 <= root.meta["visits"] <= 6
+        assert 1 <= root.visits <= 6
         for node in st.tree.nodes[1:]:
-            kids = [st.tree.nodes[i] for i in st.tree.children.get(node.id, []) if "visits" in st.tree.nodes[i].meta]
-            if node.meta.get("visits") and kids:
-                assert node.meta["visits"] >= sum(k.meta["visits"] for k in kids)
+            kids = [st.tree.nodes[i] for i in st.tree.children.get(node.id, [])]
+            if node.visits and kids:
+                assert node.visits >= sum(k.visits for k in kids)
         rollouts = [n for n in st.tree.nodes if n.meta.get("rollout")]
         assert rollouts and all(r.finish in ("eos", "length") for r in rollouts)
 
 
 def test_lookahead_continuations_are_kept_but_never_selected(policy, prm):
-    states, _ = run(policy, prm, "beam", n=4, width=2, lookahead=1)
+    states, _ = run(policy, prm, "beam", budget=4, width=2, lookahead=1)
     ahead = [n for st in states for n in st.tree.nodes if n.meta.get("lookahead")]
     assert ahead and not any(n.selected for n in ahead)
 
@@ -282,15 +282,43 @@ def test_strategies_refuse_what_they_cannot_do(policy, prm, smollm2_tokenizer):
     with pytest.raises(SearchError, match="beam search needs a PRM"):
         run_search(problems(1), policy, OutcomeScorer(orm), "beam", SearchParams(**SMALL))
     with pytest.raises(SearchError, match="not a multiple"):
-        run(policy, prm, "beam", n=6, width=4)
+        run(policy, prm, "beam", budget=6, width=4)
     with pytest.raises(SearchError, match="needs a scorer"):
         run_search(problems(1), policy, None, "mcts")
-    states = run_search(problems(2), policy, OutcomeScorer(orm), "best_of_n", SearchParams(n=2, **SMALL))
+    states = run_search(problems(2), policy, OutcomeScorer(orm), "best_of_n", SearchParams(budget=2, **SMALL))
     assert all(st.counts["scored_tokens"] > 0 for st in states)
 
 
+def test_the_scorers_meet_the_engine_contracts(policy, prm, smollm2_tokenizer):
+    """The engine takes any `Scorer`; a PRM must be a `TreeScorer` (add_prompt / score / release), and one that says
+    it is a PRM without them is refused before the search starts."""
+    from conftest import tiny_config
+    from transformers import Qwen2Config
+
+    from prmsearch.models.reward_model import RewardModel
+    from prmsearch.search import AdapterScorer, Scorer, TreeScorer
+
+    orm = OutcomeScorer(
+        RewardModel.from_backbone(tiny_config(Qwen2Config, smollm2_tokenizer), smollm2_tokenizer, "orm")
+    )
+    step = StepScorer(prm)
+    assert isinstance(step, TreeScorer) and isinstance(orm, Scorer) and not isinstance(orm, TreeScorer)
+    assert all(hasattr(AdapterScorer, name) for name in ("add_prompt", "score", "release", "score_solutions"))
+
+    class HalfPRM:
+        """Scores whole solutions like an ORM but calls itself a PRM."""
+
+        kind, format, stats = "prm", step.format, {}
+
+        def score_solutions(self, prompts, solutions):
+            return orm.score_solutions(prompts, solutions)
+
+    with pytest.raises(SearchError, match="cannot score steps"):
+        run_search(problems(1), policy, HalfPRM(), "best_of_n", SearchParams(budget=2, **SMALL))
+
+
 def test_tree_round_trips_and_renders(policy, prm):
-    (st, *_), _ = run(policy, prm, "beam", n=2, width=2)
+    (st, *_), _ = run(policy, prm, "beam", budget=2, width=2)
     back = Tree.from_dict(json.loads(json.dumps(st.tree.to_dict())))
     assert tree_view([type("S", (), {"tree": back})]) == tree_view([st])
     text = back.render()
@@ -437,6 +465,61 @@ def test_killed_run_resumes_to_the_uninterrupted_results(saved, tmp_path):
     assert 3 <= sum(1 for _ in open(killed / "results.jsonl")) < 12
     assert main([*cli_args(saved, killed, *flags), "--resume"]) == 0
     assert results(killed) == results(whole)
+
+
+def test_a_run_split_over_two_processes_equals_one_process(saved, tmp_path, capsys):
+    """torchrun with 2 processes (RANK / WORLD_SIZE): each searches every other problem into its own part, the
+    folder reads as the 1-process run (records, summary), and a killed part resumes alone with --shard 1/2."""
+    from prmsearch.cli import main
+    from prmsearch.search.results import read_results
+
+    def records(out):
+        rows = read_results(out)
+        for r in rows:
+            r.pop("seconds")
+        return sorted(rows, key=lambda r: (r["strategy"], r["n"], r["problem_id"]))
+
+    def summary(out):
+        return [
+            {k: v for k, v in row.items() if k != "seconds"} for row in json.loads((out / "summary.json").read_text())
+        ]
+
+    flags = ["--strategy", "beam,best_of_n", "--n", "2", "--batch-problems", "2", "--save-trees", "--limit", "4"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(cli_args(saved, whole, *flags)) == 0
+    # torchrun's own parser takes --n for an abbreviation of its options: under a launcher, N goes in a recipe
+    recipe = tmp_path / "split.yaml"
+    recipe.write_text("n: [2]\n")
+    args = cli_args(saved, split, *flags[:2], *flags[4:], "--config", str(recipe))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
+    done = subprocess.run([*launch, "prmsearch", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    parts = sorted(p.name for p in split.glob("results*.jsonl"))
+    assert parts == ["results.shard-0-of-2.jsonl", "results.shard-1-of-2.jsonl"]
+    first = [json.loads(line)["problem_id"] for line in open(split / parts[0])]
+    assert set(first) == {"q0", "q2"}  # every other problem
+    assert records(split) == records(whole)
+    assert summary(split) == summary(whole)
+    capsys.readouterr()
+    assert main(["show-tree", str(split), "--problem", "q1", "--strategy", "beam", "--n", "2"]) == 0
+    assert capsys.readouterr().out.startswith("== beam n=2\nproblem q1:")
+
+    # part 1 killed after its first line and into its second: it resumes alone; the summary waits for it
+    part = split / parts[1]
+    lines = part.read_text().split("\n")
+    part.write_text(lines[0] + "\n" + lines[1][:40])
+    (split / "shard-1-of-2.done").unlink()
+    (split / "summary.json").unlink()
+    assert main([*cli_args(saved, split, *flags), "--shard", "0/2", "--resume"]) == 0
+    assert not (split / "summary.json").exists()  # part 1 is not finished: no summary of half a run
+    assert main([*cli_args(saved, split, *flags), "--shard", "1/2", "--resume"]) == 0
+    assert records(split) == records(whole)
+    assert summary(split) == summary(whole)
+    # a new run never lands on an earlier one, split another way or not
+    assert main(cli_args(saved, split, *flags, "--shard", "0/3")) == 2
+    assert "already holds results" in capsys.readouterr().err
+    assert main([*cli_args(saved, split, *flags), "--shard", "2/2"]) == 2
+    assert "0..K-1" in capsys.readouterr().err
 
 
 def test_code_problems_are_graded_by_the_sandbox(saved, tmp_path):

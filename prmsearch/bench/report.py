@@ -7,8 +7,10 @@ per problem, and wall time. Written next to the run (or to `--output`) as
 - `summary.md`: the same rows as a markdown table;
 - `accuracy.png`: accuracy against N and against mean generated tokens, one line per strategy.
 
-The inputs (`results.jsonl`, `trees.jsonl`) are only read, never written: a torn last line (a run killed
-mid-write) is skipped here and left in the file, for `prmsearch search --resume` to deal with.
+The inputs (`results.jsonl`, and the `results.shard-I-of-K.jsonl` parts of a run split over processes, read as one)
+are only read, never written: a torn last line (a run killed mid-write) is skipped here and left in the file, for
+`prmsearch search --resume` to deal with. The summary files are replaced whole (written under a temporary name,
+then renamed), so the parts of a split run can write them at the same time.
 
 This module imports nothing from `prmsearch.search` (the runner imports it to write a run's summary), and
 matplotlib only inside `plot`.
@@ -18,12 +20,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..files import write_atomic
+
 RESULTS = "results.jsonl"
-INPUTS = ("results.jsonl", "trees.jsonl")
+RESULT_PARTS = "results.shard-*-of-*.jsonl"  # the parts of a run split over processes (search/shard.py)
 SUMMARY_JSON, SUMMARY_MD, PLOT = "summary.json", "summary.md", "accuracy.png"
 # The order rows and plot lines come in; strategies not listed follow, by name.
 STRATEGY_ORDER = ("greedy", "majority", "best_of_n", "weighted_best_of_n", "beam", "dvts", "mcts")
@@ -228,10 +233,11 @@ def write(
     if output.exists() and not output.is_dir():
         raise ValueError(f"{output} is a file: the output must be a folder")
     output.mkdir(parents=True, exist_ok=True)
-    (output / SUMMARY_JSON).write_text(json.dumps(list(rows), indent=1) + "\n")
-    (output / SUMMARY_MD).write_text(format_table(rows) + "\n")
+    write_atomic(output / SUMMARY_JSON, json.dumps(list(rows), indent=1) + "\n")
+    write_atomic(output / SUMMARY_MD, format_table(rows) + "\n")
     if with_plot:
-        plot(rows, output / PLOT, title=title)
+        drawn = plot(rows, output / f".{PLOT}.{os.getpid()}.png", title=title)
+        os.replace(drawn, output / PLOT)
 
 
 def report(
@@ -250,9 +256,9 @@ def report(
         raise ValueError("give one run folder, or several with an output folder for their joint summary")
     records: list[dict[str, Any]] = []
     for i, one in enumerate(dirs):
-        results = _results_file(one)
-        dirs[i] = results.parent
-        records += read_records(results)
+        files = result_files(one, required=True)
+        dirs[i] = one if one.is_dir() else one.parent
+        records += [r for f in files for r in read_records(f)]
     run_dir = dirs[0]
     rows = summarize(records, settings)
     if not rows:
@@ -269,12 +275,18 @@ def report(
     return rows
 
 
-def _results_file(run_dir: Path) -> Path:
+def result_files(run_dir: str | Path, *, required: bool = False) -> list[Path]:
+    """The results files of a run: `run_dir` itself when it is a file, else the folder's results.jsonl and the
+    parts of a run split over several processes (results.shard-I-of-K.jsonl), in name order. `required`: a folder
+    with none is an error."""
+    run_dir = Path(run_dir)
     if run_dir.is_file():
-        return run_dir
+        return [run_dir]
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir} does not exist")
-    results = run_dir / RESULTS
-    if not results.is_file():
+        if required:
+            raise FileNotFoundError(f"{run_dir} does not exist")
+        return []
+    files = [f for f in (run_dir / RESULTS, *sorted(run_dir.glob(RESULT_PARTS))) if f.is_file()]
+    if required and not files:
         raise FileNotFoundError(f"{run_dir} has no {RESULTS}: is it the --output folder of `prmsearch search`?")
-    return results
+    return files

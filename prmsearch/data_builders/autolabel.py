@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..files import append_rows, read_rows
 from ..recipes import option, read_recipe
 from ..records import Problem, Trace
 from ..steps import StepFormat
@@ -501,11 +502,9 @@ def run_label(
         usable_traces(traces, cfg, Counter())  # bad input stops the run before anything is written
     done = _prepare_output(out, cfg, resume)
     if generator is None:
-        from ..search.runner import load_generator
+        from ..search.load import load_generator
 
         generator = load_generator(cfg)
-    from ..search.runner import append_rows
-
     if cfg.sample:
         per_call = max(1, cfg.batch_traces // cfg.sample)
         todo = [p for p in problems if any(f"{p.id}/{j}" not in done for j in range(cfg.sample))]
@@ -527,9 +526,7 @@ def run_label(
         jobs = make_jobs(traces, generator, cfg, dropped)
         for kept, removed in label_in_chunks([j for j in jobs if j.id not in done], generator, cfg, progress=progress):
             _append_chunk(append_rows, out, kept, removed)
-    from ..search.runner import read_results
-
-    summary = summarize(read_results(out), read_results(dropped_path(out)), cfg, traces_in=traces_in, dropped=dropped)
+    summary = summarize(read_rows(out), read_rows(dropped_path(out)), cfg, traces_in=traces_in, dropped=dropped)
     summary.update(
         {
             "bad_rows": report.bad_rows,
@@ -577,8 +574,6 @@ def _check_paths(cfg: LabelConfig) -> Path:
 def _prepare_output(out: Path, cfg: LabelConfig, resume: bool) -> set[str]:
     """The ids already labelled (kept or dropped); refuses to overwrite a finished file without --resume and to
     resume one written with other settings. Cuts a torn last line, then records the settings."""
-    from ..search.runner import read_results
-
     side, removed = sidecar_path(out), dropped_path(out)
     has_labels = out.exists() and out.stat().st_size > 0
     if has_labels and not resume:
@@ -597,7 +592,7 @@ def _prepare_output(out: Path, cfg: LabelConfig, resume: bool) -> set[str]:
             if path.exists():
                 path.unlink()
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["id"] for r in read_results(out, repair=True)} | {r["id"] for r in read_results(removed, repair=True)}
+    done = {r["id"] for r in read_rows(out, repair=True)} | {r["id"] for r in read_rows(removed, repair=True)}
     _write_json(side, {"status": "running", "config": dataclasses.asdict(cfg)})
     return done
 

@@ -64,9 +64,9 @@ def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: boo
     from ..bench.datasets import load_problems
     from ..bench.report import report
     from ..search.generators import HFGenerator
+    from ..search.load import load_scorer
     from ..search.memo import MemoGenerator
     from ..search.runner import SearchConfig, search_dataset
-    from ..search.scorer import load_scorer
 
     out = Path(cfg.output)
     models = {"policy": cfg.policy, "prm": cfg.prm, "orm": cfg.orm}

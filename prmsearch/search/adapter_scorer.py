@@ -4,8 +4,8 @@ search: `prmsearch search --scorer Qwen/Qwen2.5-Math-PRM-7B --scorer-adapter qwe
 These models read steps inside their own chat or text layout, which puts template text after the newest step (the
 end of the assistant turn, the next "+" turn), so a step cannot be fed on top of its prefix's cache the way
 `StepScorer` feeds our own format. Every score call re-feeds prompt + all steps of each path, one forward pass per
-path: full re-scoring, as search-and-learn does with these models. The tree bookkeeping (keys, release) is
-`StepScorer`'s, so search drives both alike.
+path: full re-scoring, as search-and-learn does with these models. The key tree (keys, release) is the same
+`KeyTree` `StepScorer` keeps, here holding each step's text, so search drives both alike.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ import time
 from collections.abc import Sequence
 
 from ..models.adapters import PRMAdapter
-from .scorer import Key, ScoreCounts, ScorerError, SolutionScores, StepTree, _Entry
+from .engine import Key, ScoreCounts, ScorerError, SolutionScores
+from .keytree import KeyTree
 from .select import aggregate
 
 
-class AdapterScorer(StepTree):
+class AdapterScorer:
     """Step scores from a `PRMAdapter`. A step the adapter does not score (whitespace only) takes the score of the
     step before it in its path, or 0 if it is the first."""
 
     def __init__(self, adapter: PRMAdapter, *, agg: str = "last", batch_size: int = 16) -> None:
-        super().__init__()
+        self.steps: KeyTree[str] = KeyTree(error=ScorerError)  # a root holds its prompt, a step its text
         self.adapter, self.agg, self.batch_size = adapter, agg, batch_size
         self.format = adapter.step_format
         self.stats = {"scored_tokens": 0, "forward_passes": 0, "evicted_tokens": 0, "seconds": 0.0}
@@ -33,7 +34,10 @@ class AdapterScorer(StepTree):
         return "prm"
 
     def add_prompt(self, key: Key, prompt: str) -> None:
-        self._add(key, _Entry(None, text=prompt))
+        self.steps.add(key, None, prompt)
+
+    def release(self, keys: Sequence[Key]) -> None:
+        self.steps.release(keys)
 
     def score(self, requests: Sequence[tuple[Key, Sequence[tuple[Key, str]]]]) -> tuple[list[list[float]], ScoreCounts]:
         """Same contract as `StepScorer.score`: add the steps of each request under its parent key and return
@@ -44,11 +48,11 @@ class AdapterScorer(StepTree):
                 raise ScorerError(f"a request under {parent_key!r} has no steps")
             key = parent_key
             for new_key, text in steps:
-                self._add(new_key, _Entry(key, text=text))
+                self.steps.add(new_key, key, text)
                 key = new_key
             targets.append(key)
-        chains = [self._chain(key) for key in targets]
-        got, counts = self._score([c[0].text for c in chains], [[e.text for e in c[1:]] for c in chains])
+        chains = [self.steps.chain(key) for key in targets]
+        got, counts = self._score([c[0] for c in chains], [c[1:] for c in chains])
         return [path[len(path) - len(steps) :] for path, (_, steps) in zip(got, requests, strict=True)], counts
 
     def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores:

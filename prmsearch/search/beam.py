@@ -37,14 +37,14 @@ def _tree_search(search: Search, states: list[State], subtrees: bool) -> None:
     search.needs_step_scorer("dvts" if subtrees else "beam search")
     p = search.params
     m = p.beam_width()
-    k = p.n // m
+    k = p.budget // m
     pools = {st.uid: [_Pool(1) for _ in range(k)] if subtrees else [_Pool(k)] for st in states}
     pool_of: dict[tuple[int, int], int] = {}  # (state, node) -> pool index
     for depth in range(p.max_steps):
         work: list[tuple[State, Node, int]] = []
         for st in states:
             if depth == 0:
-                work.append((st, st.tree.root, p.n))
+                work.append((st, st.tree.root, p.budget))
                 continue
             for i, pool in enumerate(pools[st.uid]):
                 for node in pool.active:

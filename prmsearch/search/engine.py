@@ -1,5 +1,11 @@
 """The loop every strategy shares: expand nodes with the policy, score new steps with the reward model, count what
-it cost, pick the answer. Strategies (sampling.py, beam.py, mcts.py) differ only in which nodes they expand and keep.
+it cost, pick the answer. Strategies (best_of_n.py, beam.py, mcts.py; registered in strategies.py) differ only in
+which nodes they expand and keep.
+
+Two contracts meet here. `Generator` (generators.py) is the policy: prompts in, seeded completions out. `Scorer`
+(below) is the reward model: whole solutions in, scores out; a `TreeScorer` also scores steps as a tree grows,
+keeping per-node state under keys the search picks. `StepScorer` (our PRMs), `AdapterScorer` (public PRMs) and
+`OutcomeScorer` (ORM / BT) implement them; the engine imports none of them.
 
 Everything is batched across problems: one `expand` call sends the frontier of every problem to the generator in
 one `generate`, one `score` call sends every new step to the scorer. Seeds come from (run seed, problem id, node
@@ -9,25 +15,74 @@ path), so a problem's tree does not depend on which problems share its batches.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..records import Problem
 from ..steps import StepFormat
 from ..verifiers.math import extract_answer
-from .adapter_scorer import AdapterScorer
 from .generators import Completion, Generator, derive_seed
-from .scorer import OutcomeScorer, ScoreCounts, StepScorer
 from .select import AGGREGATIONS, METHODS, aggregate, group_answers_many, select_from_groups
 from .tree import COMPLETE, CUT, EMPTY, STEP, Node, Tree
 
-Scorer = StepScorer | AdapterScorer | OutcomeScorer
+Key = Hashable  # how a search names a node to a TreeScorer: (problem's uid, node id), or deeper for rollout steps
+StepRequest = tuple[Key, Sequence[tuple[Key, str]]]  # (parent key, [(new key, step text), ...])
+
+
+@dataclass
+class ScoreCounts:
+    """What one score call cost each request: tokens fed through the model (recomputed ancestors included) and
+    the ids of the forward passes it took part in (a problem's passes are the union over its requests)."""
+
+    tokens: list[int]
+    passes: list[set[int]]
+
+
+@dataclass
+class SolutionScores:
+    scores: list[float | None]  # None: a solution with no steps
+    step_scores: list[list[float]]  # empty for ORM / BT
+    counts: ScoreCounts
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A reward model as search uses it: scores of whole solutions (best-of-N, weighted best-of-N). `kind` is "prm",
+    "orm" or "bt"; `format` splits a solution into steps; `stats` counts scored tokens, forward passes, evicted
+    tokens and seconds."""
+
+    format: StepFormat
+    stats: dict[str, Any]
+
+    @property
+    def kind(self) -> str: ...
+
+    def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores: ...
+
+
+@runtime_checkable
+class TreeScorer(Scorer, Protocol):
+    """A step scorer (a PRM, `kind` "prm"): it scores the new steps of many partial solutions as a search tree grows.
+    `add_prompt` makes a root; a `score` request is (parent key, [(new key, step text), ...]) and gets P(correct)
+    of each new step, read on top of the parent's path; `release` says the search no longer needs keys, so their
+    state can go once nothing below them lives."""
+
+    def add_prompt(self, key: Key, prompt: str) -> None: ...
+
+    def score(self, requests: Sequence[StepRequest]) -> tuple[list[list[float]], ScoreCounts]: ...
+
+    def release(self, keys: Sequence[Key]) -> None: ...
+
 
 SYSTEM_PROMPT = (
     "Solve the following math problem efficiently and clearly. Think step by step, separating steps with a blank "
     "line, and end with: Therefore, the final answer is: $\\boxed{answer}$."
 )
+
+
+class ScorerError(ValueError):
+    """A scorer used on keys it does not hold, or a model kind that cannot score this way."""
 
 
 class SearchError(ValueError):
@@ -59,13 +114,14 @@ class SearchSettings:
 
 @dataclass
 class SearchParams(SearchSettings):
-    """One strategy at one N: beam keeps N/M beams, DVTS grows N/M subtrees, MCTS runs N simulations."""
+    """One strategy at one N (`budget`): best-of-N draws N samples, beam keeps N/M beams, DVTS grows N/M subtrees,
+    MCTS runs N simulations. (`SearchConfig.n`, the `--n` flag, is the list of N a run sweeps.)"""
 
-    n: int = 4
+    budget: int = 4
 
     def check(self) -> None:
-        if self.n < 1:
-            raise SearchError(f"n must be at least 1, got {self.n}")
+        if self.budget < 1:
+            raise SearchError(f"n must be at least 1, got {self.budget}")
         if self.agg not in AGGREGATIONS:
             raise SearchError(f"agg must be one of {AGGREGATIONS}, got {self.agg!r}")
         if self.final not in METHODS:
@@ -75,9 +131,9 @@ class SearchParams(SearchSettings):
 
     def beam_width(self) -> int:
         """M, clamped to N (N=1 runs one beam of width 1); N must be a multiple of it."""
-        width = min(self.width, self.n)
-        if self.n % width:
-            raise SearchError(f"n={self.n} is not a multiple of width={width}: beam and DVTS need N/M whole beams")
+        width = min(self.width, self.budget)
+        if self.budget % width:
+            raise SearchError(f"n={self.budget} is not a multiple of width={width}: beam and DVTS need N/M whole beams")
         return width
 
 
@@ -94,6 +150,7 @@ class State:
     )
     candidates: list[Node] = field(default_factory=list)  # complete solutions the strategy offers
     chosen: Node | None = None
+    released: set[int] = field(default_factory=set)  # nodes the strategy will not extend again
 
     @property
     def task(self) -> str:
@@ -140,8 +197,11 @@ class Search:
         params.check()
         self.generator, self.scorer, self.params = generator, scorer, params
         self.format = step_format or (scorer.format if scorer is not None else StepFormat())
-        # StepScorer (our PRMs) or AdapterScorer (public PRMs): keyed steps, scored as the tree grows
+        # a PRM scores keyed steps as the tree grows; an ORM / BT model only whole solutions
         self.scores_steps = scorer is not None and scorer.kind == "prm"
+        if self.scores_steps and not isinstance(scorer, TreeScorer):
+            name = type(scorer).__name__
+            raise SearchError(f"{name} says it is a PRM but cannot score steps (no add_prompt / score / release)")
         self.prompt_template, self.system_prompt, self.timeout = prompt_template, system_prompt, timeout
 
     def start(self, problems: Sequence[Problem]) -> list[State]:
@@ -157,11 +217,11 @@ class Search:
     def key(self, state: State, node: Node) -> tuple[int, int]:
         return (state.uid, node.id)
 
-    def needs_step_scorer(self, strategy: str) -> StepScorer | AdapterScorer:
+    def needs_step_scorer(self, strategy: str) -> TreeScorer:
         if not self.scores_steps:
             got = "no scorer" if self.scorer is None else f"a {self.scorer.kind.upper()} scorer"
             raise SearchError(f"{strategy} needs a PRM (it prunes by step scores); got {got}")
-        return self.scorer
+        return self.scorer  # type: ignore[return-value]
 
     # ---- the policy ---------------------------------------------------------------------------------------------
 
@@ -223,6 +283,26 @@ class Search:
             if n.finish == COMPLETE and not n.text.strip() and n.parent:
                 n.score = st.tree.nodes[n.parent].score
 
+    def score_rollouts(self, items: Sequence[tuple[State, Node]]) -> None:
+        """PRM scores of nodes that hold several steps (MCTS rollouts: the rest of a solution in one node), each step
+        read on top of the parent's path; the node keeps them in meta["step_scores"] and its score is the last one.
+        Nothing of them is kept in the scorer afterwards."""
+        scorer = self.needs_step_scorer("rollout scoring")
+        todo = [(st, n, self.format.split(n.text)) for st, n in items]
+        todo = [t for t in todo if t[2]]
+        if not todo:
+            return
+        requests = [
+            (self.key(st, st.tree.nodes[n.parent]), [((*self.key(st, n), j), s) for j, s in enumerate(steps)])
+            for st, n, steps in todo
+        ]
+        scores, counts = scorer.score(requests)
+        for (_, n, _), s in zip(todo, scores, strict=True):
+            n.meta["step_scores"] = s
+            n.score = s[-1]
+        count_scoring([(st, n) for st, n, _ in todo], counts)
+        scorer.release([k for _, steps in requests for k, _ in steps])
+
     def score_solutions(self, items: Sequence[tuple[State, Node]]) -> None:
         """Whole-solution scores for sampled solutions (node text = the solution): PRM step scores aggregated by
         `agg` (kept in meta), or the ORM / BT score."""
@@ -244,13 +324,27 @@ class Search:
         return aggregate(scores, self.params.agg) if scores else node.score
 
     def release(self, state: State, nodes: Sequence[Node]) -> None:
+        """These nodes will not be extended again (pruned, or their children taken): the scorer and the policy may
+        free what they keep for them."""
         if self.scores_steps:
-            self.scorer.release([self.key(state, n) for n in nodes])
+            self.scorer.release([self.key(state, n) for n in nodes])  # type: ignore[union-attr]
+        release = getattr(self.generator, "release", None)  # optional in the Generator contract
+        if release is None:
+            return
+        state.released.update(n.id for n in nodes)
+        # A sampled step can repeat a sibling's text word for word: its states are then the live twin's too.
+        live = {self.prefix(state, n) for n in state.tree.nodes if n.alive and n.id not in state.released}
+        gone = {self.prefix(state, n) for n in nodes if n.alive} - live
+        if gone:
+            release(sorted(gone))
 
     def finish(self, states: Sequence[State]) -> None:
-        """Drop the trees from the scorer's cache once their search is over."""
+        """Drop the trees from the scorer's and the policy's caches once their search is over."""
         if self.scores_steps:
-            self.scorer.release([self.key(st, n) for st in states for n in st.tree.nodes])
+            self.scorer.release([self.key(st, n) for st in states for n in st.tree.nodes])  # type: ignore[union-attr]
+        release = getattr(self.generator, "release", None)
+        if release is not None:
+            release([st.policy_prompt for st in states], subtree=True)
 
     # ---- the answer ---------------------------------------------------------------------------------------------
 

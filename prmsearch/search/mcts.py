@@ -7,25 +7,25 @@ uniform over the children that can still be searched. The leaf is expanded into 
 the PRM; with `rollout` the best new step is continued to a full solution, whose path score is the value backed
 up (and the solution a candidate), else the best new step's path score is. A leaf that ended the solution backs up
 its own score. Every problem runs its simulations in lockstep with the others, so each simulation is one batched
-generate and one batched score call for all problems. `n` is the number of simulations.
+generate and one batched score call for all problems. N (`budget`) is the number of simulations. Visits and
+backed-up values are the nodes' `visits` / `value` fields, saved with the tree.
 """
 
 from __future__ import annotations
 
 import math
 
-from .engine import Search, State, count_scoring
+from .engine import Search, State
 from .tree import Node
 
 
 def mcts(search: Search, states: list[State]) -> None:
     search.needs_step_scorer("mcts")
     p = search.params
-    width = min(p.width, p.n)
-    for st in states:
-        st.tree.root.meta.update(visits=0, value=0.0)
-    for _ in range(p.n):
-        walks = [(st, _select(search, st)) for st in states]
+    width = min(p.width, p.budget)
+    spent: set[tuple[int, int]] = set()  # (problem, node) with nothing left to search below
+    for _ in range(p.budget):
+        walks = [(st, _select(search, st, spent)) for st in states]
         walks = [(st, path) for st, path in walks if path is not None]
         if not walks:
             break
@@ -40,8 +40,6 @@ def mcts(search: Search, states: list[State]) -> None:
         search.score_steps(last)
         best: list[tuple[State, Node]] = []
         for (st, _, _), cs in zip(grow, children, strict=True):
-            for c in cs:
-                c.meta.update(visits=0, value=0.0)
             scored = [c for c in cs if (c.alive or c.complete) and c.score is not None]
             if not scored:
                 values[st.uid] = 0.0  # a dead end: every next step was cut or empty
@@ -56,14 +54,14 @@ def mcts(search: Search, states: list[State]) -> None:
         for st, path in walks:
             value = values.get(st.uid)
             for node in [st.tree.root, *path]:
-                node.meta["visits"] += 1
-                node.meta["value"] += value or 0.0
+                node.visits += 1
+                node.value += value or 0.0
     for st in states:
         st.candidates = [n for n in st.tree.nodes if n.complete and n.score is not None]
     search.select_answer(states, p.final)
 
 
-def _select(search: Search, st: State) -> list[Node] | None:
+def _select(search: Search, st: State, spent: set[tuple[int, int]]) -> list[Node] | None:
     """The path below the root to the leaf this simulation grows or backs up (empty: the root itself, not yet
     expanded); None when nothing in the tree can be searched any more."""
     tree, path, node = st.tree, [], st.tree.root
@@ -71,11 +69,11 @@ def _select(search: Search, st: State) -> list[Node] | None:
         kids = [tree.nodes[i] for i in tree.children.get(node.id, []) if not tree.nodes[i].meta.get("rollout")]
         if not kids:
             return path
-        open_kids = [c for c in kids if (c.alive or c.complete) and c.score is not None and not c.meta.get("spent")]
+        open_kids = [c for c in kids if (c.alive or c.complete) and c.score is not None and (st.uid, c.id) not in spent]
         if not open_kids:
-            node.meta["spent"] = True  # nothing below can be searched any more
-            return _select(search, st) if node.parent is not None else None
-        explore = search.params.puct * math.sqrt(max(node.meta.get("visits", 0), 1)) / len(open_kids)
+            spent.add((st.uid, node.id))
+            return _select(search, st, spent) if node.parent is not None else None
+        explore = search.params.puct * math.sqrt(max(node.visits, 1)) / len(open_kids)
         node = max(open_kids, key=lambda c: _puct(search, st, c, explore))
         path.append(node)
         if node.complete:
@@ -83,9 +81,8 @@ def _select(search: Search, st: State) -> list[Node] | None:
 
 
 def _puct(search: Search, st: State, child: Node, explore: float) -> tuple[float, tuple[int, ...]]:
-    visits = child.meta["visits"]
-    q = child.meta["value"] / visits if visits else search.path_score(st, child)
-    return (q + explore / (1 + visits), tuple(-i for i in child.path))  # ties: the first child
+    q = child.value / child.visits if child.visits else search.path_score(st, child)
+    return (q + explore / (1 + child.visits), tuple(-i for i in child.path))  # ties: the first child
 
 
 def _rollouts(search: Search, items: list[tuple[State, Node]]) -> list[tuple[State, Node | None]]:
@@ -96,28 +93,6 @@ def _rollouts(search: Search, items: list[tuple[State, Node]]) -> list[tuple[Sta
     kids = search.expand([(st, node, 1) for st, node in items], whole=True, salt="rollout", rollout=True)
     out = []
     for (st, _node), (kid,) in zip(items, kids, strict=True):
-        kid.meta.update(visits=0, value=0.0)
         out.append((st, kid if kid.complete else None))
-    done = [(st, kid) for st, kid in out if kid is not None]
-    _score_rollouts(search, done)
+    search.score_rollouts([(st, kid) for st, kid in out if kid is not None])
     return out
-
-
-def _score_rollouts(search: Search, items: list[tuple[State, Node]]) -> None:
-    """A rollout holds several steps in one node: its score is the `agg` over the path's step scores and the
-    rollout's own steps, scored on top of the parent's cached prefix."""
-    scorer = search.needs_step_scorer("mcts")
-    todo = [(st, n, search.format.split(n.text)) for st, n in items]
-    todo = [t for t in todo if t[2]]
-    if not todo:
-        return
-    requests = [
-        (search.key(st, st.tree.nodes[n.parent]), [((*search.key(st, n), j), s) for j, s in enumerate(steps)])
-        for st, n, steps in todo
-    ]
-    scores, counts = scorer.score(requests)
-    for (_, n, _), s in zip(todo, scores, strict=True):
-        n.meta["step_scores"] = s
-        n.score = s[-1]
-    count_scoring([(st, n) for st, n, _ in todo], counts)
-    scorer.release([k for _, steps in requests for k, _ in steps])

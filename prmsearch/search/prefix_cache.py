@@ -8,8 +8,9 @@ to its parent, so the states of a prefix are its chain's concatenation (the PRM'
 steps the same way). Prompts are matched by their token ids, as vLLM's automatic prefix caching does, not by who
 asks: siblings share their parent's spans, a path whose text re-tokenizes differently from how it was sampled
 still reuses its longest common prefix, and every caller (beam, DVTS, MCTS, lookahead, label rollouts) gains
-without bookkeeping. A cap in tokens evicts least recently used leaves; an evicted span is fed again when next
-needed, so the cap changes speed, never tokens.
+without bookkeeping. A search that prunes a branch or finishes a tree says so (`drop`, through
+`HFGenerator.release`): the leaf its path ends in goes at once. A cap in tokens evicts least recently used leaves;
+a dropped or evicted span is fed again when next needed, so neither changes tokens, only speed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class PrefixCache:
         self.root = Span([], [])
         self.max_tokens = max_tokens
         self.tokens = 0
-        self.stats = {"reused_tokens": 0, "fed_tokens": 0, "evicted_tokens": 0}
+        self.stats = {"reused_tokens": 0, "fed_tokens": 0, "evicted_tokens": 0, "dropped_tokens": 0}
         self._clock = itertools.count(1)
 
     def match(self, ids: Sequence[int]) -> tuple[Match, int]:
@@ -85,6 +86,23 @@ class PrefixCache:
             child.used = tick
             node, at = child, at + n
 
+    def drop(self, ids: Sequence[int], *, subtree: bool = False) -> int:
+        """Free the states only `ids` leads to: the leaf span its cached prefix ends in, when that prefix is all of
+        `ids` but at most its last token (a sampled step's states stop short of the stop string that ended it). A
+        shorter match ends in the span of a shorter path, still another node's prefix; a span with children is too,
+        unless `subtree` (a finished search: everything that extends `ids` goes first). Returns the tokens freed."""
+        chain, at = self.match(ids)
+        if not chain or at < len(ids) - 1:
+            return 0
+        span, _ = chain[-1]
+        if span.children and not subtree:
+            return 0
+        freed = _size(span)
+        del span.parent.children[span.ids[0]]  # type: ignore[union-attr]
+        self.tokens -= freed
+        self.stats["dropped_tokens"] += freed
+        return freed
+
     def evict(self) -> None:
         """Drop least recently used leaves until the cache holds at most `max_tokens`."""
         while self.tokens > self.max_tokens:
@@ -128,3 +146,13 @@ def _leaves(root: Span) -> list[Span]:
         else:
             out.append(span)
     return out
+
+
+def _size(root: Span) -> int:
+    """Tokens in `root` and every span below it."""
+    total, todo = 0, [root]
+    while todo:
+        span = todo.pop()
+        total += len(span.ids)
+        todo.extend(span.children.values())
+    return total

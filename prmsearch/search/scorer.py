@@ -18,94 +18,31 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..models.reward_model import RewardModel, RewardModelError
+from ..models.reward_model import RewardModel
 from . import kv
+from .engine import Key, ScoreCounts, ScorerError, SolutionScores
+from .keytree import KeyTree
 from .select import aggregate
-
-Key = Hashable
-
-
-class ScorerError(ValueError):
-    """A scorer used on keys it does not hold, or a model kind that cannot score this way."""
 
 
 @dataclass
-class _Entry:
-    parent: Key | None
-    ids: list[int] = field(default_factory=list)
-    start: int = 0  # position of this entry's first token
-    text: str = ""  # kept by scorers that re-feed whole paths (AdapterScorer)
+class Step:
+    """What `StepScorer` keeps per key: the step's token ids and position, its key/value states and its score."""
+
+    ids: list[int]
+    start: int = 0  # position of this step's first token
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer, [heads, len, dim]
     score: float | None = None
-    children: int = 0
-    released: bool = False
     used: int = 0
 
 
-@dataclass
-class ScoreCounts:
-    """What one `score` call cost each request: tokens fed through the model (recomputed ancestors included) and
-    the ids of the forward passes it took part in (a problem's passes are the union over its requests)."""
-
-    tokens: list[int]
-    passes: list[set[int]]
-
-
-class StepTree:
-    """Keyed steps as search hands them to a step scorer: a root per prompt, every other key a step under its
-    parent. Release is reference counted, so a pruned branch goes at once and a kept one stays."""
-
-    def __init__(self) -> None:
-        self.entries: dict[Key, _Entry] = {}
-
-    def _add(self, key: Key, entry: _Entry) -> None:
-        if key in self.entries:
-            raise ScorerError(f"key {key!r} is already in use")
-        if entry.parent is not None:
-            if entry.parent not in self.entries:
-                raise ScorerError(f"unknown parent key {entry.parent!r}")
-            self.entries[entry.parent].children += 1
-        self.entries[key] = entry
-
-    def release(self, keys: Sequence[Key]) -> None:
-        """The caller no longer needs these keys: each is dropped (with its cache) once no live entry descends from
-        it, so releasing a beam that still has kept children frees nothing until they go too."""
-        for key in keys:
-            entry = self.entries.get(key)
-            if entry is not None and not entry.released:
-                entry.released = True
-                self._drop_if_unused(key)
-
-    def _drop_if_unused(self, key: Key) -> None:
-        while key is not None:
-            entry = self.entries[key]
-            if not entry.released or entry.children:
-                return
-            del self.entries[key]
-            self._forget(entry)
-            key = entry.parent
-            if key is not None:
-                self.entries[key].children -= 1
-
-    def _forget(self, entry: _Entry) -> None:
-        """What a scorer frees with a dropped entry."""
-
-    def _chain(self, key: Key) -> list[_Entry]:
-        chain = []
-        while key is not None:
-            entry = self.entries[key]
-            chain.append(entry)
-            key = entry.parent
-        return chain[::-1]
-
-
-class StepScorer(StepTree):
+class StepScorer:
     """Incremental PRM scoring over a tree of keyed steps. Keys are any hashables the caller picks (the search uses
     (tree, node) pairs); `add_prompt` makes a root, `score` adds steps under existing keys and scores them."""
 
@@ -123,7 +60,7 @@ class StepScorer(StepTree):
         self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore, agg
         self.max_cache_tokens, self.max_batch_tokens = max_cache_tokens, max_batch_tokens
         self.format, self.tokenizer = rm.step_format, rm.tokenizer
-        super().__init__()
+        self.steps: KeyTree[Step] = KeyTree(on_drop=self._uncache, error=ScorerError)
         self.cached_tokens = 0
         self.stats = {"scored_tokens": 0, "forward_passes": 0, "evicted_tokens": 0, "seconds": 0.0}
         self._clock = itertools.count(1)
@@ -139,15 +76,16 @@ class StepScorer(StepTree):
     def kind(self) -> str:
         return "prm"
 
-    # ---- the tree of entries -------------------------------------------------------------------------------------
+    # ---- the tree of steps ---------------------------------------------------------------------------------------
 
     def add_prompt(self, key: Key, prompt: str) -> None:
-        self._add(key, _Entry(None, self.format.prompt_ids(self.tokenizer, prompt)))
+        self.steps.add(key, None, Step(self.format.prompt_ids(self.tokenizer, prompt)))
 
-    def _forget(self, entry: _Entry) -> None:
-        self._uncache(entry)
+    def release(self, keys: Sequence[Key]) -> None:
+        """See `KeyTree.release`: a released key's cache goes once nothing below it lives."""
+        self.steps.release(keys)
 
-    def _uncache(self, entry: _Entry) -> None:
+    def _uncache(self, entry: Step) -> None:
         if entry.kv is not None:
             entry.kv = None
             self.cached_tokens -= len(entry.ids)
@@ -160,22 +98,22 @@ class StepScorer(StepTree):
         started = time.perf_counter()
         targets = []
         for parent_key, steps in requests:
-            if parent_key not in self.entries:
+            if parent_key not in self.steps:
                 raise ScorerError(f"unknown parent key {parent_key!r}")
             if not steps:
                 raise ScorerError(f"a request under {parent_key!r} has no steps")
             texts = [text for _, text in steps]
             ids = self.format.step_ids(self.tokenizer, texts, first=False)
-            if self.entries[parent_key].parent is None:
+            if self.steps.is_root(parent_key):
                 ids[0] = ids[0][self._gap :]
             key = parent_key
             for (new_key, _), step_ids in zip(steps, ids, strict=True):
-                parent = self.entries[key]
-                self._add(new_key, _Entry(key, step_ids, parent.start + len(parent.ids)))
+                parent = self.steps[key]
+                self.steps.add(new_key, key, Step(step_ids, parent.start + len(parent.ids)))
                 key = new_key
             targets.append(key)
         counts = self._compute(targets)
-        scores = [[self.entries[k].score for k, _ in steps] for _, steps in requests]
+        scores = [[self.steps[k].score for k, _ in steps] for _, steps in requests]
         self.stats["seconds"] += time.perf_counter() - started
         return scores, counts  # type: ignore[return-value]
 
@@ -196,12 +134,12 @@ class StepScorer(StepTree):
                 for k in self._uncached(key)[:-1]:
                     users.setdefault(k, []).append(r)
             shared = {k for k, rs in users.items() if len(rs) > 1}
-            tops = shared - {self.entries[k].parent for k in shared}  # the deepest shared entries cover the rest
+            tops = shared - {self.steps.parent(k) for k in shared}  # the deepest shared entries cover the rest
             if tops:
                 self._compute_rows([(k, sorted({i for r in users[k] for i in rows[r][1]})) for k in tops], counts)
         parts = []  # per row: (entries with a cache, entries to feed)
         for key, _ in rows:
-            chain = self._chain(key)
+            chain = self.steps.chain(key)
             cut = 0 if self.full_rescore else next((i for i, e in enumerate(chain) if e.kv is None), len(chain))
             parts.append((chain[:cut], chain[cut:]))
         tokens = [sum(len(e.ids) for e in new) for _, new in parts]
@@ -221,11 +159,10 @@ class StepScorer(StepTree):
         keys: list[Key] = []
         uncached = 0
         while key is not None:
-            entry = self.entries[key]
             keys.append(key)
-            if entry.kv is None:
+            if self.steps[key].kv is None:
                 uncached = len(keys)
-            key = entry.parent
+            key = self.steps.parent(key)
         return keys[:uncached][::-1]
 
     def _batches(self, order: list[int], rows: list, tokens: list[int]) -> list[list[int]]:
@@ -242,7 +179,7 @@ class StepScorer(StepTree):
         return [*batches, current] if current else batches
 
     @torch.no_grad()
-    def _forward(self, rows: list[tuple[list[_Entry], list[_Entry]]]) -> None:
+    def _forward(self, rows: list[tuple[list[Step], list[Step]]]) -> None:
         device = next(self.rm.parameters()).device
         lengths = [(sum(len(e.ids) for e in old), sum(len(e.ids) for e in new)) for old, new in rows]
         past = max(c for c, _ in lengths)
@@ -271,7 +208,7 @@ class StepScorer(StepTree):
             for e in old:
                 e.used = tick
             for offset, e in _offsets(new):
-                if e.parent is not None and e.score is None:
+                if (old or offset) and e.score is None:  # the first entry of a chain is its prompt: no score
                     e.score = probs[at]
                 at += 1
                 e.used = tick
@@ -289,7 +226,7 @@ class StepScorer(StepTree):
     def _evict(self) -> None:
         if self.cached_tokens <= self.max_cache_tokens:
             return
-        for entry in sorted((e for e in self.entries.values() if e.kv is not None), key=lambda e: e.used):
+        for entry in sorted((e for e in self.steps.values() if e.kv is not None), key=lambda e: e.used):
             self.stats["evicted_tokens"] += len(entry.ids)
             self._uncache(entry)
             if self.cached_tokens <= self.max_cache_tokens:
@@ -323,14 +260,7 @@ class StepScorer(StepTree):
         return SolutionScores(scores, step_scores, counts)
 
 
-@dataclass
-class SolutionScores:
-    scores: list[float | None]
-    step_scores: list[list[float]]  # empty for ORM / BT
-    counts: ScoreCounts
-
-
-def _offsets(entries: list[_Entry]) -> list[tuple[int, _Entry]]:
+def _offsets(entries: list[Step]) -> list[tuple[int, Step]]:
     out, offset = [], 0
     for e in entries:
         out.append((offset, e))
@@ -370,39 +300,3 @@ class OutcomeScorer:
             self.stats["forward_passes"] += -(-len(which) // self.batch_size)
         self.stats["seconds"] += time.perf_counter() - started
         return SolutionScores(scores, [[] for _ in prompts], counts)
-
-
-def load_scorer(
-    path: str,
-    *,
-    adapter: str | None = None,
-    device: str | None = None,
-    dtype: Any = None,
-    full_rescore: bool = False,
-    agg: str = "last",
-    max_cache_tokens: int = 2_000_000,
-    max_batch_tokens: int = 16_384,
-) -> Any:
-    """A scorer for a reward model saved by `RewardModel.save_pretrained` (folder or hub id): PRMs score steps
-    incrementally, ORM / BT models score whole solutions. With `adapter` (a name in `models.adapters.ADAPTERS`),
-    `path` is a public PRM read in its own format, through `AdapterScorer`."""
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if adapter is not None:
-        from ..models.adapters import AdapterError, load_adapter
-        from .adapter_scorer import AdapterScorer
-
-        try:
-            return AdapterScorer(load_adapter(adapter, path, device=device, dtype=dtype), agg=agg)
-        except AdapterError as e:
-            raise ScorerError(str(e)) from e
-    try:
-        rm = RewardModel.from_pretrained(path, device=device, dtype=dtype)
-    except RewardModelError as e:
-        raise ScorerError(str(e)) from e
-    if rm.kind == "prm":
-        return StepScorer(
-            rm, full_rescore=full_rescore, agg=agg, max_cache_tokens=max_cache_tokens, max_batch_tokens=max_batch_tokens
-        )
-    return OutcomeScorer(rm)

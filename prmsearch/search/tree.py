@@ -24,7 +24,9 @@ class Node:
     score: float | None = None  # P(step correct) from a PRM, or a whole-solution score
     tokens: int = 0  # tokens the policy generated for this node
     selected: bool = False  # kept by the strategy (a beam, a subtree's best, an answer)
-    meta: dict[str, Any] = field(default_factory=dict)
+    visits: int = 0  # MCTS: simulations that went through this node
+    value: float = 0.0  # MCTS: the sum of the values those simulations backed up
+    meta: dict[str, Any] = field(default_factory=dict)  # what a strategy marks: rollout, lookahead, step_scores
 
     @property
     def depth(self) -> int:
@@ -104,6 +106,7 @@ class Tree:
                 text = text if len(text) <= max_chars else text[: max_chars - 1] + "…"
                 score = "  -  " if n.score is None else f"{n.score:.3f}"
                 extra = "".join(f" {k}={v}" for k, v in n.meta.items() if isinstance(v, (int, float, str, bool)))
+                extra += f" visits={n.visits} value={n.value:.3f}" if n.visits else ""
                 mark = "*" if n.selected else " "
                 lines.append(f"{'  ' * indent}{mark}[{n.id}] {score} {n.finish:<6} {text!r}{extra}")
                 walk(child_id, indent + 1)

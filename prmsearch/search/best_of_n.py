@@ -21,7 +21,7 @@ def greedy(search: Search, states: list[State]) -> None:
 
 
 def _sample(search: Search, states: list[State]) -> None:
-    children = search.expand([(st, st.tree.root, search.params.n) for st in states], whole=True)
+    children = search.expand([(st, st.tree.root, search.params.budget) for st in states], whole=True)
     for st, nodes in zip(states, children, strict=True):
         st.candidates = [n for n in nodes if n.complete]
 

@@ -1,0 +1,83 @@
+"""The policy and the reward model a run names, loaded: `--backend hf|vllm` for the policy, and for the reward model
+the scorer that fits its kind (a PRM scores steps incrementally, an ORM / BT model whole solutions, a public PRM
+through its adapter). Under a multi-GPU launcher each process takes its own GPU."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .engine import Generator, Scorer, ScorerError
+
+
+def load_generator(cfg: Any) -> Generator:
+    """The policy a run names: `cfg` is a `SearchConfig` or a `LabelConfig` (policy, backend, device, dtype, seed,
+    the vLLM settings, policy_cache_tokens)."""
+    if cfg.backend == "vllm":
+        from .vllm_generator import VLLMGenerator
+
+        return VLLMGenerator(
+            cfg.policy,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            dtype=cfg.dtype or "auto",
+            seed=cfg.seed,
+            max_model_len=cfg.max_model_len,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            kv_cache_memory_bytes=None if cfg.kv_cache_gb is None else int(cfg.kv_cache_gb * 2**30),
+        )
+    from .generators import HFGenerator
+
+    return HFGenerator.from_pretrained(
+        cfg.policy, device=rank_device(cfg.device), dtype=cfg.dtype, prefix_cache_tokens=cfg.policy_cache_tokens
+    )
+
+
+def rank_device(device: str | None) -> str | None:
+    """`device`, or under a multi-GPU launcher (torchrun, accelerate launch) this process's own GPU, LOCAL_RANK."""
+    if device is None and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return device
+
+
+def load_scorer(
+    path: str,
+    *,
+    adapter: str | None = None,
+    device: str | None = None,
+    dtype: Any = None,
+    full_rescore: bool = False,
+    agg: str = "last",
+    max_cache_tokens: int = 2_000_000,
+    max_batch_tokens: int = 16_384,
+) -> Scorer:
+    """A scorer for a reward model saved by `RewardModel.save_pretrained` (folder or hub id): PRMs score steps
+    incrementally, ORM / BT models score whole solutions. With `adapter` (a name in `models.adapters.ADAPTERS`),
+    `path` is a public PRM read in its own format, through `AdapterScorer`."""
+    import torch
+
+    from ..models.reward_model import RewardModel, RewardModelError
+    from .scorer import OutcomeScorer, StepScorer
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if adapter is not None:
+        from ..models.adapters import AdapterError, load_adapter
+        from .adapter_scorer import AdapterScorer
+
+        try:
+            return AdapterScorer(load_adapter(adapter, path, device=device, dtype=dtype), agg=agg)
+        except AdapterError as e:
+            raise ScorerError(str(e)) from e
+    try:
+        rm = RewardModel.from_pretrained(path, device=device, dtype=dtype)
+    except RewardModelError as e:
+        raise ScorerError(str(e)) from e
+    if rm.kind == "prm":
+        return StepScorer(
+            rm, full_rescore=full_rescore, agg=agg, max_cache_tokens=max_cache_tokens, max_batch_tokens=max_batch_tokens
+        )
+    return OutcomeScorer(rm)
