@@ -13,6 +13,7 @@ parts of a run split over several processes (`shard.py`) read as one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def prepare(out: Path, identity: dict[str, Any], shard: Shard, resume: bool, fre
     if not resume:
         # The other parts of this launch may have written already; anything else is an earlier run.
         siblings = {Shard(i, shard.count).name(RESULTS) for i in range(shard.count)}
-        earlier = [p for p in result_files(out) if p.name not in siblings - {mine.name}] if out.is_dir() else []
+        earlier = [p for p in result_files(out) if p.name not in siblings - {mine.name}]
         for path in earlier:
             if path.stat().st_size:
                 raise RunFolderError(
@@ -60,8 +61,6 @@ def prepare(out: Path, identity: dict[str, Any], shard: Shard, resume: bool, fre
     done = {_key(r) for r in read_results(out)}
     trees = out / shard.name(TREES)
     if trees.exists():
-        import json
-
         kept = [ln for ln in whole_lines(trees) if _key(json.loads(ln)) in done]
         write_atomic(trees, "".join(ln + "\n" for ln in kept))
     return done
@@ -81,8 +80,6 @@ def mark_done(out: Path, shard: Shard) -> bool:
 
 def read_trees(path: str | Path, problem: str, strategy: str | None = None, n: int | None = None) -> list[dict]:
     """The saved trees of one problem (a run folder, all parts, or one trees file), optionally of one strategy / N."""
-    import json
-
     path = Path(path)
     files = sorted(path.glob("trees*.jsonl")) if path.is_dir() else [path]
     if not any(f.exists() for f in files):
