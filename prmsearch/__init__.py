@@ -1,102 +1,76 @@
-"""prmsearch: reward models for reasoning (BT, ORM, PRM) and reward-guided test-time search."""
+"""prmsearch: reward models for reasoning (BT, ORM, PRM) and reward-guided test-time search.
+
+Every public name is imported on first use (PEP 562), so `import prmsearch` and the `prmsearch` command's parser
+cost almost nothing: the readers, verifiers and datasets stack (~0.4 s) and torch (~3 s) load only when a name that
+needs them is touched. `from prmsearch import StepFormat` works as with eager imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .data_builders import (  # noqa: E402
-    READERS,
-    BadRowError,
-    BuildConfig,
-    BuildReport,
-    LabelConfig,
-    ReadReport,
-    build_orm,
-    build_pairs,
-    build_prm,
-    build_stepwise,
-    label_traces,
-    run_build,
-    run_label,
-)
-from .models import load_tokenizer  # noqa: E402
-from .records import Problem, Trace  # noqa: E402
-from .steps import EncodedSteps, StepFormat, StepFormatError, TooLongError  # noqa: E402
-from .verifiers import (  # noqa: E402
-    CodeLimits,
-    CodeResult,
-    Grade,
-    check_arithmetic_steps,
-    extract_answer,
-    grade,
-    grade_many,
-    is_equivalent,
-    pass_at_k,
-    run_many,
-    run_tests,
-)
-
-__all__ = [
-    "READERS",
-    "BadRowError",
-    "BuildConfig",
-    "BuildReport",
-    "LabelConfig",
-    "MemoGenerator",
-    "QuickstartConfig",
-    "CodeLimits",
-    "CodeResult",
-    "EncodedSteps",
-    "Grade",
-    "Problem",
-    "ReadReport",
-    "RewardModel",
-    "StepFormat",
-    "TrainConfig",
-    "StepFormatError",
-    "TooLongError",
-    "Trace",
-    "build_orm",
-    "build_pairs",
-    "build_prm",
-    "build_stepwise",
-    "check_arithmetic_steps",
-    "extract_answer",
-    "format_table",
-    "grade",
-    "grade_many",
-    "is_equivalent",
-    "label_traces",
-    "load_adapter",
-    "load_tokenizer",
-    "pass_at_k",
-    "plot",
-    "rerank",
-    "report",
-    "run_build",
-    "run_label",
-    "run_quickstart",
-    "run_many",
-    "run_tests",
-]
-
-
+# name -> the module that defines (or re-exports) it
 _LAZY = {
+    "InputError": "prmsearch.errors",
+    "OutputError": "prmsearch.errors",
+    "PrmsearchError": "prmsearch.errors",
+    "Problem": "prmsearch.records",
+    "Trace": "prmsearch.records",
+    "EncodedSteps": "prmsearch.steps",
+    "StepFormat": "prmsearch.steps",
+    "StepFormatError": "prmsearch.steps",
+    "TooLongError": "prmsearch.steps",
+    "READERS": "prmsearch.data_builders",
+    "BadRowError": "prmsearch.data_builders",
+    "BuildConfig": "prmsearch.data_builders",
+    "BuildReport": "prmsearch.data_builders",
+    "LabelConfig": "prmsearch.data_builders",
+    "ReadReport": "prmsearch.data_builders",
+    "build_orm": "prmsearch.data_builders",
+    "build_pairs": "prmsearch.data_builders",
+    "build_prm": "prmsearch.data_builders",
+    "build_stepwise": "prmsearch.data_builders",
+    "label_traces": "prmsearch.data_builders",
+    "run_build": "prmsearch.data_builders",
+    "run_label": "prmsearch.data_builders",
+    "CodeLimits": "prmsearch.verifiers",
+    "CodeResult": "prmsearch.verifiers",
+    "Grade": "prmsearch.verifiers",
+    "check_arithmetic_steps": "prmsearch.verifiers",
+    "extract_answer": "prmsearch.verifiers",
+    "extract_many": "prmsearch.verifiers",
+    "grade": "prmsearch.verifiers",
+    "grade_many": "prmsearch.verifiers",
+    "is_equivalent": "prmsearch.verifiers",
+    "pass_at_k": "prmsearch.verifiers",
+    "run_many": "prmsearch.verifiers",
+    "run_tests": "prmsearch.verifiers",
+    "load_tokenizer": "prmsearch.models",
     "RewardModel": "prmsearch.models.reward_model",
     "load_adapter": "prmsearch.models.adapters",
     "TrainConfig": "prmsearch.train.config",
     "rerank": "prmsearch.search.rerank",
-    "report": "prmsearch.bench.report",
     "MemoGenerator": "prmsearch.search.memo",
-    "QuickstartConfig": "prmsearch.embedded.quickstart",
-    "run_quickstart": "prmsearch.embedded.quickstart",
+    "report": "prmsearch.bench.report",
     "format_table": "prmsearch.bench.report",
     "plot": "prmsearch.bench.report",
+    "QuickstartConfig": "prmsearch.embedded.quickstart",
+    "run_quickstart": "prmsearch.embedded.quickstart",
 }
 
+__all__ = sorted(_LAZY)
 
-def __getattr__(name: str):
-    """Names that need torch are imported on first use, so `import prmsearch` stays fast."""
+
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # the next lookup is an ordinary attribute
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

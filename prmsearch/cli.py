@@ -1,16 +1,29 @@
 """The `prmsearch` command. Subcommands map their flags one-to-one onto config dataclasses, which can also be
-loaded from a YAML recipe (`--config`); flags given on the command line win over the recipe."""
+loaded from a YAML recipe (`--config`); flags given on the command line win over the recipe.
+
+Two promises the command keeps:
+- It starts fast. The parser adds the flags of the one subcommand being run (its config class must be imported for
+  them), so `prmsearch --help` imports no config module, and `verify`, `report` and `build` never import torch
+  (`build --tokenizer` does, through transformers' AutoTokenizer); `search`, `label`, `train` and `quickstart`
+  import it because they run models.
+- Bad input ends in one line on stderr, `prmsearch COMMAND: error: WHAT`, and exit code 2: a `PrmsearchError`
+  (or another ValueError from a config's checks) says what and where, a missing file says PATH: REASON. A traceback
+  means a bug.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+import textwrap
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from . import __version__
+from .errors import PrmsearchError, require_local
 
 # Separators and markers are mostly whitespace: let users type them as escapes ("\n\n", "\t").
 _ESCAPED = ("separator", "marker", "prompt_separator", "gap")
@@ -27,21 +40,34 @@ def _base_type(tp: Any) -> Any:
     return typing.get_origin(tp) or tp
 
 
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def _default_note(f: dataclasses.Field) -> str:
+    """The help's tail, "(default: X)" with X as a user types it; nothing when empty, or when the help says it."""
+    default = _default(f)
+    if isinstance(default, list):
+        return f" (comma-separated; default: {','.join(map(str, default))})"
+    if default == "" or "default" in f.metadata.get("help", ""):
+        return ""
+    return f" (default: {default!r})"
+
+
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One `--flag` per dataclass field, defaulting to None so that only flags actually given override a recipe."""
+    """One `--flag` per dataclass field, defaulting to None so that only flags actually given override a recipe.
+    The help is the field's `metadata["help"]` and its default; allowed values come from the class's `CHOICES`."""
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        described = f.metadata.get("help", "").replace("%", "%%")
-        help_text = f"{described} (default: {default!r})".strip()
+        help_text = f.metadata.get("help", "").replace("%", "%%") + _default_note(f)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind is list:
-            parser.add_argument(flag, default=None, help="comma-separated " + help_text)
+            parser.add_argument(flag, default=None, help=help_text)
         else:
             choices = getattr(config_cls, "CHOICES", {}).get(f.name)
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
@@ -64,10 +90,23 @@ def config_from_args(config_cls: type, args: argparse.Namespace, **fixed: Any) -
     return config_cls(**given)
 
 
+def require_paths(cfg: Any, **kinds: str) -> None:
+    """Refuse a mistyped local path (`--input ./nope.jsonl`) at once: a loader would take it for a hub id and
+    answer, after a round-trip, about a repository nobody meant. `kinds` maps a field to what it names."""
+    for name, what in kinds.items():
+        value = getattr(cfg, name)
+        if value:
+            require_local(value, what, "--" + name.replace("_", "-"))
+
+
+# ---- what each subcommand runs -------------------------------------------------------------------------------------
+
+
 def _build(args: argparse.Namespace) -> int:
     from .data_builders.build import BuildConfig, format_summary, run_build
 
     cfg = config_from_args(BuildConfig, args, target=args.target)
+    require_paths(cfg, input="file or folder", tokenizer="tokenizer")
     summary = run_build(cfg, progress=not args.quiet)
     print(format_summary(summary))
     print(f"wrote {cfg.output}")
@@ -78,6 +117,7 @@ def _label(args: argparse.Namespace) -> int:
     from .data_builders.autolabel import LabelConfig, format_label_summary, run_label
 
     cfg = config_from_args(LabelConfig, args)
+    require_paths(cfg, input="file or folder", problems="file or folder", policy="model")
     summary = run_label(cfg, resume=args.resume, progress=not args.quiet)
     print(format_label_summary(summary))
     print(f"wrote {cfg.output}")
@@ -87,7 +127,7 @@ def _label(args: argparse.Namespace) -> int:
 def _verify_math(args: argparse.Namespace) -> int:
     from .verifiers.results import VerifyMathConfig, format_verify_summary, verify_math_file
 
-    cfg = config_from_args(VerifyMathConfig, args)
+    cfg = config_from_args(VerifyMathConfig, args)  # its checks refuse a missing or mistyped --input
     summary = verify_math_file(cfg, progress=not args.quiet)
     print(format_verify_summary(summary))
     print(f"wrote {cfg.output}")
@@ -111,6 +151,7 @@ def _search(args: argparse.Namespace) -> int:
     from .search.runner import SearchConfig, search_dataset
 
     cfg = config_from_args(SearchConfig, args)
+    require_paths(cfg, policy="model", scorer="model")
     summary = search_dataset(cfg, resume=args.resume, progress=not args.quiet)
     print(format_table(summary))
     print(f"wrote {cfg.output}")
@@ -154,53 +195,50 @@ def _show_tree(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# ---- each subcommand's arguments: the imports they need happen here, for the subcommand being run only ------------
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
     from .data_builders.build import TARGETS, BuildConfig
-    from .verifiers.results import VerifyMathConfig
 
-    parser = argparse.ArgumentParser(prog="prmsearch", description="Reward models for reasoning and guided search.")
-    parser.add_argument("--version", action="version", version=f"prmsearch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    target = next(f for f in dataclasses.fields(BuildConfig) if f.name == "target")
+    p.add_argument("target", choices=TARGETS, help=target.metadata["help"])
+    p.add_argument("--config", help="YAML recipe of BuildConfig keys (see data_builders/); flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p, BuildConfig, skip=("target",))
+    p.set_defaults(func=_build)
 
-    build = sub.add_parser("build", help="build PRM / ORM / pair / stepwise label sets from traces or public data")
-    build.add_argument("target", choices=TARGETS)
-    build.add_argument("--config", help="YAML recipe (see data_builders/); flags override it")
-    build.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(build, BuildConfig, skip=("target",))
-    build.set_defaults(func=_build)
 
+def _label_args(p: argparse.ArgumentParser) -> None:
     from .data_builders.autolabel import LabelConfig
 
-    label = sub.add_parser(
-        "label",
-        help="automatic process labels from policy rollouts: Monte Carlo (Math-Shepherd), first-error search "
-        "(OmegaPRM), arithmetic consensus",
-        description="Writes OUTPUT (.jsonl, the stepwise format `prmsearch build prm --source stepwise` reads) "
-        "and OUTPUT.label.json; --resume continues a killed run.",
-    )
-    label.add_argument("--config", help="YAML recipe of LabelConfig keys; flags override it")
-    label.add_argument("--resume", action="store_true", help="continue the labels in --output, skipping what is done")
-    label.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(label, LabelConfig)
-    label.set_defaults(func=_label)
+    p.add_argument("--config", help="YAML recipe of LabelConfig keys; flags override it")
+    p.add_argument("--resume", action="store_true", help="continue the labels in --output, skipping what is done")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p, LabelConfig)
+    p.set_defaults(func=_label)
 
-    verify = sub.add_parser("verify", help="grade model outputs against gold answers")
-    kinds = verify.add_subparsers(dest="kind", required=True)
-    math = kinds.add_parser("math", help="extract final answers and compare them with gold answers (math-verify)")
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    from .verifiers.results import VerifyMathConfig
+
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="{math}")
+    about = "extract final answers and compare them with gold answers (math-verify)"
+    math = kinds.add_parser("math", help=about, description=about[0].upper() + about[1:] + ".")
     math.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(math, VerifyMathConfig)
     math.set_defaults(func=_verify_math)
 
-    train = sub.add_parser(
-        "train",
-        help="train a BT / ORM / PRM reward model from a YAML recipe (runs under `accelerate launch` too)",
-        description="Recipes live in train/ (see TrainConfig); key=value pairs override recipe keys, e.g. "
-        "learning_rate=1e-5 model_config.hidden_size=64.",
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from .train.config import TrainConfig
+
+    p.add_argument(
+        "kind", choices=("bt", "orm", "prm"), help="the reward model: bt (pairs), orm (outcome), prm (steps)"
     )
-    train.add_argument("kind", choices=("bt", "orm", "prm"))
-    train.add_argument("recipe", help="YAML recipe (train/*.yaml)")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe keys to override")
-    train.add_argument(
+    p.add_argument("recipe", help="YAML recipe (train/*.yaml) of the keys listed below")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe keys to override (values read as YAML)")
+    p.add_argument(
         "--resume",
         nargs="?",
         const=True,
@@ -208,64 +246,146 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CHECKPOINT",
         help="continue from a checkpoint folder, or the latest checkpoint-* in output_dir when no path is given",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=_train)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # Recipe keys are not flags (they are key=value), so their help goes below the flags, one key a line.
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = textwrap.fill(p.description or "", 116)
+    p.epilog = "recipe keys (TrainConfig):\n" + _keys_help(TrainConfig)
+    p.set_defaults(func=_train)
 
-    from .bench.datasets import DatasetUnavailableError
+
+def _keys_help(config_cls: type) -> str:
+    """`  key  help (one of ...; default: ...)` per field, wrapped: the keys of a command that takes no flags."""
+    choices = getattr(config_cls, "CHOICES", {})
+    lines = []
+    for f in dataclasses.fields(config_cls):
+        help, default = f.metadata.get("help", ""), _default(f)
+        notes = [f"one of {', '.join(choices[f.name])}"] if f.name in choices else []
+        notes += [] if default == "" or "default" in help else [f"default: {default!r}"]  # a YAML value, lists too
+        text = help + (f" ({'; '.join(notes)})" if notes else "")
+        lines.append(textwrap.fill(text, 116, initial_indent=f"  {f.name:<28}", subsequent_indent=" " * 30))
+    return "\n".join(lines)  # an epilog is not %-formatted, unlike an argument's help
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
     from .search.runner import SearchConfig
 
-    search = sub.add_parser(
-        "search",
-        help="reward-guided search over a dataset: greedy, majority, best-of-N, weighted best-of-N, beam, DVTS, MCTS",
-        description="Strategies and N take comma-separated lists (--strategy beam,dvts --n 4,16); every "
-        "(strategy, N) runs over the dataset. Results are appended to OUTPUT/results.jsonl; --resume continues.",
-    )
-    search.add_argument("--config", help="YAML recipe (see search/); flags override it")
-    search.add_argument("--resume", action="store_true", help="continue the run in --output, skipping what is done")
-    search.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(search, SearchConfig)
-    search.set_defaults(func=_search)
+    p.add_argument("--config", help="YAML recipe of SearchConfig keys (see search/); flags override it")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output, skipping what is done")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p, SearchConfig)
+    p.set_defaults(func=_search)
 
+
+def _quickstart_args(p: argparse.ArgumentParser) -> None:
     from .embedded.quickstart import QuickstartConfig
 
-    quick = sub.add_parser(
-        "quickstart",
-        help="the main job on the embedded default: every strategy with the bundled policy, PRM and ORM",
-        description="Runs greedy, majority, best-of-N (ORM), weighted best-of-N (PRM), beam, DVTS and MCTS over "
-        "held-out problems of the bundled chained-arithmetic task with the embedded tiny policy and reward models "
-        "(no model hub), then writes the accuracy-against-compute table (summary.md, summary.json) and plot "
-        "(accuracy.png). --retrain first rebuilds those models from scratch with prmsearch's own commands.",
-    )
-    quick.add_argument("--resume", action="store_true", help="continue the runs in --output, skipping what is done")
-    quick.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_flags(quick, QuickstartConfig)
-    quick.set_defaults(func=_quickstart)
+    p.add_argument("--resume", action="store_true", help="continue the runs in --output, skipping what is done")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(p, QuickstartConfig)
+    p.set_defaults(func=_quickstart)
 
-    rep = sub.add_parser(
-        "report",
-        help="accuracy against compute for a search run: summary.json, summary.md and accuracy.png",
-        description="Reads RUN_DIR/results.jsonl (a finished or a partial run; the inputs are never modified) and "
-        "writes, per strategy and N, accuracy with its 95%% Wilson interval, mean generated / scored tokens and "
-        "wall time as summary.json (a list of rows) and summary.md, plus accuracy.png (accuracy against N and "
-        "against generated tokens).",
-    )
-    rep.add_argument(
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "run_dir",
         nargs="+",
         help="the --output folder of `prmsearch search` (or its results.jsonl); several go into "
         "one table (then give --output)",
     )
-    rep.add_argument("--output", help="folder for the summary and the plot (default: RUN_DIR)")
-    rep.set_defaults(func=_report)
+    p.add_argument("--output", help="folder for the summary and the plot (default: RUN_DIR)")
+    p.set_defaults(func=_report)
 
-    show = sub.add_parser("show-tree", help="print the search tree of one problem from a run saved with --save-trees")
-    show.add_argument("result", help="the run's output folder (or its trees.jsonl)")
-    show.add_argument("--problem", required=True, help="problem id")
-    show.add_argument("--strategy", help="only this strategy")
-    show.add_argument("--n", type=int, help="only this N")
-    show.add_argument("--max-chars", type=int, default=80, help="step text shown per node (default 80)")
-    show.set_defaults(func=_show_tree)
 
+def _show_tree_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("result", help="the run's output folder (or its trees.jsonl)")
+    p.add_argument("--problem", required=True, help="problem id")
+    p.add_argument("--strategy", help="only this strategy")
+    p.add_argument("--n", type=int, help="only this N")
+    p.add_argument("--max-chars", type=int, default=80, help="step text shown per node (default 80)")
+    p.set_defaults(func=_show_tree)
+
+
+# name: (one-line help, description, the function that adds its arguments)
+COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], None]]] = {
+    "build": (
+        "build PRM / ORM / pair / stepwise label sets from traces or public data",
+        "Reads --input with the --source reader, labels it for TARGET and writes --output, with a summary beside it "
+        "(OUTPUT.build.json, or build.json in a folder) that training reads the tokenizer and step format from.",
+        _build_args,
+    ),
+    "label": (
+        "automatic process labels from policy rollouts: Monte Carlo (Math-Shepherd), first-error search "
+        "(OmegaPRM), arithmetic consensus",
+        "Writes OUTPUT (.jsonl, the stepwise format `prmsearch build prm --source stepwise` reads) "
+        "and OUTPUT.label.json; --resume continues a killed run.",
+        _label_args,
+    ),
+    "verify": ("grade model outputs against gold answers", None, _verify_args),
+    "train": (
+        "train a BT / ORM / PRM reward model from a YAML recipe (runs under `accelerate launch` too)",
+        "Recipes live in train/ (see TrainConfig); key=value pairs override recipe keys, e.g. "
+        "learning_rate=1e-5 model_config.hidden_size=64.",
+        _train_args,
+    ),
+    "search": (
+        "reward-guided search over a dataset: greedy, majority, best-of-N, weighted best-of-N, beam, DVTS, MCTS",
+        "Strategies and N take comma-separated lists (--strategy beam,dvts --n 4,16); every "
+        "(strategy, N) runs over the dataset. Results are appended to OUTPUT/results.jsonl; --resume continues.",
+        _search_args,
+    ),
+    "quickstart": (
+        "the main job on the embedded default: every strategy with the bundled policy, PRM and ORM",
+        "Runs greedy, majority, best-of-N (ORM), weighted best-of-N (PRM), beam, DVTS and MCTS over "
+        "held-out problems of the bundled chained-arithmetic task with the embedded tiny policy and reward models "
+        "(no model hub), then writes the accuracy-against-compute table (summary.md, summary.json) and plot "
+        "(accuracy.png). --retrain first rebuilds those models from scratch with prmsearch's own commands.",
+        _quickstart_args,
+    ),
+    "report": (
+        "accuracy against compute for a search run: summary.json, summary.md and accuracy.png",
+        "Reads RUN_DIR/results.jsonl (a finished or a partial run; the inputs are never modified) and "
+        "writes, per strategy and N, accuracy with its 95% Wilson interval, mean generated / scored tokens and "
+        "wall time as summary.json (a list of rows) and summary.md, plus accuracy.png (accuracy against N and "
+        "against generated tokens).",
+        _report_args,
+    ),
+    "show-tree": (
+        "print the search tree of one problem from a run saved with --save-trees",
+        None,
+        _show_tree_args,
+    ),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `prmsearch` parser. Every subcommand is listed with its one-line help; with `command`, only that one
+    gets its arguments (the others would parse nothing, and adding them costs their imports). None: all of them."""
+    parser = argparse.ArgumentParser(prog="prmsearch", description="Reward models for reasoning and guided search.")
+    parser.add_argument("--version", action="version", version=f"prmsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help, description, add_arguments) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=description or help)
+        if command is None or command == name:
+            add_arguments(p)
+    return parser
+
+
+def error_line(e: BaseException) -> str:
+    """What bad input prints: the error's message on one line, or for an OS error PATH: REASON (a third-party
+    message, such as a transformers OSError, can span lines)."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The subcommand is the first word that is not an option (the top level's options take no values); with none
+    # (`prmsearch --help`), "" gives no subcommand its arguments.
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))
     # `key=value` overrides may come after flags (`train prm r.yaml --quiet lr=1e-4`), which argparse does not
     # collect into a positional list once an optional flag has ended it.
     args, extra = parser.parse_known_args(argv)
@@ -276,8 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, DatasetUnavailableError) as e:
-        print(f"prmsearch {args.command}: error: {e}", file=sys.stderr)
+    # PrmsearchError is the contract; a plain ValueError is still caught because some configs' checks (BuildConfig,
+    # LabelConfig, SearchConfig choices) raise it, and OSError covers files that are missing or unreadable.
+    except (PrmsearchError, ValueError, OSError) as e:
+        print(f"prmsearch {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .errors import PrmsearchError
 
-class JsonlError(ValueError):
+
+class JsonlError(PrmsearchError):
     """A line of a JSON-lines file that is not JSON (not a torn last line: one in the middle)."""
 
 
@@ -64,3 +69,34 @@ def write_atomic(path: str | Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write a whole output (a file or a folder) into; when the block ends without
+    error it takes `path`'s place, and on an error it is removed. So a killed or failed command leaves the old
+    output or the whole new one. A folder cannot be renamed over a folder: the old one is moved aside first and
+    removed after, so a kill between the two renames leaves it under `.NAME.old`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if tmp.is_dir() and path.is_dir():
+        old = path.with_name(f".{path.name}.old")
+        _remove(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .errors import PrmsearchError
 
-class StepFormatError(ValueError):
+
+class StepFormatError(PrmsearchError):
     """A solution that cannot be encoded under this StepFormat."""
 
 

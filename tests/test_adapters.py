@@ -394,3 +394,13 @@ def test_cli_searches_with_a_public_prm(rlhflow_dir, smollm2_tokenizer, tmp_path
     with pytest.raises(SystemExit):
         main([*args, "--output", str(tmp_path / "bad"), "--scorer-adapter", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_solution_past_the_position_embeddings_is_refused(adapters, name):
+    from prmsearch.models.adapters import AdapterError
+
+    adapter = adapters[name]
+    limit = adapter.model.config.max_position_embeddings
+    with pytest.raises(AdapterError, match=f"more than the {limit} this PRM reads"):
+        adapter.score_steps(PROBLEM, ["one more step " * (limit // 2)])

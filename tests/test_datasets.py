@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from prmsearch.bench.datasets import DatasetUnavailableError, load_problems, problems_from_rows
-from prmsearch.data_builders.rows import BadRowError
 from prmsearch.records import Problem
+from prmsearch.rows import BadRowError
 from prmsearch.verifiers.math import gold_answer
 
 ROOT = Path(__file__).resolve().parent.parent

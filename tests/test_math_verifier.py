@@ -25,7 +25,15 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
         ("Step 2: 48 + 24 = 72. ки\nThe answer is: $72$.", "72"),
         ("Janet sells 9 eggs.\n#### 1,234", "1,234"),
         ("She makes 9 * 2 = $18\nA: 18", "18"),
-        ("We add them: 3 + 4 = 7", "7"),  # the "=" fallback
+        ("We add them: 3 + 4 = 7", "7"),
+        ("Final Answer: The smallest $k$ is 12.", "12"),  # math-verify's extraction: no box, no "answer is"
+        ("Hence $y \\geq 3$ is the solution set.", "y \\geq 3"),
+        ("It costs 1,234 dollars in all.", "1234"),
+        ("The probability is $0.1666666666666667$", "0.1666666666666667"),
+        ("So the rate rose by 12.5%.", "12.5\\%"),
+        ("The solutions are $x=1$ and $x=2$.", "x=1, x=2"),
+        ("The answer is 3/4.", "3/4"),
+        ("The answer is (C).", "(C)"),  # math-verify finds nothing: ours
         ("no final answer here", None),
         ("", None),
     ],
@@ -34,11 +42,33 @@ def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
 
 
-def test_extraction_is_linear_on_hostile_text():
-    for text in ("\\boxed{" * 200_000, "{" * 1_000_000, "x = " * 250_000, "The answer is " * 70_000):
-        start = time.perf_counter()
-        extract_answer(text)
-        assert time.perf_counter() - start < 1.0
+@pytest.mark.parametrize(
+    "text",
+    ["\\boxed{" * 200_000, "{" * 1_000_000, "x = " * 250_000, "The answer is " * 70_000, "1+" * 4_000 + "x"],
+    ids=["open-boxes", "braces", "equals", "answer-is", "operators"],
+)
+def test_extraction_of_hostile_text_keeps_its_deadline(text):
+    start = time.perf_counter()
+    extract_answer(text, timeout=1.0)
+    assert time.perf_counter() - start < 3.0  # the deadline, plus replacing a killed worker
+
+
+FREE_FORM = Path(__file__).parent / "fixtures" / "freeform_answers.jsonl"
+
+
+def test_free_form_outputs_are_graded_at_least_as_well_as_math_verify_grades_them():
+    """Every hand-labelled case that math-verify's default `parse` + `verify` grades right, we grade right too
+    (and the counts are the ones the README states)."""
+    from math_verify import parse, verify
+
+    cases = [json.loads(line) for line in FREE_FORM.open()]
+    ours = grade_many([c["output"] for c in cases], [c["gold"] for c in cases], progress=False)
+    theirs = [bool(verify(parse(f"${c['gold']}$"), parse(c["output"]))) for c in cases]
+    right_ours = {c["id"] for c, g in zip(cases, ours, strict=True) if g.correct == c["correct"]}
+    right_theirs = {c["id"] for c, ok in zip(cases, theirs, strict=True) if ok == c["correct"]}
+    assert len(cases) == 215 and len({c["category"] for c in cases}) == 15
+    assert sorted(right_theirs - right_ours) == []
+    assert (len(right_ours), len(right_theirs)) == (208, 207)
 
 
 def test_gold_answer_takes_whole_field_unless_it_marks_an_answer():
@@ -228,7 +258,7 @@ def test_concurrent_threads_share_the_pool(warm_pool):
 
 @pytest.mark.skipif(not (DATA / "gsm8k_test_model_solutions.jsonl").exists(), reason="needs ../shared/data")
 def test_agreement_with_gsm8k_model_solution_labels():
-    """Issue goal: >= 99.5 % agreement with the released is_correct labels over all 4 x 1319 solutions."""
+    """Every one of the 4 x 1319 released is_correct labels, as the README states."""
     gold = [json.loads(line)["answer"] for line in open(DATA / "gsm8k_test.jsonl")]
     rows = [json.loads(line) for line in open(DATA / "gsm8k_test_model_solutions.jsonl")]
     keys = ["6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"]
@@ -237,14 +267,37 @@ def test_agreement_with_gsm8k_model_solution_labels():
     golds = [g for g in gold for _ in keys]
     grades = grade_many(solutions, golds, progress=False)
     agree = sum(g.correct == label for g, label in zip(grades, labels, strict=True))
-    assert len(grades) == 5276
-    assert agree / len(grades) >= 0.995, agree
+    assert (agree, len(grades)) == (5276, 5276)
 
 
 @pytest.mark.skipif(not (DATA / "math500_test.jsonl").exists(), reason="needs ../shared/data")
 @pytest.mark.parametrize("fast", [True, False])
 def test_math500_reference_solutions_grade_correct(fast):
-    """Issue goal: >= 99 % of MATH-500 reference solutions graded correct, also with every pair through sympy."""
+    """Every MATH-500 reference solution graded correct, also with every pair through sympy (README: 500/500)."""
     rows = [json.loads(line) for line in open(DATA / "math500_test.jsonl")]
     grades = grade_many([r["solution"] for r in rows], [r["answer"] for r in rows], progress=False, fast=fast)
-    assert sum(g.correct for g in grades) / len(rows) >= 0.99
+    assert [r["unique_id"] for r, g in zip(rows, grades, strict=True) if not g.correct] == []
+
+
+def test_in_process_extraction_picks_what_math_verify_picks():
+    """Where the fast path decides without sympy (plain numbers, a boxed number), it returns what math-verify's
+    own extraction returns in a worker, on MATH-500 reference solutions and the free-form set."""
+    from prmsearch.verifiers import answers
+
+    texts = [json.loads(line)["output"] for line in FREE_FORM.open()]
+    if (DATA / "math500_test.jsonl").exists():
+        texts += [json.loads(line)["solution"] for line in open(DATA / "math500_test.jsonl")]
+    decided = 0
+    for text in texts:
+        done, answer = answers.in_process(text)
+        if done and answers.gsm8k_answer(text) is None:
+            decided += 1
+            assert answer == answers.in_worker(text), text
+    assert decided >= 100
+
+
+def test_a_verdicts_reason_does_not_depend_on_earlier_comparisons():
+    """A pair first compared through sympy (fast=False, cached as "equivalent") still reads "identical" on the fast
+    path afterwards: two runs of the same search give the same records whatever ran before them in the process."""
+    assert mv.compare_many(["417"], ["417"], fast=False) == [(True, "equivalent")]
+    assert mv.compare_many(["417"], ["417"]) == [(True, "identical")]

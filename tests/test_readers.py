@@ -22,7 +22,7 @@ from prmsearch.data_builders import (  # noqa: E402
     read_stepwise,
     read_traces_file,
 )
-from prmsearch.data_builders.rows import stable_id  # noqa: E402
+from prmsearch.rows import stable_id  # noqa: E402
 from prmsearch.verifiers import extract_answer, is_equivalent  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -123,7 +123,9 @@ def test_summarize_edges(tmp_path):
     assert [(r["strategy"], r["n"], r["problems"]) for r in rows] == [("dvts", 4, 0), ("mcts", 8, 1), ("weird", 2, 1)]
     assert rows[0]["accuracy"] is None and rows[0]["seconds"] == 0 and rows[1]["accuracy_low"] is None
     assert rows[1]["generated_tokens"] is None and rows[2]["accuracy"] == 1.0
-    assert "| dvts | 4 | 0 | - | - | - | - | 0 |" in format_table(rows)
+    table = format_table(rows)
+    assert "| dvts | 4 | 0 | n/a | - | - | - | 0 |" in table and "| mcts | 8 | 1 | n/a |" in table
+    assert table.endswith("no answer was graded (the problems have no gold answers), so accuracy is not available")
     plot(rows, tmp_path / "p.png")  # only one graded row and no greedy: still a plot
     assert (tmp_path / "p.png").read_bytes().startswith(PNG_MAGIC)
     # a complete last record without its newline is kept

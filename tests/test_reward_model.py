@@ -1,5 +1,7 @@
 """RewardModel on tiny randomly initialised Qwen2 backbones: read-out positions, padding invariance, save/load."""
 
+import math
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -116,3 +118,55 @@ def test_wrong_use_is_a_clear_error(tok, tmp_path):
     make(tok, "bt").model.save_pretrained(tmp_path / "plain")
     with pytest.raises(RewardModelError, match="no prmsearch settings"):
         RewardModel.from_pretrained(str(tmp_path / "plain"))
+
+
+# ---- which class of the PRM head means "correct" -----------------------------------------------------------------
+
+# (loss, head bias, P(correct) the read-out must give): class 1 of the 2-class head is "correct" (label 1); class 0
+# of the 3-class head is an error (label -1), so a neutral step (class 1, label 0) still counts as correct.
+HEAD_CASES = [
+    ("ce", [0.0, 3.0], 1 / (1 + math.exp(-3))),
+    ("ce", [3.0, 0.0], 1 / (1 + math.exp(3))),
+    ("ce3", [0.0, 3.0, 1.0], 1 - 1 / (1 + math.exp(3) + math.exp(1))),
+    ("ce3", [3.0, 0.0, 0.0], 2 / (2 + math.exp(3))),
+    ("bce", [-3.0], 1 / (1 + math.exp(3))),
+]
+
+
+@pytest.mark.parametrize("loss, bias, expected", HEAD_CASES)
+def test_prm_head_class_meaning_survives_save_and_load(tok, tmp_path, loss, bias, expected):
+    """A PRM whose head is set by hand (no weight on the hidden state, only a bias) scores every step with the
+    probability of its "correct" class, through save_pretrained / from_pretrained as a user loads it."""
+    rm = make(tok, "prm", prm_loss=loss)
+    with torch.no_grad():
+        rm.model.score.weight.zero_()
+        rm.model.score.bias.copy_(torch.tensor(bias))
+    rm.save_pretrained(tmp_path / "prm")
+    loaded = RewardModel.from_pretrained(str(tmp_path / "prm"), dtype=torch.float32)
+    scores = loaded.score_steps(PROMPT, StepFormat().split(SOLUTION))
+    assert scores == pytest.approx([expected] * 3, abs=1e-5)
+
+
+def test_prm_trained_on_good_steps_labelled_one_scores_them_higher(tok, tmp_path):
+    """Train a tiny PRM (its own loss, its own read-out) on steps labelled 1 (right) and 0 (wrong): after
+    save / load, the right steps score above 0.5 and the wrong ones below. A flipped class index in the loss or in
+    the read-out (but not both) turns this around."""
+    from prmsearch.train.losses import IGNORE, prm_losses
+
+    rm = make(tok, "prm", prm_loss="ce").train()
+    question = "What is 2 + 3?"
+    good, bad = ["2 + 3 = 5.", "The answer is 5."], ["2 + 3 = 6.", "The answer is 6."]
+    encoded = [rm.encode(question, good), rm.encode(question, bad)]
+    ids, mask = rm._batch(encoded)
+    labels = torch.full(ids.shape, IGNORE)
+    for row, (e, label) in enumerate(zip(encoded, (1, 0), strict=True)):
+        labels[row, e.step_ends] = label
+    optimizer = torch.optim.Adam(rm.parameters(), lr=1e-2)
+    for _ in range(15):
+        optimizer.zero_grad()
+        prm_losses(rm(ids, mask), labels, "ce").mean().backward()
+        optimizer.step()
+    rm.save_pretrained(tmp_path / "trained")
+    loaded = RewardModel.from_pretrained(str(tmp_path / "trained"), dtype=torch.float32)
+    right, wrong = loaded.score_steps_batch([question, question], [good, bad])
+    assert min(right) > 0.5 > max(wrong), (right, wrong)

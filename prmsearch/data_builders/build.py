@@ -10,21 +10,32 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..recipes import read_recipe
+from ..errors import PrmsearchError, refuse_overwrite
+from ..files import replacing, write_atomic
+from ..recipes import option, read_recipe
+from ..rows import ReadReport
 from ..steps import StepFormat
 from .labels import LABEL_KINDS, OUTCOME_TO_STEPS, BuildReport, build_orm, build_prm, build_stepwise
 from .math_shepherd import read_math_shepherd
 from .pairs import MARGINS, build_pairs
 from .prm800k import NEUTRAL_POLICIES, read_prm800k
 from .processbench import AFTER_ERROR, read_processbench
-from .rows import ReadReport
 from .stepwise import read_stepwise
 from .traces import read_traces_file
 
 TARGETS = ("prm", "orm", "pairs", "stepwise")
+LONG_TOKENS = 32_768  # without --max-length, examples longer than this (or the tokenizer's limit) are reported
+_DROP_HINTS = {
+    "too_long": "raise --max-length",
+    "too_long_pairs": "raise --max-length",
+    "no_outcome": "the rows have no outcome: give --outcome-key, or --gold-field to grade the solutions",
+    "no_step_labels": "the rows have no step labels: give --outcome-to-steps all or last to label steps by outcome",
+    "one_sided_group_traces": "pairs need a right and a wrong solution of the same problem",
+    "no_steps": "the solutions are empty: check --solution-fields and --separator",
+}
 READERS = {
     "prm800k": read_prm800k,
     "math-shepherd": read_math_shepherd,
@@ -38,32 +49,64 @@ READERS = {
 class BuildConfig:
     """Everything `prmsearch build` needs. Field names are the CLI flags (`--skip-bad` → `skip_bad`)."""
 
-    target: str = "prm"
-    source: str = "traces"
-    input: str = ""
-    output: str = ""
-    tokenizer: str | None = None
-    separator: str = "\n\n"
-    marker: str | None = None
-    prompt_separator: str = "\n\n"
-    gap: str = ""
-    max_length: int | None = None
-    label_kind: str = "auto"
-    outcome_to_steps: str = "all"
-    margin: str = "none"
-    skip_bad: bool = False
-    split: str = "train"
+    target: str = option(
+        "prm",
+        "what to build: prm (step labels at step ends), orm (the outcome on every solution token), pairs (BT "
+        "chosen/rejected of one problem), stepwise (TRL's prompt/completions/labels, not tokenized)",
+    )
+    source: str = option(
+        "traces",
+        "reader of --input: prm800k, math-shepherd, stepwise (TRL's format, what `prmsearch label` writes), "
+        "processbench, traces (raw solutions, graded or not)",
+    )
+    input: str = option("", "data to read: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a hub id")
+    output: str = option(
+        "", "where the examples go: a .jsonl or .parquet file, or a save_to_disk folder; the summary beside it"
+    )
+    tokenizer: str | None = option(
+        None, "tokenizer to encode with, needed by prm and orm: a hub id, a local folder, a .gguf file or smollm2"
+    )
+    separator: str = option("\n\n", "text between the steps of a solution: splits raw traces, joins steps")
+    marker: str | None = option(
+        None, "text or special token after each step in model input, its last token labelled ('': the step's own)"
+    )
+    prompt_separator: str = option("\n\n", "text between the prompt and the first step in model input")
+    gap: str = option(
+        "", "unlabelled text between a step's marker and the next step in model input (Math-Shepherd: \\n)"
+    )
+    max_length: int | None = option(None, "token limit per example: a longer example is dropped and counted, never cut")
+    label_kind: str = option(
+        "auto",
+        "prm step labels: hard (0/1), soft (floats in [0, 1]), three-class (-1/0/+1), auto (hard if all are 0/1, "
+        "else soft; prm800k with --neutral three-class: three-class)",
+    )
+    outcome_to_steps: str = option(
+        "all",
+        "prm, stepwise: a trace with an outcome but no step labels gets it on all steps, the last step, or none "
+        "(dropped)",
+    )
+    margin: str = option("none", "pairs: none, or steps (a margin column: the pair's difference of mean step labels)")
+    skip_bad: bool = option(False, "count and skip malformed input rows instead of stopping at the first")
+    split: str = option("train", "split of a hub dataset or save_to_disk folder (ProcessBench: gsm8k, math, ...)")
     # PRM800K
-    neutral: str = "three-class"
-    branches: bool = True
+    neutral: str = option(
+        "three-class", "prm800k: a 0 rating becomes positive (1), negative (0) or stays 0 (three-class)"
+    )
+    branches: bool = option(True, "prm800k: every rated alternative at a step also becomes its own trace")
     # ProcessBench
-    after_error: str = "negative"
+    after_error: str = option(
+        "negative", "processbench: steps after the first error are negative (0), unlabelled, or truncate (cut off)"
+    )
     # raw traces
-    prompt_field: str = "question"
-    solution_fields: list[str] = field(default_factory=lambda: ["solution"])
-    solution_key: str = "solution"
-    outcome_key: str = "is_correct"
-    gold_field: str | None = None
+    prompt_field: str = option("question", "traces: field of the prompt (dotted paths reach nested fields: a.b)")
+    solution_fields: list[str] = option(
+        ["solution"], "traces: fields holding a solution string, a {solution_key, outcome_key} object, or a list"
+    )
+    solution_key: str = option("solution", "traces: key of the solution text in a solution object")
+    outcome_key: str = option("is_correct", "traces: key of the true/false outcome in a solution object")
+    gold_field: str | None = option(
+        None, "traces: field of the gold answer (or a reference solution); grades solutions that carry no outcome"
+    )
 
     # Allowed values of the fields that are a choice; the CLI shows them in --help.
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -112,6 +155,7 @@ def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     """Build and save the dataset; returns the summary that is also written to `build.json`."""
     if not cfg.input or not cfg.output:
         raise ValueError("build needs an input and an output path")
+    refuse_overwrite(cfg.output, cfg.input)
     if cfg.target in ("prm", "orm") and not cfg.tokenizer:
         raise ValueError(f"build {cfg.target} needs --tokenizer (a hub id, a local folder, a .gguf, or 'smollm2')")
     start = time.time()
@@ -125,6 +169,9 @@ def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         label_kind = "three-class"
     fmt = cfg.step_format()
     read_report, build_report = ReadReport(), BuildReport()
+    if tokenizer is not None and cfg.max_length is None:
+        limit = getattr(tokenizer, "model_max_length", None)
+        build_report.long_limit = limit if isinstance(limit, int) and 0 < limit < LONG_TOKENS else LONG_TOKENS
     traces = read_source(cfg, read_report)
     common = {"report": build_report, "progress": progress}
     if cfg.target == "prm":
@@ -155,30 +202,44 @@ def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         "examples": build_report.examples,
         "dropped": dict(build_report.dropped),
         "label_kind": build_report.label_kind,
+        "longest_tokens": build_report.longest,
+        "long_examples": build_report.long,
+        "long_limit": build_report.long_limit,
         "step_format": fmt.to_dict(),
         "tokenizer": cfg.tokenizer,
         "config": dataclasses.asdict(cfg),
         "seconds": round(time.time() - start, 2),
     }
+    if not build_report.examples:
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(build_report.dropped.items())) or "none"
+        hints = "; ".join(dict.fromkeys(_DROP_HINTS[k] for k in build_report.dropped if k in _DROP_HINTS))
+        raise PrmsearchError(
+            f"build {cfg.target}: no examples left from {build_report.traces} traces of {cfg.input} "
+            f"({read_report.rows} rows read, {read_report.bad_rows} bad; dropped: {dropped}); nothing written"
+            + (f"; {hints}" if hints else "")
+        )
     save_dataset(ds, cfg.output, summary)
     return summary
 
 
 def save_dataset(ds: Any, path: str, summary: dict[str, Any]) -> str:
     """`.jsonl` / `.parquet` files, or a `save_to_disk` folder; the summary goes to `build.json` inside the folder,
-    or to `<file>.build.json` beside a file. Returns the summary's path."""
-    if path.endswith(".jsonl"):
-        ds.to_json(path, lines=True, force_ascii=False)
+    or to `<file>.build.json` beside a file. Returns the summary's path. Each is written under a temporary name
+    and renamed when whole, so a killed build leaves the old output or the new one, never half of one."""
+    text = json.dumps(summary, indent=2, ensure_ascii=False)
+    with replacing(path) as tmp:
+        if path.endswith(".jsonl"):
+            ds.to_json(str(tmp), lines=True, force_ascii=False)
+        elif path.endswith(".parquet"):
+            ds.to_parquet(str(tmp))
+        else:
+            ds.save_to_disk(str(tmp))
+            (tmp / "build.json").write_text(text, encoding="utf-8")
+    if path.endswith((".jsonl", ".parquet")):
         meta = path + ".build.json"
-    elif path.endswith(".parquet"):
-        ds.to_parquet(path)
-        meta = path + ".build.json"
-    else:
-        ds.save_to_disk(path)
-        meta = os.path.join(path, "build.json")
-    with open(meta, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, ensure_ascii=False)
-    return meta
+        write_atomic(meta, text)
+        return meta
+    return os.path.join(path, "build.json")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -190,5 +251,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     dropped = summary["dropped"]
     lines.append("dropped:          " + (", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none"))
+    if summary.get("long_examples"):
+        lines.append(
+            f"warning: {summary['long_examples']} examples longer than {summary['long_limit']} tokens (the longest "
+            f"{summary['longest_tokens']}): training on them is slow or runs out of memory; --max-length drops them"
+        )
     lines.extend(f"  {e}" for e in summary["bad_row_examples"])
     return "\n".join(lines)

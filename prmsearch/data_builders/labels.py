@@ -28,9 +28,17 @@ class BuildReport:
     examples: int = 0
     dropped: Counter = field(default_factory=Counter)
     label_kind: str | None = None
+    longest: int = 0  # tokens of the longest example encoded
+    long_limit: int | None = None  # examples above this many tokens are counted in `long`
+    long: int = 0
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
+
+    def saw(self, tokens: int) -> None:
+        """Note an encoded example's length (`build` reports the very long ones)."""
+        self.longest = max(self.longest, tokens)
+        self.long += self.long_limit is not None and tokens > self.long_limit
 
 
 def step_labels(trace: Trace, outcome_to_steps: str = "all") -> list[StepLabel] | None:
@@ -73,10 +81,12 @@ def _encode(fmt: StepFormat, tokenizer: Any, trace: Trace, max_length: int | Non
         report.drop("no_steps")
         return None
     try:
-        return fmt.encode(tokenizer, trace.prompt, trace.steps, max_length=max_length)
+        encoded = fmt.encode(tokenizer, trace.prompt, trace.steps, max_length=max_length)
     except TooLongError:
         report.drop("too_long")
         return None
+    report.saw(len(encoded.input_ids))
+    return encoded
 
 
 def _counted(traces: Iterable[Trace], report: BuildReport, progress: bool, desc: str) -> Iterator[Trace]:
@@ -113,6 +123,8 @@ def _token_features(label_dtype: str, **extra: Any) -> dict[str, Any]:
 def _dataset(rows: list[dict[str, Any]], features: dict[str, Any]):
     import datasets
 
+    if not rows:  # from_list cannot tell an empty list's columns
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=datasets.Features(features))
     return datasets.Dataset.from_list(rows, features=datasets.Features(features))
 
 

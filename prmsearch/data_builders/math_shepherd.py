@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..records import Trace
-from .rows import ReadReport, RowError, get, read_traces, stable_id
+from ..rows import ReadReport, RowError, get, read_traces, stable_id
 
 _MARKS = {"+": 1.0, "-": 0.0}
 

@@ -57,7 +57,7 @@ def build_pairs(
         if not good or not bad:
             report.dropped["one_sided_group_traces"] += len(members)
             continue
-        ids = {id(t): _ids(fmt, tokenizer, t, max_length) for t in members} if tokenizer is not None else {}
+        ids = {id(t): _ids(fmt, tokenizer, t, max_length, report) for t in members} if tokenizer is not None else {}
         for c in good:
             for r in bad:
                 if tokenizer is not None and (ids[id(c)] is None or ids[id(r)] is None):
@@ -84,8 +84,12 @@ def build_pairs(
     return _dataset(rows, features)
 
 
-def _ids(fmt: StepFormat, tokenizer: Any, trace: Trace, max_length: int | None) -> list[int] | None:
+def _ids(
+    fmt: StepFormat, tokenizer: Any, trace: Trace, max_length: int | None, report: BuildReport
+) -> list[int] | None:
     try:
-        return fmt.encode(tokenizer, trace.prompt, trace.steps, max_length=max_length).input_ids
+        ids = fmt.encode(tokenizer, trace.prompt, trace.steps, max_length=max_length).input_ids
     except TooLongError:
         return None
+    report.saw(len(ids))
+    return ids

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..records import Trace
-from .rows import ReadReport, RowError, get, read_traces, stable_id
+from ..rows import ReadReport, RowError, get, read_traces, stable_id
 
 # What a 0 ("neither helps nor hurts") becomes is a modelling choice, so it is an explicit option.
 NEUTRAL_POLICIES = {

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..records import StepLabel, Trace
-from .rows import ReadReport, RowError, get, get_strings, read_traces, stable_id
+from ..rows import ReadReport, RowError, get, get_strings, read_traces, stable_id
 
 AFTER_ERROR = ("negative", "unlabelled", "truncate")
 

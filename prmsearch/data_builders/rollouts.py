@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..records import Problem, Trace
-from ..verifiers.math import compare_many, extract_answer, gold_answer
+from ..verifiers.math import compare_many, extract_many, gold_answer
 
 if TYPE_CHECKING:
     from .autolabel import LabelConfig
@@ -141,7 +141,7 @@ def grade(items: Sequence[tuple[LabelJob, str]], cfg: LabelConfig) -> list[bool]
     verdicts = [False] * len(items)
     math = [i for i, (job, _) in enumerate(items) if job.task == "math"]
     if math:
-        answers = [extract_answer(items[i][1]) for i in math]
+        answers = extract_many([items[i][1] for i in math], timeout=cfg.grade_timeout)
         golds = [items[i][0].gold or "" for i in math]
         for i, (ok, _why) in zip(math, compare_many(answers, golds, timeout=cfg.grade_timeout), strict=True):
             verdicts[i] = ok

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..records import Trace
-from .rows import ReadReport, RowError, get, get_strings, read_traces, stable_id
+from ..rows import ReadReport, RowError, get, get_strings, read_traces, stable_id
 
 
 def read_stepwise(

@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..records import Trace
+from ..rows import ReadReport, RowError, get, read_traces, stable_id
 from ..steps import StepFormat
-from ..verifiers.math import extract_answer, is_equivalent
-from .rows import ReadReport, RowError, get, read_traces, stable_id
+from ..verifiers.math import extract_answer, gold_answer, is_equivalent
 
 
 def read_traces_file(
@@ -46,7 +46,7 @@ def read_traces_file(
         gold = None
         if gold_field is not None:
             raw_gold = str(get(row, gold_field, (str, int, float)))
-            gold = extract_answer(raw_gold) or raw_gold.strip()
+            gold = gold_answer(raw_gold)
 
         traces = []
         for name in solution_fields:

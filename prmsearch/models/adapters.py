@@ -38,10 +38,11 @@ from torch import nn
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
+from ..errors import PrmsearchError
 from ..steps import EncodedSteps, StepFormat
 
 
-class AdapterError(ValueError):
+class AdapterError(PrmsearchError):
     """A checkpoint or tokenizer that does not follow the public format its adapter reads."""
 
 
@@ -148,8 +149,15 @@ class PRMAdapter:
         return out.last_hidden_state
 
     def collate(self, encoded: list[EncodedSteps]) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
-        """Padded ids, mask, and each row's read-out positions in the padded batch."""
+        """Padded ids, mask, and each row's read-out positions in the padded batch. A solution longer than the
+        model's position embeddings is refused: past them it would score noise without a word."""
         width = max(len(e.input_ids) for e in encoded)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and width > limit:
+            raise AdapterError(
+                f"a prompt with its steps is {width} tokens, more than the {limit} this PRM reads "
+                "(max_position_embeddings); shorten it (in a search: a lower --max-tokens)"
+            )
         tok = self.tokenizer
         pad = next((i for i in (tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
         ids = torch.full((len(encoded), width), pad, dtype=torch.long)

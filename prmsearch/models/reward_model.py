@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..errors import PrmsearchError
 from ..steps import EncodedSteps, StepFormat
 
 KINDS = ("bt", "orm", "prm")
@@ -27,7 +28,7 @@ AGGREGATIONS = ("mean", "min", "prod")
 HEAD_OUTPUTS = {"ce": 2, "ce3": 3, "bce": 1, "mse": 1}
 
 
-class RewardModelError(ValueError):
+class RewardModelError(PrmsearchError):
     """A reward model asked to do what its kind does not do, or a checkpoint without prmsearch settings."""
 
 
@@ -172,8 +173,26 @@ class RewardModel(torch.nn.Module):
         return self.model.score(hidden)
 
     def encode(self, prompt: str, completion: str | Sequence[str]) -> EncodedSteps:
+        """The model's input for a solution; refused when it is longer than the model reads."""
         steps = self.step_format.split(completion) if isinstance(completion, str) else list(completion)
-        return self.step_format.encode(self.tokenizer, prompt, steps)
+        encoded = self.step_format.encode(self.tokenizer, prompt, steps)
+        self.check_length(len(encoded.input_ids), "prompt + completion")
+        return encoded
+
+    @property
+    def max_length(self) -> int | None:
+        """The most tokens the backbone reads (its max_position_embeddings); None when its config does not say."""
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return n if isinstance(n, int) and n > 0 else None
+
+    def check_length(self, tokens: int, what: str) -> None:
+        """Refuse an input longer than the position embeddings: past them a model scores noise without a word."""
+        if self.max_length is not None and tokens > self.max_length:
+            raise RewardModelError(
+                f"{what} is {tokens} tokens, more than the {self.max_length} this reward model reads "
+                "(max_position_embeddings); shorten it (in a search: a lower --max-tokens) or use a model that reads "
+                "more"
+            )
 
     def _batch(self, encoded: list[EncodedSteps]) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
@@ -213,6 +232,12 @@ class RewardModel(torch.nn.Module):
                     prompts[start : start + batch_size], completions[start : start + batch_size], strict=True
                 )
             ]
+            for row, e in enumerate(encoded):
+                if len(e.input_ids) <= e.prompt_length and self.kind == "orm":
+                    raise RewardModelError(
+                        f"completion {start + row} is empty: an ORM scores completion tokens and there are none; "
+                        "leave empty completions out (or score them as you see fit)"
+                    )
             ids, mask = self._batch(encoded)
             logits = self(ids, mask)
             for row, e in enumerate(encoded):

@@ -19,9 +19,11 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import PrmsearchError
+from ..recipes import option
 from ..records import Problem
 from ..steps import StepFormat
-from ..verifiers.math import extract_answer
+from ..verifiers.math import extract_many
 from .generators import Completion, Generator, derive_seed
 from .select import AGGREGATIONS, METHODS, aggregate, group_answers_many, select_from_groups
 from .tree import COMPLETE, CUT, EMPTY, STEP, Node, Tree
@@ -81,11 +83,11 @@ SYSTEM_PROMPT = (
 )
 
 
-class ScorerError(ValueError):
+class ScorerError(PrmsearchError):
     """A scorer used on keys it does not hold, or a model kind that cannot score this way."""
 
 
-class SearchError(ValueError):
+class SearchError(PrmsearchError):
     """Settings a strategy cannot run with (a strategy that needs step scores given an ORM, N not a multiple of
     the width, ...)."""
 
@@ -98,18 +100,20 @@ class SearchSettings:
     scores into a score for selection and ranking; `final` picks the answer among the complete solutions a tree
     search found."""
 
-    width: int = 4
-    max_steps: int = 40
-    max_step_tokens: int = 256
-    max_tokens: int = 1024
-    temperature: float = 0.8
-    top_p: float = 1.0
-    seed: int = 0
-    agg: str = "last"
-    final: str = "weighted_best_of_n"
-    lookahead: int = 0
-    puct: float = 1.0
-    rollout: bool = True
+    width: int = option(4, "M: children per expansion in beam, DVTS and MCTS (beam and DVTS need N a multiple of M)")
+    max_steps: int = option(40, "beam, DVTS: depth limit; the expansion at this depth writes the rest of the solution")
+    max_step_tokens: int = option(256, "tokens per step of a tree search")
+    max_tokens: int = option(1024, "tokens per whole solution: greedy, sampling, a tree search's last step, rollouts")
+    temperature: float = option(0.8, "sampling temperature of the policy (greedy decodes at 0)")
+    top_p: float = option(1.0, "nucleus sampling: only the most likely tokens whose probabilities sum to top_p")
+    seed: int = option(0, "run seed; each sample's seed comes from (seed, problem id, node), never from the batch")
+    agg: str = option("last", "a path's step scores to one score: last step, min, prod (of probabilities), mean")
+    final: str = option(
+        "weighted_best_of_n", "how a tree search picks the answer among the complete solutions it found"
+    )
+    lookahead: int = option(0, "beam, DVTS: rank a child by its greedy continuation this many steps on (0: off)")
+    puct: float = option(1.0, "MCTS exploration weight c in Q + c * P * sqrt(N(parent)) / (1 + N(child))")
+    rollout: bool = option(True, "MCTS: value a new leaf by a rollout to a full solution (no: by its own path score)")
 
 
 @dataclass
@@ -358,15 +362,23 @@ class Search:
             return state.problem.prompt + self.format.separator.join(steps)
         return self.format.join(steps)
 
-    def answer(self, state: State, node: Node) -> str | None:
-        text = self.solution(state, node)
-        return text if state.task == "code" else extract_answer(text)
+    def answers(self, items: Sequence[tuple[State, Node]]) -> list[str | None]:
+        """What each candidate answers: for math the extracted final answer (one batch), for code the program."""
+        out: list[str | None] = [self.solution(st, n) for st, n in items]
+        math = [i for i, (st, _) in enumerate(items) if st.task != "code"]
+        for i, answer in zip(math, extract_many([out[i] for i in math], timeout=self.timeout), strict=True):  # type: ignore[misc]
+            out[i] = answer
+        return out
 
     def select_answer(self, states: Sequence[State], method: str, scores: str = "path") -> None:
         """Set `chosen` among each state's candidates by `method` (majority / best_of_n / weighted_best_of_n),
         candidates' scores being their path score (tree search) or own score (sampling); equivalent answers are
         grouped in one batched pass over all problems."""
-        answers = [[self.answer(st, n) for n in st.candidates] for st in states]
+        flat = self.answers([(st, n) for st in states for n in st.candidates])
+        answers, at = [], 0
+        for st in states:
+            answers.append(flat[at : at + len(st.candidates)])
+            at += len(st.candidates)
         values = [[self.path_score(st, n) if scores == "path" else n.score for n in st.candidates] for st in states]
         groups: list[list[int | None]] = [[] for _ in states]
         for task in {st.task for st in states}:

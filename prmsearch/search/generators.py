@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import PrmsearchError, require_local
 from . import kv
 from .prefix_cache import PrefixCache
 
 FINISH_REASONS = ("stop", "eos", "length")
 
 
-class GeneratorError(ValueError):
+class GeneratorError(PrmsearchError):
     """Bad arguments to `generate`, or a policy that cannot be loaded."""
 
 
@@ -108,6 +109,29 @@ def find_stop(text: str, stop: Sequence[str], start: int = 0) -> tuple[int, str]
     return best
 
 
+_GENERATIVE = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def _check_causal_lm(path: str, model: Any, info: dict[str, Any]) -> None:
+    """A policy must have been saved as a causal LM: its LM head among the weights it loaded, not freshly
+    initialised (what `AutoModelForCausalLM` does, with only a warning, to a reward model's folder)."""
+    saved_as = getattr(model.config, "architectures", None) or []
+    head = model.get_output_embeddings()
+    missing = [k for k in info.get("missing_keys", []) if head is not None and k.split(".")[0] in _head_names(model)]
+    if missing:
+        what = f"a {saved_as[0]}" if saved_as else "a model without an LM head"
+        raise GeneratorError(
+            f"--policy {path}: {what}, not a causal LM (its LM head {missing[0]!r} is not in the checkpoint, so it "
+            "would generate from random weights); give a causal LM (a reward model goes to --scorer)"
+        )
+
+
+def _head_names(model: Any) -> set[str]:
+    """The top-level attribute names under which the model keeps its output embeddings ("lm_head", ...)."""
+    head = model.get_output_embeddings()
+    return {name.split(".")[0] for name, module in model.named_modules() if module is head and name}
+
+
 class HFGenerator:
     """Batched sampling with a KV cache through a transformers causal LM, on CPU or GPU.
 
@@ -143,17 +167,27 @@ class HFGenerator:
         **kwargs: Any,
     ) -> HFGenerator:
         """A policy from a hub id, a folder or an embedded name (`embedded:policy`): `AutoModelForCausalLM` and
-        `AutoTokenizer`."""
+        `AutoTokenizer`. Refused in one line: a path that does not exist, and a model that is not a causal LM with
+        its LM head (a reward-model folder would otherwise generate through a randomly initialised head)."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from ..embedded import resolve
 
-        path = resolve(path)
+        require_local(path, "policy folder", "--policy")
+        name, path = path, resolve(path)
+        saved_as = AutoConfig.from_pretrained(path, **kwargs).architectures or []
+        if saved_as and not any(a.endswith(_GENERATIVE) for a in saved_as):
+            raise GeneratorError(
+                f"--policy {name}: saved as {saved_as[0]}, not a causal LM (a reward model goes to --scorer); give a "
+                "causal LM folder or hub id"
+            )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(device)
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True, **kwargs)
+        _check_causal_lm(name, model, info)
+        model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, batch_size=batch_size, prefix_cache_tokens=prefix_cache_tokens)
 

@@ -12,7 +12,8 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
-from ..verifiers.math import DEFAULT_TIMEOUT, extract_answer
+from ..errors import PrmsearchError
+from ..verifiers.math import DEFAULT_TIMEOUT, extract_many
 from .select import AGGREGATIONS, METHODS, TASKS, aggregate, best_of_n, group_answers_many, select_from_groups
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 OUTPUT_COLUMNS = ("answer", "score", "votes", "weight", "candidates")
 
 
-class RerankError(ValueError):
+class RerankError(PrmsearchError):
     """The frame cannot be reranked as given; the message names the column (and row) to fix."""
 
 
@@ -82,7 +83,7 @@ def rerank(
         if _missing(pid):
             raise RerankError(f"column {problem_column!r}, row {labels[pos]!r}: the problem id is missing")
         problems.setdefault(pid, []).append(pos)
-    answers = columns.answers(frame, labels, task)
+    answers = columns.answers(frame, labels, task, timeout)
     scores = columns.scores(frame, labels, agg)
 
     rows = list(problems.values())
@@ -150,9 +151,17 @@ class _Columns:
         if twice:
             raise RerankError(f"column(s) {twice} appear more than once in the frame; rename the copies")
 
-    def answers(self, frame: pd.DataFrame, labels: list[Any], task: str) -> list[str | None]:
+    def answers(self, frame: pd.DataFrame, labels: list[Any], task: str, timeout: float) -> list[str | None]:
+        """Each row's answer; solutions' math answers are extracted in one batch."""
         col = self.answer_col or self.text_col
-        return [self._answer(value, col, label, task) for value, label in zip(frame[col].tolist(), labels, strict=True)]
+        values = [
+            self._answer(value, col, label, task) for value, label in zip(frame[col].tolist(), labels, strict=True)
+        ]
+        if self.text_col is not None and task == "math":
+            texts = [i for i, v in enumerate(values) if v is not None]
+            for i, answer in zip(texts, extract_many([values[i] for i in texts], timeout=timeout), strict=True):  # type: ignore[misc]
+                values[i] = answer
+        return [v.strip() or None if v is not None else None for v in values]
 
     def _answer(self, value: Any, col: str, label: Any, task: str) -> str | None:
         if _missing(value):
@@ -161,9 +170,7 @@ class _Columns:
             return str(int(value)) if float(value).is_integer() else repr(float(value))
         if not isinstance(value, str):
             raise RerankError(f"column {col!r}, row {label!r}: expected a string, got {type(value).__name__}")
-        if self.text_col is not None and task == "math":
-            value = extract_answer(value) or ""
-        return value.strip() or None
+        return value
 
     def scores(self, frame: pd.DataFrame, labels: list[Any], agg: str) -> list[float | None]:
         if self.steps_col is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench.report import result_files
+from ..errors import PrmsearchError
 from ..files import read_rows, whole_lines, write_atomic
 from .shard import Shard
 
@@ -27,7 +28,7 @@ RESULTS, TREES, CONFIG = "results.jsonl", "trees.jsonl", "search_config.yaml"
 Key = tuple[str, str, int]  # (problem id, strategy, N)
 
 
-class RunFolderError(ValueError):
+class RunFolderError(PrmsearchError):
     """An output folder that cannot take this run: results without --resume, or other settings."""
 
 

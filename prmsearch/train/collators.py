@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
+from ..errors import PrmsearchError
 from .losses import IGNORE
 
 
-class BatchingError(ValueError):
+class BatchingError(PrmsearchError):
     """Examples that cannot be batched as asked (a sequence longer than the token budget, a BT read-out that padding
     would hide, pairs that form a cycle)."""
 

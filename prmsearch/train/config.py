@@ -4,72 +4,80 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import yaml
 
+from ..errors import InputError, PrmsearchError, require_local
 from ..models.reward_model import AGGREGATIONS, KINDS
-from ..recipes import read_recipe
+from ..recipes import option, read_recipe, yaml_problem
 from .losses import PRM_LOSSES
 
 BT_LOSSES = ("bt", "plackett_luce")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(PrmsearchError):
     """A recipe or override that names an unknown key or an impossible combination."""
 
 
 @dataclass
 class TrainConfig:
-    kind: str = "prm"
+    """Everything `prmsearch train` needs: the keys of a recipe (`train/*.yaml`), each overridable as key=value."""
+
+    kind: str = option("prm", "bt (pairs, sequence head), orm (outcome on every completion token), prm (step ends)")
     # the backbone: a hub id or folder with weights, or `model_config` (a transformers config as a dict, with
     # `model_type`) for a randomly initialised model: tiny recipes and tests
-    model: str | None = None
-    model_config: dict[str, Any] | None = None
-    tokenizer: str | None = None  # default: the one the data was built with (build.json), else `model`
-    train_data: str = ""  # what `prmsearch build` wrote: a folder, .jsonl or .parquet
-    eval_data: str | None = None
-    eval_fraction: float = 0.05  # held out from train_data by prompt group when eval_data is not given
-    eval_max_examples: int | None = 2000
-    output_dir: str = "runs/rm"
+    model: str | None = option(None, "the backbone with its weights: a hub id, a local folder or embedded:policy")
+    model_config: dict[str, Any] | None = option(
+        None, "instead of model: a transformers config (a dict with model_type) for a randomly initialised backbone"
+    )
+    tokenizer: str | None = option(None, "default: the one the data was built with (its build.json), else model")
+    train_data: str = option("", "what `prmsearch build` wrote: a folder, a .jsonl or .parquet file (or a hub id)")
+    eval_data: str | None = option(None, "held-out data in the same form (default: eval_fraction of train_data)")
+    eval_fraction: float = option(0.05, "share of train_data held out, by prompt group, when eval_data is not given")
+    eval_max_examples: int | None = option(2000, "evaluate on at most this many examples (None: all)")
+    output_dir: str = option("runs/rm", "checkpoints, the final model, metrics.json and train_config.yaml")
     # heads and losses
-    prm_loss: str = "ce"
-    aggregation: str = "mean"  # ORM read-out stored with the model
-    bt_loss: str = "bt"
-    group_by_prompt: bool = False  # BT: all pairs of a prompt in one batch, each prompt weighted once
-    center_rewards_coefficient: float | None = None
+    prm_loss: str = option("ce", "prm: ce (0/1), ce3 (-1/0/+1, PRM800K), bce (soft labels), mse (sigmoid regression)")
+    aggregation: str = option("mean", "orm: how token scores become a solution's score, stored with the model")
+    bt_loss: str = option("bt", "bt: bt (pairwise) or plackett_luce (a ranking of each prompt's completions)")
+    group_by_prompt: bool = option(False, "bt: all pairs of a prompt in one batch, each prompt weighted once")
+    center_rewards_coefficient: float | None = option(None, "bt: weight of TRL's penalty that centres rewards on 0")
     # batching
-    per_device_batch_size: int = 8  # examples (BT: pairs) per micro-batch
-    packing: bool = True  # ORM / PRM: one packed row per micro-batch, no padding
-    max_tokens_per_batch: int = 8192  # packed row length cap
-    gradient_accumulation_steps: int = 1
+    per_device_batch_size: int = option(8, "examples (bt: pairs) per micro-batch on each device")
+    packing: bool = option(True, "orm, prm: one packed row per micro-batch, no padding")
+    max_tokens_per_batch: int = option(8192, "packed row length cap, in tokens")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimiser step")
     # optimisation
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    lr_scheduler_type: str = "linear"
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    max_grad_norm: float = 1.0
-    seed: int = 42
+    learning_rate: float = option(1e-5, "peak learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.0, "share of the steps over which the learning rate warms up from 0")
+    lr_scheduler_type: str = option("linear", "transformers' scheduler: linear, cosine, constant, ...")
+    num_train_epochs: float = option(1.0, "passes over train_data (max_steps > 0 wins)")
+    max_steps: int = option(-1, "optimiser steps in all (-1: from num_train_epochs)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    seed: int = option(42, "seed of initialisation, data order and the eval split")
     # model memory and precision
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    attn_implementation: str | None = None
-    lora_r: int = 0  # > 0 trains LoRA adapters (peft) plus the head; merged into the saved model
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    deepspeed: str | None = None  # a DeepSpeed JSON config (or use an accelerate config with DeepSpeed)
+    bf16: bool = option(False, "bfloat16 mixed precision")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, more time")
+    attn_implementation: str | None = option(
+        None, "the backbone's attention: eager, sdpa, flash_attention_2 (packed rows never attend across examples)"
+    )
+    lora_r: int = option(0, "> 0: train LoRA adapters of this rank (peft) plus the head, merged into the saved model")
+    lora_alpha: int = option(16, "LoRA scaling")
+    lora_dropout: float = option(0.0, "LoRA dropout")
+    lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules given LoRA adapters")
+    deepspeed: str | None = option(None, "a DeepSpeed JSON config (or launch with an accelerate config that sets one)")
     # bookkeeping
-    logging_steps: int = 10
-    eval_steps: int | None = None  # None: evaluate once, at the end
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    report_to: str = "none"
-    dataloader_num_workers: int = 0
+    logging_steps: int = option(10, "log the loss every N optimiser steps")
+    eval_steps: int | None = option(None, "evaluate every N steps (None: once, at the end)")
+    save_steps: int = option(500, "save a checkpoint every N steps (--resume continues from one)")
+    save_total_limit: int | None = option(2, "checkpoints kept, the oldest deleted first (None: all)")
+    report_to: str = option("none", "where logs go besides metrics.json: none, tensorboard, wandb, ...")
+    dataloader_num_workers: int = option(0, "data-loading processes (0: in the training process)")
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "kind": KINDS,
@@ -82,18 +90,39 @@ class TrainConfig:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise TrainConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if not self.train_data:
+            raise TrainConfigError("set `train_data` to what `prmsearch build` wrote")
         if not self.model and not self.model_config:
             raise TrainConfigError("set `model` (a hub id or folder) or `model_config` (a transformers config dict)")
         if self.model and self.model_config:
             raise TrainConfigError("set only one of `model` and `model_config`")
         if self.model_config is not None and "model_type" not in self.model_config:
             raise TrainConfigError("model_config needs a `model_type` (e.g. qwen2, llama)")
-        if not self.train_data:
-            raise TrainConfigError("set `train_data` to what `prmsearch build` wrote")
+        self._check_paths()
         if self.bt_loss == "plackett_luce" and self.kind == "bt":
             self.group_by_prompt = True  # a ranking needs its prompt's completions together
         if not 0 <= self.eval_fraction < 1:
             raise TrainConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+    def _check_paths(self) -> None:
+        """Refuse missing data and models now, not after the model is built. A name that looks like a local path
+        ("./x", "x.jsonl") and does not exist is a typo. Any other missing name could be a hub dataset, but with
+        neither `tokenizer` nor `model` set the tokenizer can only come from the build.json beside local data, so
+        that data must exist (else training stopped later with a puzzling "no tokenizer")."""
+        paths = {
+            "train_data": "file or folder",
+            "eval_data": "file or folder",
+            "model": "model",
+            "tokenizer": "tokenizer",
+        }
+        for key, what in paths.items():
+            if getattr(self, key):
+                require_local(getattr(self, key), what, key)
+        if not (self.tokenizer or self.model) and not os.path.exists(self.train_data):
+            raise InputError(
+                f"train_data {self.train_data}: no such file or folder; build it first with `prmsearch build` "
+                "(recipes in data_builders/), or set `tokenizer` to train on a hub dataset"
+            )
 
     @classmethod
     def from_yaml(cls, path: str, overrides: dict[str, Any] | None = None, **fixed: Any) -> TrainConfig:
@@ -122,7 +151,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise TrainConfigError(f"override {pair!r} is not key=value")
-        value = yaml.safe_load(raw) if raw else None
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as e:
+            raise TrainConfigError(f"override {pair!r}: the value is not valid YAML: {yaml_problem(e)}") from None
         *parents, last = key.strip().split(".")
         node = out
         for p in parents:

@@ -3,7 +3,7 @@ exact arithmetic checks of solution steps."""
 
 from .arithmetic import Equation, StepCheck, check_arithmetic_steps
 from .code import CodeLimits, CodeResult, SandboxError, isolation, pass_at_k, run_many, run_tests
-from .math import Grade, extract_answer, gold_answer, grade, grade_many, is_equivalent
+from .math import Grade, extract_answer, extract_many, gold_answer, grade, grade_many, is_equivalent
 from .results import VerifyMathConfig, verify_math_file
 from .workers import Outcome, PoolError, WorkerPool
 
@@ -20,6 +20,7 @@ __all__ = [
     "WorkerPool",
     "check_arithmetic_steps",
     "extract_answer",
+    "extract_many",
     "gold_answer",
     "grade",
     "grade_many",

@@ -1,11 +1,11 @@
-"""Math answers: pull the final answer out of a solution, and decide whether it is the gold answer.
+"""Math answers: run answer extraction (`verifiers.answers`) and comparison under hard time limits, and grade.
 
 Equivalence is math-verify's (HuggingFace's maintained grader on top of sympy and latex2sympy2_extended): it already
 knows `\\frac`/`\\dfrac`, `\\sqrt`, `\\pi`, percentages, `\\text{}` units, intervals, sets, tuples, matrices and
 "x = 3" vs "3", and is kept up to date with the models' output habits. We add what it cannot give: a hard time limit
 enforced from outside (worker processes killed at their deadline, so it works from any thread and never hangs), a
 cache, batching over cores, and an exact in-process fast path for plain numbers (most GSM8K-style answers never
-reach sympy).
+reach sympy). Extraction that needs sympy runs in the same workers as comparisons.
 
 The comparison is gold-directed, like math-verify's: the prediction may say more than the gold ("x = 3" and
 "2x + z = 3" both match gold "3": the answer is what stands after the last "="), but a gold equation that is not an
@@ -22,14 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from . import answers
 from .workers import Outcome, WorkerPool, default_workers
 
 DEFAULT_TIMEOUT = 5.0  # seconds per comparison, math-verify's own default
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_THE_ANSWER_IS = re.compile(r"the (?:final )?answer is:?[ \t]*([^\n]+)", re.IGNORECASE)
-_HASHES = re.compile(r"####[ \t]*([^\n]+)")
-_A_LINE = re.compile(r"^A:[ \t]*(.+)$")
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
 _UNIT_WORDS = re.compile(r"(\$?[-+]?[\d.,]*\d)((?:\s+[a-zA-Z]{2,}\.?){1,3})")  # "18 dollars", "$5 per day."
 _NOT_UNITS = {
@@ -58,69 +55,23 @@ _NOT_UNITS = {
 _MAX_FAST_CHARS = 60  # longer answers go to sympy (and its time limit), never to int() or a regex here
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer of a solution, or None when it states none.
+def extract_answer(text: str, *, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """The final answer of a solution, or None when it states none: "#### N" or a last line "A: N" (GSM8K), else
+    the answer math-verify's own extraction picks (`verifiers.answers`), else what follows "The answer is".
 
-    Tried in order: the last `\\boxed{}`/`\\fbox{}` (MATH), "The answer is X" (Math-Shepherd, few-shot prompts),
-    "#### N" (GSM8K gold), a last line "A: N" (GSM8K model solutions), and as a fallback what follows the last "="
-    of the last line that has one. Within a kind the last match wins, because solutions restate intermediate results
-    before the final one. Every pattern is linear-time, so a 1-MB string is read in milliseconds.
+    Never takes much longer than `timeout`: extraction that needs sympy runs in a killable worker, and an
+    extraction that overruns counts as no answer. For many solutions, `extract_many` shares one batch.
     """
-    strong = _strong_answer(text)
-    if strong is not None:
-        return strong
-    for line in reversed(text.strip().splitlines()):
-        if "=" in line:
-            answer = _clean(line.rsplit("=", 1)[1])
-            return answer or None
-    return None
+    return extract_many([text], timeout=timeout)[0]
 
 
 def gold_answer(gold: str) -> str:
     """The answer inside a gold field, which may be a bare answer ("18", "\\frac{1}{2}") or a whole reference
-    solution ("... #### 18", "... \\boxed{18}"). No "=" fallback here: a bare gold "x = 3" is the answer itself."""
-    return _strong_answer(gold) or gold.strip()
-
-
-def _strong_answer(text: str) -> str | None:
-    boxed = _last_boxed(text)
+    solution ("... #### 18", "... \\boxed{18}"). A bare gold ("x = 3", "y \\geq 3") is the answer itself."""
+    boxed = answers.last_boxed(gold)
     if boxed is not None:
         return boxed.strip()
-    for pattern in (_THE_ANSWER_IS, _HASHES):
-        last = None
-        for last in pattern.finditer(text):  # noqa: B007 -- the loop is how to reach the last match
-            pass
-        if last is not None:
-            return _clean(last.group(1))
-    lines = text.strip().splitlines()
-    m = _A_LINE.match(lines[-1].strip()) if lines else None
-    return _clean(m.group(1)) if m else None
-
-
-def _last_boxed(text: str) -> str | None:
-    """The inside of the last `\\boxed{...}` whose brace closes. One pass with a stack, so "\\boxed{" repeated
-    100,000 times without a closing brace costs one read of the string, not one per opening."""
-    starts = {m.end() - 1 for m in _BOXED.finditer(text)}  # positions of the boxes' "{"
-    if not starts:
-        return None
-    open_at: list[int] = []
-    best: tuple[int, int] | None = None
-    for m in re.finditer(r"[{}]", text):
-        if m.group() == "{":
-            open_at.append(m.start())
-        elif open_at:
-            start = open_at.pop()
-            if start in starts and (best is None or start > best[0]):
-                best = (start, m.start())
-    return text[best[0] + 1 : best[1]] if best else None
-
-
-def _clean(answer: str) -> str:
-    """Drop the sentence's full stop and a `$...$` wrapper: "The answer is $\\frac{1}{2}$." -> "\\frac{1}{2}"."""
-    answer = answer.strip().rstrip(".").strip()
-    if len(answer) > 1 and answer.startswith("$") and answer.endswith("$"):
-        answer = answer[1:-1].strip()
-    return answer
+    return answers.stated_answer(gold) or answers.gsm8k_answer(gold) or gold.strip()
 
 
 def _plain_number(answer: str) -> Fraction | None:
@@ -163,16 +114,24 @@ def _compare(pred: str, gold: str) -> bool:
     # Wrapping in \boxed{} makes math-verify take the whole string as one answer (LaTeX or plain).
     gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
     pred_parsed = parse(f"\\boxed{{{pred}}}", parsing_timeout=None)
+    if pred.endswith("%"):  # "12.5%" also stands for the number of percent, as math-verify's own parse lets it
+        pred_parsed += parse(f"\\boxed{{{pred.removesuffix('%').removesuffix(chr(92))}}}", parsing_timeout=None)
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def _work(op: str, *args: str) -> object:
+    """What a worker runs: a comparison (pred, gold) or an extraction (text), with no time limit of its own."""
+    return _compare(*args) if op == "compare" else answers.in_worker(*args)
 
 
 def _warm_up() -> None:
     """Run once in the pool's supervisor, before it forks the workers: silence math-verify's "timeout disabled"
-    warning (the pool is the timeout) and build its parser tables outside any call's time."""
+    warning (the pool is the timeout) and build its parser tables and patterns outside any call's time."""
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     _compare("\\frac{1}{2}", "0.5")
+    answers.in_worker("so $x = \\frac{1}{2}$")
 
 
 @dataclass(frozen=True)
@@ -189,6 +148,7 @@ _POOL: WorkerPool | None = None
 _POOL_LOCK = threading.Lock()
 _CACHE: OrderedDict[tuple[str, str], tuple[bool, str]] = OrderedDict()
 _CACHE_SIZE = 200_000
+_ANSWERS: OrderedDict[bytes, str | None] = OrderedDict()  # extractions, keyed by a digest of the text
 
 
 def _pool(workers: int) -> WorkerPool:
@@ -197,7 +157,7 @@ def _pool(workers: int) -> WorkerPool:
         if _POOL is None or _POOL.size < workers:
             if _POOL is not None:
                 _POOL.close()
-            _POOL = WorkerPool(f"{__name__}:_compare", workers, init_ref=f"{__name__}:_warm_up")
+            _POOL = WorkerPool(f"{__name__}:_work", workers, init_ref=f"{__name__}:_warm_up")
         return _POOL
 
 
@@ -222,24 +182,25 @@ def compare_many(
             verdicts[i] = (False, "no answer")
             continue
         key = (pred, gold)
-        if fast:
-            with _POOL_LOCK:
-                cached = _CACHE.get(key)
-            verdicts[i] = cached or _fast_verdict(pred, gold)
+        if fast:  # the exact checks first, so a verdict's reason does not depend on what was compared before
+            verdicts[i] = _fast_verdict(pred, gold)
+            if verdicts[i] is None:
+                with _POOL_LOCK:
+                    verdicts[i] = _CACHE.get(key)
         if verdicts[i] is None:
             todo.setdefault(key, []).append(i)
     if todo:
         keys = list(todo)
         bar = _progress_bar(len(keys), progress)
         outcomes = _pool(workers or default_workers()).map(
-            keys, timeout, on_done=(lambda _i, _o: bar.update()) if bar else None
+            [("compare", *k) for k in keys], timeout, on_done=(lambda _i, _o: bar.update()) if bar else None
         )
         if bar:
             bar.close()
         for key, outcome in zip(keys, outcomes, strict=True):
             verdict = _verdict(outcome)
             if outcome.status != "timeout":  # a timeout can be the machine's load, not the answer's fault
-                _remember(key, verdict)
+                _remember(_CACHE, key, verdict)
             for i in todo[key]:
                 verdicts[i] = verdict
     return verdicts  # type: ignore[return-value]
@@ -253,20 +214,68 @@ def _verdict(outcome: Outcome) -> tuple[bool, str]:
     return False, f"error: {outcome.value}"
 
 
-def _remember(key: tuple[str, str], verdict: tuple[bool, str]) -> None:
+def _remember(cache: OrderedDict, key: object, value: object) -> None:
     with _POOL_LOCK:
-        _CACHE[key] = verdict
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, desc: str = "comparing answers", unit: str = "pair"):
     if not enabled or total < 50:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="comparing answers", unit="pair")
+    return tqdm(total=total, desc=desc, unit=unit)
+
+
+def extract_many(
+    texts: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, workers: int | None = None, progress: bool = False
+) -> list[str | None]:
+    """`extract_answer` for many solutions: decided in process where the text allows (`answers.in_process`),
+    in one batch of worker calls for the rest; cached."""
+    return [a for a, _ in _extract(texts, timeout, workers, progress)]
+
+
+def _extract(texts: Sequence[str], timeout: float, workers: int | None, progress: bool) -> list[tuple[str | None, str]]:
+    """(answer, status) per text; status "ok", "timeout" or "error: ..." (the extraction's worker failed)."""
+    import hashlib
+
+    found: list[tuple[str | None, str] | None] = [None] * len(texts)
+    todo: dict[bytes, list[int]] = {}
+    for i, text in enumerate(texts):
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with _POOL_LOCK:
+            if key in _ANSWERS:
+                found[i] = (_ANSWERS[key], "ok")
+                continue
+        decided, answer = answers.in_process(text)
+        if decided:
+            found[i] = (answer or answers.stated_answer(text), "ok")
+            _remember(_ANSWERS, key, found[i][0])
+        else:
+            todo.setdefault(key, []).append(i)
+    if todo:
+        keys = list(todo)
+        bar = _progress_bar(len(keys), progress, "extracting answers", "solution")
+        outcomes = _pool(workers or default_workers()).map(
+            [("extract", texts[todo[k][0]]) for k in keys],
+            timeout,
+            on_done=(lambda _i, _o: bar.update()) if bar else None,
+        )
+        if bar:
+            bar.close()
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if outcome.status == "ok":
+                text = texts[todo[key][0]]
+                result = (outcome.value or answers.stated_answer(text), "ok")
+                _remember(_ANSWERS, key, result[0])
+            else:
+                result = (None, "timeout" if outcome.status == "timeout" else f"error: {outcome.value}")
+            for i in todo[key]:
+                found[i] = result
+    return found  # type: ignore[return-value]
 
 
 def is_equivalent(pred: str | None, gold: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
@@ -299,23 +308,32 @@ def grade_many(
     cores). Equal (answer, gold) pairs are compared once; `fast` as in `compare_many`."""
     if len(solutions) != len(golds):
         raise ValueError(f"got {len(solutions)} solutions but {len(golds)} gold answers")
-    answers = [extract_answer(s) for s in solutions]
+    extracted = _extract(solutions, timeout, workers, progress)
     verdicts = compare_many(
-        answers, [gold_answer(g) for g in golds], timeout=timeout, workers=workers, progress=progress, fast=fast
+        [a for a, _ in extracted],
+        [gold_answer(g) for g in golds],
+        timeout=timeout,
+        workers=workers,
+        progress=progress,
+        fast=fast,
     )
-    return [Grade(a, ok, why) for a, (ok, why) in zip(answers, verdicts, strict=True)]
+    return [
+        Grade(a, ok, why if status == "ok" else status)
+        for (a, status), (ok, why) in zip(extracted, verdicts, strict=True)
+    ]
 
 
 def start_workers(workers: int | None = None) -> None:
     """Start the comparison workers now rather than at the first comparison that needs them (about a second:
     sympy's import). A server calls this at startup so its first request is not the slow one."""
-    _pool(workers or default_workers()).map([("1", "1")], timeout=60)
+    _pool(workers or default_workers()).map([("compare", "1", "1")], timeout=60)
 
 
 def clear_cache() -> None:
     """Forget every cached verdict (benchmarks and tests that must compare again)."""
     with _POOL_LOCK:
         _CACHE.clear()
+        _ANSWERS.clear()
 
 
 def shutdown() -> None:

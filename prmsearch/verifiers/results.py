@@ -13,7 +13,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..data_builders.rows import ReadReport, RowError, get, get_strings, parse_rows
+from ..errors import InputError, OutputError, PrmsearchError, require_local
+from ..recipes import option
+from ..rows import BadRowError, ReadReport, RowError, get, get_strings, parse_rows
 from .math import DEFAULT_TIMEOUT, Grade, compare_many, gold_answer, grade_many
 
 
@@ -24,25 +26,32 @@ class VerifyMathConfig:
     reach nested fields (`6b_finetuning.solution`). `label_field`, if given, is an existing correct/incorrect label
     to measure agreement with."""
 
-    input: str = ""
-    output: str = ""
-    pred_field: str = "solution"
-    gold_field: str = "answer"
-    label_field: str | None = None
-    pred_is_answer: bool = False
-    timeout: float = DEFAULT_TIMEOUT
-    workers: int | None = None
-    skip_bad: bool = False
-    chunk_size: int = 10_000
-    split: str = "train"
+    input: str = option(
+        "", "model outputs to grade: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a hub id"
+    )
+    output: str = option("", "the graded rows (.jsonl): each input row plus grade_answer, grade_correct, grade_reason")
+    pred_field: str = option("solution", "field of the prediction: a solution, or a list of them, graded each")
+    gold_field: str = option("answer", "field of the gold answer: a bare answer or a whole reference solution")
+    label_field: str | None = option(None, "field of an existing true/false label to measure agreement with")
+    pred_is_answer: bool = option(False, "pred_field holds the final answer itself: compare it, extract nothing")
+    timeout: float = option(DEFAULT_TIMEOUT, "seconds per comparison, enforced in a worker; a timed-out one is wrong")
+    workers: int | None = option(None, "processes comparing answers (default: every usable CPU)")
+    skip_bad: bool = option(False, "count and skip malformed rows instead of stopping at the first")
+    chunk_size: int = option(10_000, "rows graded and written at a time (memory stays flat; earlier chunks are kept)")
+    split: str = option("train", "split of a hub dataset or save_to_disk folder")
 
     def __post_init__(self) -> None:
-        if not self.input or not self.output:
-            raise ValueError("both --input and --output are required")
+        # Each missing path is named on its own, and a mistyped local path is refused here, before a hub round-trip
+        # turns it into a "Repo id must use alphanumeric chars" message about a repository nobody meant.
+        if not self.input:
+            raise InputError("--input is required: the file of model outputs to grade")
+        if not self.output:
+            raise InputError("--output is required: the .jsonl file the graded rows go to")
+        require_local(self.input, "file", "--input")
         if os.path.abspath(self.input) == os.path.abspath(self.output):
-            raise ValueError(f"--output must differ from --input ({self.input}): the input would be overwritten")
+            raise OutputError(f"--output must differ from --input ({self.input}): the input would be overwritten")
         if self.timeout <= 0 or self.chunk_size < 1:
-            raise ValueError("--timeout must be positive and --chunk-size at least 1")
+            raise PrmsearchError("--timeout must be positive and --chunk-size at least 1")
 
 
 def _parse(row: dict[str, Any], cfg: VerifyMathConfig) -> tuple[list[str], str, list[bool] | None, bool]:
@@ -67,13 +76,18 @@ def verify_math_file(cfg: VerifyMathConfig, progress: bool = True) -> dict[str, 
     reasons: Counter = Counter()
     graded = agree = 0
     disagreements: list[str] = []
+    if os.path.isdir(cfg.output):
+        raise OutputError(f"--output {cfg.output} is a folder; give the path of a .jsonl file")
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="grading", unit="row")
-    os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
-    with open(cfg.output, "w", encoding="utf-8") as out:
+    # Rows go to a temporary file renamed over OUTPUT when all are graded: a killed run leaves the old OUTPUT (or
+    # none) and never half of one. Rows graded before a bad row are kept, as OUTPUT.partial.
+    tmp = f"{cfg.output}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as out:
         chunk: list[tuple[int, dict, list[str], str, list[bool] | None, bool]] = []
 
         def flush() -> None:
@@ -122,11 +136,28 @@ def verify_math_file(cfg: VerifyMathConfig, progress: bool = True) -> dict[str, 
                 chunk.append((line, row, *fields))
                 if len(chunk) >= cfg.chunk_size:
                     flush()
-        finally:
             if chunk:
-                flush()  # rows before a bad one are written, not lost
+                flush()
+        except BadRowError as e:
+            if chunk:
+                flush()  # rows before the bad one are graded: kept, not lost
+            out.close()
+            os.replace(tmp, cfg.output + ".partial")
+            raise BadRowError(
+                e.path,
+                e.line,
+                e.field,
+                f"{e.message} (the {graded} answers graded before it are in "
+                f"{cfg.output}.partial; --skip-bad skips bad rows)",
+            ) from None
+        except BaseException:
+            out.close()
+            os.remove(tmp)
+            raise
+        finally:
             if bar is not None:
                 bar.close()
+    os.replace(tmp, cfg.output)
     summary: dict[str, Any] = {
         "input": cfg.input,
         "output": cfg.output,

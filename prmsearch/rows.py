@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..records import Trace
+from .errors import PrmsearchError
+from .records import Trace
 
 T = TypeVar("T")
 
 
-class RowError(ValueError):
+class RowError(PrmsearchError):
     """Raised by a reader's row parser; `field` is a dotted path such as `label.steps[2].rating`."""
 
     def __init__(self, field: str, message: str):
@@ -29,7 +30,7 @@ class RowError(ValueError):
         self.message = message
 
 
-class BadRowError(ValueError):
+class BadRowError(PrmsearchError):
     """A malformed input row; the message names file, line (1-based) and field so it can be fixed."""
 
     def __init__(self, path: str, line: int, field: str, message: str):
