@@ -213,8 +213,16 @@ def test_verify_math_needs_input(tmp_path, capsys):
             "--tokenizer ./typo",
         ),
         (["train", "prm", "r.yaml", "train_data=./nope.jsonl"], "train_data ./nope.jsonl"),
+        (
+            ["search", "--policy", "./nope", "--dataset", "chains", "--strategy", "greedy", "--output", "r"],
+            "--policy ./nope",
+        ),
+        (
+            ["search", "--policy", "embedded:policy", "--scorer", "./nope", "--dataset", "chains", "--output", "r"],
+            "--scorer ./nope",
+        ),
     ],
-    ids=["verify-input", "build-input", "build-input-suffix", "build-tokenizer", "train-data"],
+    ids=["verify-input", "build-input", "build-input-suffix", "build-tokenizer", "train-data", "policy", "scorer"],
 )
 def test_mistyped_local_path_is_named_without_a_hub_round_trip(tmp_path, monkeypatch, capsys, argv, flag):
     """Before: `datasets` / `transformers` took the typo for a hub id ("Repo id must use alphanumeric chars")."""

@@ -75,6 +75,8 @@ def test_each_kind_trains_saves_loads_and_scores(data, kind, tmp_path):
         assert rm.center != 0.0
     saved = json.loads((Path(result.output_dir) / "metrics.json").read_text())
     assert saved["eval"] == result.eval_metrics
+    # the final model was saved aside and renamed into place, file by file: nothing half-written or staged is left
+    assert not [p.name for p in Path(result.output_dir).iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
 def test_packed_rows_give_the_padded_loss_and_gradients(data, smollm2_tokenizer):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..files import write_atomic
 from ..models.reward_model import RewardModel
 from ..steps import StepFormat
 from .config import TrainConfig, TrainConfigError
@@ -266,16 +268,25 @@ def write_settings(model: Any, rm: RewardModel) -> None:
 
 
 def _save_model(trainer, rm: RewardModel, cfg: TrainConfig) -> None:
-    """The final model in `output_dir`, loadable by `RewardModel.from_pretrained` (LoRA merged into it)."""
+    """The final model in `output_dir`, loadable by `RewardModel.from_pretrained` (LoRA merged into it). It is
+    saved into a temporary folder first and each file renamed into place, so a kill while saving leaves every file
+    of the model whole (the old one or the new one), never half-written weights."""
+    staging = os.path.join(cfg.output_dir, ".final-model.tmp")
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
     if cfg.lora_r > 0:
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
         write_settings(merged, rm)
         if trainer.accelerator.is_main_process:
-            merged.save_pretrained(cfg.output_dir)
-            rm.tokenizer.save_pretrained(cfg.output_dir)
-        return
-    write_settings(trainer.accelerator.unwrap_model(trainer.model), rm)
-    trainer.save_model(cfg.output_dir)  # gathers ZeRO-3 shards; saves the tokenizer too
+            merged.save_pretrained(staging)
+            rm.tokenizer.save_pretrained(staging)
+    else:
+        write_settings(trainer.accelerator.unwrap_model(trainer.model), rm)
+        trainer.save_model(staging)  # gathers ZeRO-3 shards; saves the tokenizer too
+    if trainer.accelerator.is_main_process:
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(cfg.output_dir, name))
+        os.rmdir(staging)
 
 
 def _save_records(trainer, cfg: TrainConfig, result: TrainResult) -> None:
@@ -287,10 +298,9 @@ def _save_records(trainer, cfg: TrainConfig, result: TrainResult) -> None:
     if trainer.is_deepspeed_enabled:
         launch["zero_stage"] = acc.state.deepspeed_plugin.zero_stage
     record = {"train": result.train_metrics, "eval": result.eval_metrics, "launch": launch}
-    with open(os.path.join(cfg.output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump({**record, "log_history": trainer.state.log_history}, f, indent=2)
-    with open(os.path.join(cfg.output_dir, "train_config.yaml"), "w", encoding="utf-8") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    record["log_history"] = trainer.state.log_history
+    write_atomic(os.path.join(cfg.output_dir, "metrics.json"), json.dumps(record, indent=2))
+    write_atomic(os.path.join(cfg.output_dir, "train_config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def _losses(trainer) -> list[float]:
