@@ -115,21 +115,16 @@ _GENERATIVE = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 def _check_causal_lm(path: str, model: Any, info: dict[str, Any]) -> None:
     """A policy must have been saved as a causal LM: its LM head among the weights it loaded, not freshly
     initialised (what `AutoModelForCausalLM` does, with only a warning, to a reward model's folder)."""
-    saved_as = getattr(model.config, "architectures", None) or []
     head = model.get_output_embeddings()
-    missing = [k for k in info.get("missing_keys", []) if head is not None and k.split(".")[0] in _head_names(model)]
+    heads = {name.split(".")[0] for name, module in model.named_modules() if name and module is head}
+    missing = [k for k in info.get("missing_keys", []) if head is not None and k.split(".")[0] in heads]
     if missing:
+        saved_as = getattr(model.config, "architectures", None) or []
         what = f"a {saved_as[0]}" if saved_as else "a model without an LM head"
         raise GeneratorError(
             f"--policy {path}: {what}, not a causal LM (its LM head {missing[0]!r} is not in the checkpoint, so it "
             "would generate from random weights); give a causal LM (a reward model goes to --scorer)"
         )
-
-
-def _head_names(model: Any) -> set[str]:
-    """The top-level attribute names under which the model keeps its output embeddings ("lm_head", ...)."""
-    head = model.get_output_embeddings()
-    return {name.split(".")[0] for name, module in model.named_modules() if module is head and name}
 
 
 class HFGenerator:
