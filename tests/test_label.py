@@ -429,7 +429,8 @@ def test_killed_run_resumes_to_the_uninterrupted_labels(saved, tmp_path):
     assert 2 <= len(records(killed)) < len(kept) and len(kept) + len(dropped) == 40
     with open(killed, "a") as f:  # as if killed in the middle of a write: a torn last line
         f.write('{"prompt": "Problem 39?", "completions": ["39 + 0 =')
-    assert main([*label_args(saved, killed, *flags), "--resume"]) == 0
+    # the resumed part decodes in other batches (--generate-batch changes speed, never labels)
+    assert main([*label_args(saved, killed, *flags), "--resume", "--generate-batch", "3"]) == 0
     assert killed.read_bytes() == whole.read_bytes()
     assert open(f"{killed}.dropped.jsonl", "rb").read() == open(f"{whole}.dropped.jsonl", "rb").read()
     before, after = (json.loads(open(f"{p}.label.json").read()) for p in (whole, killed))
@@ -437,3 +438,11 @@ def test_killed_run_resumes_to_the_uninterrupted_labels(saved, tmp_path):
         for key in ("seconds", "resumed", "output", "config"):
             summary.pop(key)
     assert before == after and before["dropped_by_consensus"] == len(dropped) > 0
+
+
+def test_generate_batch_reaches_the_policy(saved):
+    from prmsearch.search.load import load_generator
+
+    assert load_generator(cfg(policy=str(saved / "policy"), generate_batch=3)).batch_size == 3
+    with pytest.raises(ValueError, match="generate_batch"):
+        cfg(generate_batch=0)

@@ -94,6 +94,9 @@ class LabelConfig:
     device: str | None = option(None, "device of the hf backend (default: cuda if available)")
     dtype: str | None = option(None, "model dtype (bfloat16, float16, float32)")
     policy_cache_tokens: int = option(200_000, "hf: tokens of prefix states the policy keeps (0: re-feed every prefix)")
+    generate_batch: int = option(
+        64, "hf: sequences the policy decodes in one forward pass (a small policy on a CPU runs faster with more)"
+    )
     tensor_parallel_size: int = option(1, "vllm: GPUs per model")
     max_model_len: int | None = option(None, "vllm: context length")
     gpu_memory_utilization: float = option(0.9, "vllm: share of GPU memory")
@@ -123,7 +126,7 @@ class LabelConfig:
     # Settings that do not change the labels, so a resumed run may change them.
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset(
         {"output", "limit", "batch_traces", "skip_bad", "device", "code_workers", "gpu_memory_utilization"}
-        | {"kv_cache_gb", "policy_cache_tokens"}
+        | {"kv_cache_gb", "policy_cache_tokens", "generate_batch"}
     )
 
     def __post_init__(self) -> None:
@@ -139,6 +142,7 @@ class LabelConfig:
             ("max_tokens", 1),
             ("limit", 0),
             ("policy_cache_tokens", 0),
+            ("generate_batch", 1),
         ):
             value = getattr(self, name)
             if name == "limit" and value is None:

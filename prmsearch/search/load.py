@@ -12,7 +12,7 @@ from .engine import Generator, Scorer, ScorerError
 
 def load_generator(cfg: Any) -> Generator:
     """The policy a run names: `cfg` is a `SearchConfig` or a `LabelConfig` (policy, backend, device, dtype, seed,
-    the vLLM settings, policy_cache_tokens)."""
+    the vLLM settings, generate_batch, policy_cache_tokens)."""
     if cfg.backend == "vllm":
         from .vllm_generator import VLLMGenerator
 
@@ -28,7 +28,11 @@ def load_generator(cfg: Any) -> Generator:
     from .generators import HFGenerator
 
     return HFGenerator.from_pretrained(
-        cfg.policy, device=rank_device(cfg.device), dtype=cfg.dtype, prefix_cache_tokens=cfg.policy_cache_tokens
+        cfg.policy,
+        device=rank_device(cfg.device),
+        dtype=cfg.dtype,
+        batch_size=cfg.generate_batch,
+        prefix_cache_tokens=cfg.policy_cache_tokens,
     )
 
 

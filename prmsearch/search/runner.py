@@ -36,6 +36,7 @@ _NOT_IDENTITY = {
     "device",
     "max_cache_tokens",
     "policy_cache_tokens",
+    "generate_batch",
     "gpu_memory_utilization",
     "kv_cache_gb",
     "shard",
@@ -84,6 +85,10 @@ class SearchConfig(SearchSettings):
         metadata={
             "help": "--backend hf: tokens of prefix states the policy keeps between steps (0: re-feed every path)"
         },
+    )
+    generate_batch: int = option(
+        64,
+        "--backend hf: sequences the policy decodes in one forward pass (a small policy runs faster with more)",
     )
     device: str | None = option(None, "cpu, cuda or cuda:N (default: cuda when available; each launched rank its own)")
     dtype: str | None = option(None, "model dtype: bfloat16, float16 or float32 (default: the checkpoint's)")
@@ -134,6 +139,8 @@ class SearchConfig(SearchSettings):
             raise ValueError(
                 f"policy_cache_tokens must be >= 0 (0 turns the cache off), got {self.policy_cache_tokens}"
             )
+        if self.generate_batch < 1:
+            raise ValueError(f"generate_batch must be at least 1, got {self.generate_batch}")
         Shard.parse(self.shard)  # a bad I/K fails here, before anything is loaded
         for n in self.n:
             self.params(n).check()
