@@ -60,7 +60,7 @@ def test_bt_reads_the_last_real_token_like_transformers(tok):
     """With a pad id that no real token uses, the sequence classifier's own pooling picks the same token."""
     rm = make(tok, "bt")
     encoded = [rm.encode(PROMPT, SOLUTION), rm.encode("Short?", "Yes.")]
-    ids, mask = rm._batch(encoded)
+    ids, mask, _ = rm._batch(encoded)
     ours = torch.tensor(rm.score_batch([PROMPT, "Short?"], [SOLUTION, "Yes."]))
     theirs = rm.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, 0]
     assert torch.allclose(ours, theirs, atol=1e-5)
@@ -157,7 +157,7 @@ def test_prm_trained_on_good_steps_labelled_one_scores_them_higher(tok, tmp_path
     question = "What is 2 + 3?"
     good, bad = ["2 + 3 = 5.", "The answer is 5."], ["2 + 3 = 6.", "The answer is 6."]
     encoded = [rm.encode(question, good), rm.encode(question, bad)]
-    ids, mask = rm._batch(encoded)
+    ids, mask, _ = rm._batch(encoded)
     labels = torch.full(ids.shape, IGNORE)
     for row, (e, label) in enumerate(zip(encoded, (1, 0), strict=True)):
         labels[row, e.step_ends] = label

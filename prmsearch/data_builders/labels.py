@@ -143,7 +143,8 @@ def build_prm(
     report: BuildReport | None = None,
     progress: bool = True,
 ):
-    """PRM examples: `input_ids`, `attention_mask`, `labels` (-100 except at step ends), `group_id`, `source`.
+    """PRM examples: `input_ids`, `attention_mask`, `labels` (-100 except at step ends), `prompt_length` (the
+    prompt's tokens: an implicit PRM counts only the completion's), `group_id`, `source`.
 
     Labels are int64 for "hard" (0/1) and "three-class" (-1/0/+1), float64 for "soft" (never rounded). "auto"
     picks hard or soft from the data; three-class must be asked for, since a 0 means different things.
@@ -169,6 +170,7 @@ def build_prm(
                 "input_ids": enc.input_ids,
                 "attention_mask": enc.attention_mask,
                 "labels": token_labels,
+                "prompt_length": enc.prompt_length,
                 **_meta_columns(trace),
             }
         )
@@ -179,7 +181,13 @@ def build_prm(
                 _check_label(v, kind)
     report.label_kind = kind
     report.examples = len(rows)
-    return _dataset(rows, _token_features("float64" if kind == "soft" else "int64"))
+    return _dataset(rows, _token_features("float64" if kind == "soft" else "int64", prompt_length=_int32()))
+
+
+def _int32() -> Any:
+    import datasets
+
+    return datasets.Value("int32")
 
 
 def build_orm(

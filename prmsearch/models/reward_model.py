@@ -5,7 +5,8 @@ score:
 - "bt": a sequence classifier (1 logit) read at the last real token of prompt + completion, minus the training-time
   centre;
 - "orm": a token head (1 logit) whose sigmoid is read on every completion token and aggregated (mean / min / prod);
-- "prm": a token head read at the StepFormat's step ends, P(step is correct) per step.
+- "prm": a token head read at the StepFormat's step ends, P(step is correct) per step; or, with
+  `head="implicit"`, no head at all: the policy's own log-likelihood ratio to its start (`models.implicit`).
 
 The kind, the StepFormat, the PRM loss (which fixes the head's width and how logits become a probability), the ORM
 aggregation and the centre are stored in the model's config under `prmsearch`, so `from_pretrained` gives back a
@@ -26,6 +27,7 @@ from ..steps import EncodedSteps, StepFormat
 KINDS = ("bt", "orm", "prm")
 AGGREGATIONS = ("mean", "min", "prod")
 HEAD_OUTPUTS = {"ce": 2, "ce3": 3, "bce": 1, "mse": 1}
+HEADS = ("linear", "implicit")
 
 
 class RewardModelError(PrmsearchError):
@@ -43,6 +45,7 @@ class RewardModel(torch.nn.Module):
         prm_loss: str = "ce",
         aggregation: str = "mean",
         center: float = 0.0,
+        head: str = "linear",
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -53,7 +56,12 @@ class RewardModel(torch.nn.Module):
             raise RewardModelError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.model, self.tokenizer, self.kind = model, tokenizer, kind
         self.step_format = step_format or StepFormat()
+        if head not in HEADS:
+            raise RewardModelError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "implicit" and (kind != "prm" or prm_loss not in ("ce", "bce", "mse")):
+            raise RewardModelError("an implicit head is a PRM's, trained with prm_loss ce, bce or mse")
         self.prm_loss, self.aggregation, self.center = prm_loss, aggregation, float(center)
+        self.head = head
 
     # ---- construction -------------------------------------------------------------------------------------------
 
@@ -71,6 +79,8 @@ class RewardModel(torch.nn.Module):
         *,
         prm_loss: str = "ce",
         aggregation: str = "mean",
+        head: str = "linear",
+        beta: float = 1.0,
         **model_kwargs: Any,
     ) -> RewardModel:
         """A new reward head on a causal-LM backbone: a hub id or folder (pretrained weights), or a
@@ -79,7 +89,9 @@ class RewardModel(torch.nn.Module):
         A folder may hold a causal LM (its decoder is loaded, the head is new and `lm_head` is dropped) or a model
         saved by `save_pretrained` (its head too is loaded when the width matches, and is new when it does not, e.g.
         an ORM trained on from a 2-class PRM). Pretrained weights load in float32 unless `dtype` is given: they are
-        the weights the optimizer updates, and `bf16` training keeps float32 masters under autocast."""
+        the weights the optimizer updates, and `bf16` training keeps float32 masters under autocast.
+
+        `head="implicit"` keeps the causal LM whole, with a frozen copy as its reference (`models.implicit`)."""
         from transformers import (
             AutoConfig,
             AutoModelForSequenceClassification,
@@ -94,6 +106,13 @@ class RewardModel(torch.nn.Module):
             from ..embedded import resolve
 
             backbone = resolve(backbone)
+        if head == "implicit":
+            from .implicit import ImplicitPRM
+
+            if labels not in (1, 2):
+                raise RewardModelError("an implicit head is a PRM's, trained with prm_loss ce, bce or mse")
+            model = ImplicitPRM.from_backbone(backbone, beta=beta, outputs=labels, **model_kwargs)
+            return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation, head=head)
         # The head settings belong on the config: transformers 5 passes unknown `from_pretrained` keywords on to
         # the model's __init__ (a TypeError), so `classifier_dropout=0.0` cannot ride along as one.
         config = AutoConfig.from_pretrained(backbone, num_labels=labels) if pretrained else backbone
@@ -115,6 +134,7 @@ class RewardModel(torch.nn.Module):
             "prm_loss": self.prm_loss,
             "aggregation": self.aggregation,
             "center": self.center,
+            "head": self.head,
         }
 
     def save_pretrained(self, path: str, **kwargs: Any) -> None:
@@ -146,8 +166,14 @@ class RewardModel(torch.nn.Module):
                 f"{path} has no prmsearch settings in its config: not saved by RewardModel.save_pretrained "
                 "(for a public PRM use an adapter from prmsearch.models.adapters)"
             )
-        auto = AutoModelForSequenceClassification if settings["kind"] == "bt" else AutoModelForTokenClassification
-        model = auto.from_pretrained(path, dtype=dtype, **kwargs)
+        head = settings.get("head", "linear")
+        if head == "implicit":
+            from .implicit import ImplicitPRM
+
+            model = ImplicitPRM.from_pretrained(path, dtype=dtype, **kwargs)
+        else:
+            auto = AutoModelForSequenceClassification if settings["kind"] == "bt" else AutoModelForTokenClassification
+            model = auto.from_pretrained(path, dtype=dtype, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         rm = cls(
             model,
@@ -157,6 +183,7 @@ class RewardModel(torch.nn.Module):
             prm_loss=settings.get("prm_loss", "ce"),
             aggregation=settings.get("aggregation", "mean"),
             center=settings.get("center", 0.0),
+            head=head,
         )
         if device is not None:
             rm.to(device)
@@ -164,9 +191,16 @@ class RewardModel(torch.nn.Module):
 
     # ---- the forward pass -----------------------------------------------------------------------------------------
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Head outputs at every position, [batch, length, outputs]; position ids follow the attention mask, so a
-        padded row sees the same positions as the same row unpadded."""
+        padded row sees the same positions as the same row unpadded. An implicit head needs `prompt_length`
+        (each row's prompt tokens): only completion tokens count."""
+        if self.head == "implicit":
+            if prompt_length is None:
+                raise RewardModelError("an implicit PRM needs each row's prompt_length")
+            return self.model(input_ids, attention_mask, prompt_length).logits
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         base = getattr(self.model, self.model.base_model_prefix)
         hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
@@ -194,7 +228,7 @@ class RewardModel(torch.nn.Module):
                 "more"
             )
 
-    def _batch(self, encoded: list[EncodedSteps]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, encoded: list[EncodedSteps]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
         width = max(len(e.input_ids) for e in encoded)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -203,7 +237,8 @@ class RewardModel(torch.nn.Module):
         for row, e in enumerate(encoded):  # right padding; forward() makes the side irrelevant
             ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
             mask[row, : len(e.input_ids)] = 1
-        return ids.to(device), mask.to(device)
+        prompt_length = torch.tensor([e.prompt_length for e in encoded], device=device)
+        return ids.to(device), mask.to(device), prompt_length
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """P(correct) from head outputs [..., outputs] -> [...]. For the 3-class head it is 1 - P(-1): a neutral
@@ -238,7 +273,7 @@ class RewardModel(torch.nn.Module):
                         f"completion {start + row} is empty: an ORM scores completion tokens and there are none; "
                         "leave empty completions out (or score them as you see fit)"
                     )
-            ids, mask = self._batch(encoded)
+            ids, mask, _ = self._batch(encoded)
             logits = self(ids, mask)
             for row, e in enumerate(encoded):
                 last = len(e.input_ids) - 1
@@ -269,8 +304,8 @@ class RewardModel(torch.nn.Module):
                 self.encode(p, list(s))
                 for p, s in zip(prompts[start : start + batch_size], steps[start : start + batch_size], strict=True)
             ]
-            ids, mask = self._batch(encoded)
-            probs = self.probabilities(self(ids, mask))
+            ids, mask, prompt_length = self._batch(encoded)
+            probs = self.probabilities(self(ids, mask, prompt_length))
             out += [probs[row, e.step_ends].tolist() for row, e in enumerate(encoded)]
         return out
 

@@ -57,7 +57,10 @@ class StepScorer:
     ) -> None:
         if rm.kind != "prm":
             raise ScorerError(f"StepScorer needs a PRM, got a {rm.kind.upper()} model: use OutcomeScorer")
-        self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore, agg
+        # An implicit PRM reads the token before each token too, which the cached states of a prefix do not keep:
+        # it scores each path from its start (its paths are short: the embedded task's).
+        self.implicit = rm.head == "implicit"
+        self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore or self.implicit, agg
         self.max_cache_tokens, self.max_batch_tokens = max_cache_tokens, max_batch_tokens
         self.format, self.tokenizer = rm.step_format, rm.tokenizer
         self.steps: KeyTree[Step] = KeyTree(on_drop=self._uncache, error=ScorerError)
@@ -68,8 +71,8 @@ class StepScorer:
         self._gap = len(self.format.step_ids(self.tokenizer, ["x"], first=False)[0]) - len(
             self.format.step_ids(self.tokenizer, ["x"], first=True)[0]
         )
-        base = getattr(rm.model, rm.model.base_model_prefix)
-        self._base, self._head = base, rm.model.score
+        if not self.implicit:
+            self._base, self._head = getattr(rm.model, rm.model.base_model_prefix), rm.model.score
         self._pad = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
 
     @property
@@ -192,17 +195,22 @@ class StepScorer:
             ids[r, :n] = torch.tensor([t for e in new for t in e.ids])
             mask[r, past - c : past + n] = 1  # the cached prefix right-aligned against the new tokens
             positions[r] = torch.arange(c, c + width)
-        cache = self._stack_cache(rows, past, device)
-        hidden = self._base(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            cache=cache,
-            use_cache=not self.full_rescore,
-        ).last_hidden_state
         ends = [(r, offset + len(e.ids) - 1) for r, (_, new) in enumerate(rows) for offset, e in _offsets(new)]
         index = torch.tensor(ends, device=device)
-        probs = self.rm.probabilities(self._head(hidden[index[:, 0], index[:, 1]])).tolist()
+        if self.implicit:  # whole paths (past == 0), the prompt first
+            prompt_length = torch.tensor([len(new[0].ids) for _, new in rows], device=device)
+            logits = self.rm(ids.to(device), mask.to(device), prompt_length)
+            probs = self.rm.probabilities(logits[index[:, 0], index[:, 1]]).tolist()
+        else:
+            cache = self._stack_cache(rows, past, device)
+            hidden = self._base(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                cache=cache,
+                use_cache=not self.full_rescore,
+            ).last_hidden_state
+            probs = self.rm.probabilities(self._head(hidden[index[:, 0], index[:, 1]])).tolist()
         at = 0
         tick = next(self._clock)
         for r, (old, new) in enumerate(rows):

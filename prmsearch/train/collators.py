@@ -115,10 +115,12 @@ def _labels_tensor(rows: list[list[float]]) -> torch.Tensor:
 class TokenCollator:
     """ORM / PRM examples (`input_ids`, `labels`) → a packed row (`input_ids`, `position_ids`, `labels`, all
     [1, total], plus the example boundaries `cu_seq_lens_*`) or a right-padded batch (`input_ids`,
-    `attention_mask`, `labels`, [B, longest])."""
+    `attention_mask`, `labels`, [B, longest]); with `prompt_length`, also each example's `prompt_length` [B]
+    (an implicit PRM counts completion tokens only)."""
 
     pad_token_id: int
     packing: bool = True
+    prompt_length: bool = False
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.packing:
@@ -149,7 +151,10 @@ class TokenCollator:
             ids[row, :n] = torch.tensor(e["input_ids"])
             mask[row, :n] = 1
             labels[row, :n] = torch.tensor(e["labels"], dtype=torch.float32)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if self.prompt_length:
+            batch["prompt_length"] = torch.tensor([e["prompt_length"] for e in examples], dtype=torch.long)
+        return batch
 
 
 def sequences(batch: dict[str, torch.Tensor]) -> list[tuple[int, int, int]]:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import yaml
 
 from ..errors import InputError, PrmsearchError, require_local
-from ..models.reward_model import AGGREGATIONS, KINDS
+from ..models.reward_model import AGGREGATIONS, HEADS, KINDS
 from ..recipes import option, read_recipe, yaml_problem
 from .losses import PRM_LOSSES
 
@@ -43,6 +43,10 @@ class TrainConfig:
     # heads and losses
     prm_loss: str = option("ce", "prm: ce (0/1), ce3 (-1/0/+1, PRM800K), bce (soft labels), mse (sigmoid regression)")
     aggregation: str = option("mean", "orm: how token scores become a solution's score, stored with the model")
+    prm_head: str = option(
+        "linear", "prm: linear (a head read at step ends) or implicit (the LM's log-likelihood ratio to its start)"
+    )
+    implicit_beta: float = option(1.0, "prm_head=implicit: the scale beta of the summed log-likelihood ratio")
     bt_loss: str = option("bt", "bt: bt (pairwise) or plackett_luce (a ranking of each prompt's completions)")
     group_by_prompt: bool = option(False, "bt: all pairs of a prompt in one batch, each prompt weighted once")
     center_rewards_coefficient: float | None = option(None, "bt: weight of TRL's penalty that centres rewards on 0")
@@ -84,6 +88,7 @@ class TrainConfig:
         "prm_loss": PRM_LOSSES,
         "aggregation": AGGREGATIONS,
         "bt_loss": BT_LOSSES,
+        "prm_head": HEADS,
     }
 
     def __post_init__(self) -> None:
@@ -103,6 +108,21 @@ class TrainConfig:
             self.group_by_prompt = True  # a ranking needs its prompt's completions together
         if not 0 <= self.eval_fraction < 1:
             raise TrainConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.prm_head == "implicit":
+            self._check_implicit()
+
+    def _check_implicit(self) -> None:
+        """What the implicit PRM (`models.implicit`) does not do yet, refused before anything loads."""
+        if self.kind != "prm":
+            raise TrainConfigError(f"prm_head=implicit is a PRM's read-out; kind is {self.kind}")
+        if self.prm_loss == "ce3":
+            raise TrainConfigError("prm_head=implicit has one q-value per step: use prm_loss ce, bce or mse")
+        if self.packing:
+            raise TrainConfigError("prm_head=implicit trains on padded batches: set packing=false")
+        if self.lora_r > 0:
+            raise TrainConfigError("prm_head=implicit trains the whole LM: set lora_r=0")
+        if self.implicit_beta <= 0:
+            raise TrainConfigError(f"implicit_beta must be > 0, got {self.implicit_beta}")
 
     def _check_paths(self) -> None:
         """Refuse missing data and models now, not after the model is built. A name that looks like a local path

@@ -143,7 +143,15 @@ def build_reward_model(cfg: TrainConfig, tokenizer: Any, fmt: StepFormat | None)
     else:
         backbone = cfg.model
     return RewardModel.from_backbone(
-        backbone, tokenizer, cfg.kind, fmt, prm_loss=cfg.prm_loss, aggregation=cfg.aggregation, **kwargs
+        backbone,
+        tokenizer,
+        cfg.kind,
+        fmt,
+        prm_loss=cfg.prm_loss,
+        aggregation=cfg.aggregation,
+        head=cfg.prm_head,
+        beta=cfg.implicit_beta,
+        **kwargs,
     )
 
 
@@ -280,12 +288,18 @@ def _save_model(trainer, rm: RewardModel, cfg: TrainConfig) -> None:
         if trainer.accelerator.is_main_process:
             merged.save_pretrained(staging)
             rm.tokenizer.save_pretrained(staging)
+    elif rm.head == "implicit":
+        if trainer.accelerator.is_main_process:
+            rm.save_pretrained(staging)  # the LM in the folder, its reference in ref/ (models.implicit)
     else:
         write_settings(trainer.accelerator.unwrap_model(trainer.model), rm)
         trainer.save_model(staging)  # gathers ZeRO-3 shards; saves the tokenizer too
     if trainer.accelerator.is_main_process:
         for name in os.listdir(staging):
-            os.replace(os.path.join(staging, name), os.path.join(cfg.output_dir, name))
+            target = os.path.join(cfg.output_dir, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)  # a folder (an implicit PRM's ref/) cannot be renamed onto an old one
+            os.replace(os.path.join(staging, name), target)
         os.rmdir(staging)
 
 

@@ -10,6 +10,7 @@ pair losses by the global number (or weight) of pairs, via `losses.global_mean`.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -121,6 +122,19 @@ class TokenRMTrainer(_RMTrainerMixin, Trainer):
     def _logits(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return model(**inputs, use_cache=False).logits
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """A checkpoint of an implicit PRM (no transformers model) is its whole state dict, which the Trainer's
+        resume loads back; safetensors' `save_model` stores a tied embedding once, where `save_file` refuses."""
+        if self.rm.head != "implicit":
+            return super()._save(output_dir, state_dict)
+        from safetensors.torch import save_model
+        from transformers.utils import SAFE_WEIGHTS_NAME
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_model(self.accelerator.unwrap_model(self.model), os.path.join(output_dir, SAFE_WEIGHTS_NAME))
+        self.rm.tokenizer.save_pretrained(output_dir)
 
     def _item_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.rm.kind == "orm":
@@ -244,4 +258,4 @@ class PairRMTrainer(_RMTrainerMixin, RewardTrainer):
 def make_collator(kind: str, pad_token_id: int, cfg: Any):
     if kind == "bt":
         return PairCollator(pad_token_id, rankings=cfg.bt_loss == "plackett_luce")
-    return TokenCollator(pad_token_id, packing=cfg.packing)
+    return TokenCollator(pad_token_id, packing=cfg.packing, prompt_length=cfg.prm_head == "implicit")
