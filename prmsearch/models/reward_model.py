@@ -56,10 +56,7 @@ class RewardModel(torch.nn.Module):
             raise RewardModelError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.model, self.tokenizer, self.kind = model, tokenizer, kind
         self.step_format = step_format or StepFormat()
-        if head not in HEADS:
-            raise RewardModelError(f"head must be one of {HEADS}, got {head!r}")
-        if head == "implicit" and (kind != "prm" or prm_loss not in ("ce", "bce", "mse")):
-            raise RewardModelError("an implicit head is a PRM's, trained with prm_loss ce, bce or mse")
+        check_head(head, kind, prm_loss)
         self.prm_loss, self.aggregation, self.center = prm_loss, aggregation, float(center)
         self.head = head
 
@@ -109,8 +106,7 @@ class RewardModel(torch.nn.Module):
         if head == "implicit":
             from .implicit import ImplicitPRM
 
-            if labels not in (1, 2):
-                raise RewardModelError("an implicit head is a PRM's, trained with prm_loss ce, bce or mse")
+            check_head(head, kind, prm_loss)  # before the weights load
             model = ImplicitPRM.from_backbone(backbone, beta=beta, outputs=labels, **model_kwargs)
             return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation, head=head)
         # The head settings belong on the config: transformers 5 passes unknown `from_pretrained` keywords on to
@@ -311,6 +307,13 @@ class RewardModel(torch.nn.Module):
 
     def score_steps(self, prompt: str, steps: Sequence[str]) -> list[float]:
         return self.score_steps_batch([prompt], [steps])[0]
+
+
+def check_head(head: str, kind: str, prm_loss: str) -> None:
+    if head not in HEADS:
+        raise RewardModelError(f"head must be one of {HEADS}, got {head!r}")
+    if head == "implicit" and (kind != "prm" or prm_loss not in ("ce", "bce", "mse")):
+        raise RewardModelError("an implicit head is a PRM's, trained with prm_loss ce, bce or mse")
 
 
 def aggregate(probs: torch.Tensor, how: str) -> float:
