@@ -2,11 +2,13 @@
 
 The policy samples solutions to test-split problems (never seen by the PRM's labels, which come from training
 problems); every step gets its TRUE label from `bench.chains.step_correct` (the task knows every intermediate
-value), and the PRM scores every step. Reported: step-level precision / recall / F1 of the error class, AUROC, and
-ProcessBench-style F1 (exact first-error index on wrong solutions, "no error" on right ones, their harmonic mean),
-and what search needs most: whether the PRM ranks a right solution above a wrong one *of the same problem*
-(within-problem AUROC of the min step score, over every right/wrong pair of a problem's samples). A PRM can score
-well across problems (easy problems high, hard ones low) and still not tell its candidates apart.
+value), and the PRM scores every step. Reported: step-level precision / recall / F1 of the error class and AUROC,
+over all steps and over the steps up to each trace's first error (what a first-error PRM is trained to judge: a
+later step is wrong by inheritance, though it may compute right from a wrong value); ProcessBench-style F1 (exact
+first-error index on wrong solutions, "no error" on right ones, their harmonic mean); and what search needs most:
+whether the PRM ranks a right solution above a wrong one *of the same problem* (within-problem AUROC of the min
+step score, over every right/wrong pair of a problem's samples). A PRM can score well across problems (easy
+problems high, hard ones low) and still not tell its candidates apart.
 
     python benchmarks/embedded_prm_eval.py [--prm embedded:prm] [--policy embedded:policy] [--problems 500]
 
@@ -57,6 +59,10 @@ def main() -> None:
     probs = torch.tensor([x for s in scores for x in s])
     labels = torch.tensor([float(y) for _, _, ls in traces for y in ls])
     steps = step_metrics(probs, labels)
+    judged = torch.tensor(
+        [i <= (ls.index(False) if False in ls else len(ls)) for _, _, ls in traces for i in range(len(ls))]
+    )
+    first = step_metrics(probs[judged], labels[judged])
     predicted = [first_error(s) for s in scores]
     gold = [ls.index(False) if False in ls else -1 for _, _, ls in traces]
     pb = processbench_f1(predicted, gold)
@@ -82,6 +88,12 @@ def main() -> None:
         "step_error_f1": steps["error_f1"],
         "step_accuracy": steps["step_accuracy"],
         "auroc": auroc(probs, labels),
+        "steps_to_first_error": int(judged.sum()),
+        "to_first_error_error_precision": first["error_precision"],
+        "to_first_error_error_recall": first["error_recall"],
+        "to_first_error_error_f1": first["error_f1"],
+        "to_first_error_step_accuracy": first["step_accuracy"],
+        "to_first_error_auroc": auroc(probs[judged], labels[judged]),
         "within_problem_pairs": pairs,
         "within_problem_auroc": round(wins / pairs, 4) if pairs else None,
         "processbench_error_accuracy": pb["error_accuracy"],

@@ -205,6 +205,27 @@ def test_first_error_search_equals_exhaustive_labels_with_fewer_rollouts(policy)
     assert free.traces[0].steps == wrong[0].steps and free.traces[0].step_labels == [1.0, 0.0, None, None]
 
 
+def test_the_stepwise_reader_reads_an_unlabelled_tail_whole(policy, tmp_path, smollm2_tokenizer):
+    """`--after-error unlabelled` rows: TRL's fields stop at the first error, prmsearch reads the whole solution,
+    so `build prm` supervises the same steps and `build orm` grades the solution that was sampled."""
+    from prmsearch.data_builders.labels import build_orm, build_prm
+    from prmsearch.steps import StepFormat
+
+    wrong = [trace([f"a {OK}", f"b {BAD}", f"c {BAD}", "A: 13"]), trace([f"a {OK}", "A: 42"])]
+    path = tmp_path / "labels.jsonl"
+    records = label_traces(wrong, policy, cfg(k=4, method="first-error", after_error="unlabelled")).records
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    read = list(read_stepwise(str(path)))
+    assert [t.steps for t in read] == [t.steps for t in wrong]
+    assert [t.step_labels for t in read] == [[1.0, 0.0, None, None], [1.0, 1.0]]
+    prm = build_prm(read, smollm2_tokenizer, StepFormat(), progress=False)
+    assert [sum(v != -100 for v in row) for row in prm["labels"]] == [2, 2]
+    orm = build_orm(read, smollm2_tokenizer, StepFormat(), progress=False)
+    whole = StepFormat().encode(smollm2_tokenizer, wrong[0].prompt, wrong[0].steps)
+    assert orm[0]["input_ids"] == whole.input_ids and orm["outcome"] == [0, 1]
+    assert orm[0]["prompt_length"] == whole.prompt_length
+
+
 # ---- consensus ------------------------------------------------------------------------------------------------------
 
 CONSENSUS = [

@@ -490,6 +490,8 @@ def test_a_run_split_over_two_processes_equals_one_process(saved, tmp_path, caps
         rows = read_results(out)
         for r in rows:
             r.pop("seconds")
+            # a problem batched with other problems gets float-level noise in its score on some CPUs (1e-8 seen)
+            r["score"] = pytest.approx(r["score"], rel=1e-6) if r["score"] is not None else None
         return sorted(rows, key=lambda r: (r["strategy"], r["n"], r["problem_id"]))
 
     def summary(out):

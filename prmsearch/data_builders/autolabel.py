@@ -76,7 +76,9 @@ class LabelConfig:
     method: str = option("mc", "mc: K rollouts from every step; first-error: binary search for the first bad step")
     k: int = option(8, "rollouts per step prefix")
     labels: str = option("hard", "hard: 1 if some rollout reached the gold answer; soft: the fraction that did (mc)")
-    after_error: str = option("negative", "first-error: steps after the first error are negative, unlabelled, cut")
+    after_error: str = option(
+        "negative", "first-error: steps after the first error are negative, unlabelled, or truncate (dropped)"
+    )
     consensus: str = option("off", "drop or mark traces whose first error check_arithmetic_steps places elsewhere")
     # the policy that writes rollouts
     policy: str = option("", "the policy: a hub id or a local folder")

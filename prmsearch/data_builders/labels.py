@@ -199,7 +199,8 @@ def build_orm(
     report: BuildReport | None = None,
     progress: bool = True,
 ):
-    """ORM examples: the outcome (1/0) on every completion token, -100 on prompt tokens."""
+    """ORM examples: the outcome (1/0) on every completion token, -100 on prompt tokens, and `prompt_length` (what
+    a likelihood ORM reads from)."""
     import datasets
 
     report = report if report is not None else BuildReport()
@@ -219,12 +220,13 @@ def build_orm(
                 "attention_mask": enc.attention_mask,
                 "labels": labels,
                 "outcome": int(trace.outcome),
+                "prompt_length": enc.prompt_length,
                 **_meta_columns(trace),
             }
         )
     report.label_kind = "outcome"
     report.examples = len(rows)
-    return _dataset(rows, _token_features("int64", outcome=datasets.Value("int64")))
+    return _dataset(rows, _token_features("int64", outcome=datasets.Value("int64"), prompt_length=_int32()))
 
 
 def build_stepwise(

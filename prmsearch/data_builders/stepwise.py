@@ -21,22 +21,30 @@ def read_stepwise(
     split: str = "train",
 ) -> Iterator[Trace]:
     """One trace per row. TRL's format carries no outcome; a row with a bool `outcome` (as `prmsearch label`
-    writes) keeps it, so the same file builds ORM data, and a `group_id` field keeps a problem's traces together."""
+    writes) keeps it, so the same file builds ORM data, and a `group_id` field keeps a problem's traces together.
+
+    TRL's format cannot say "unknown", so `prmsearch label --after-error unlabelled` cuts `completions` at the
+    first error and keeps the whole solution in `steps` with `step_labels` (null after the first error); such a row
+    is read whole, so a PRM learns the same labels and an ORM sees the solution it grades."""
 
     def parse(row: dict[str, Any]) -> list[Trace]:
         prompt = get(row, "prompt", str)
-        completions = get_strings(row, "completions")
-        raw = get(row, "labels", list)
+        whole = "steps" in row and "step_labels" in row
+        steps_key, labels_key = ("steps", "step_labels") if whole else ("completions", "labels")
+        completions = get_strings(row, steps_key)
+        raw = get(row, labels_key, list)
         if len(raw) != len(completions):
-            raise RowError("labels", f"{len(raw)} labels for {len(completions)} completions")
-        labels = []
+            raise RowError(labels_key, f"{len(raw)} labels for {len(completions)} {steps_key}")
+        labels: list[float | None] = []
         for i, y in enumerate(raw):
             if isinstance(y, bool):
                 labels.append(1.0 if y else 0.0)
             elif isinstance(y, (int, float)) and 0.0 <= y <= 1.0:
                 labels.append(float(y))
+            elif y is None and whole:
+                labels.append(None)
             else:
-                raise RowError(f"labels[{i}]", f"expected a bool or a number in [0, 1], got {y!r}")
+                raise RowError(f"{labels_key}[{i}]", f"expected a bool or a number in [0, 1], got {y!r}")
         outcome = row.get("outcome")
         if outcome is not None and not isinstance(outcome, bool):
             raise RowError("outcome", f"expected true, false or null, got {outcome!r}")

@@ -29,7 +29,14 @@ from .policy import PolicySpec
 
 RECIPES = Path(__file__).parent / "recipes"
 # Files of a checkpoint that ship; the trainers' other outputs (metrics, args, logs) stay in the models folder.
-SHIPPED = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+SHIPPED = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "likelihood_head.json",  # a likelihood PRM or ORM read-out (models.likelihood)
+)
 
 
 @dataclass
@@ -37,7 +44,7 @@ class RetrainSpec:
     """How much data each stage sees."""
 
     sft_problems: int = 32_000  # worked solutions the policy is trained on (steps x batch size)
-    label_problems: int = 600  # other training problems whose sampled solutions are labelled
+    label_problems: int = 2500  # other training problems whose sampled solutions are labelled
     policy: PolicySpec = field(default_factory=PolicySpec)
     seed: int = 0
 

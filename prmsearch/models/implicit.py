@@ -100,9 +100,9 @@ class ImplicitPRM(torch.nn.Module):
 
         mask = attention_mask.long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        theta = self._token_logprobs(self.policy, input_ids, mask, positions)
+        theta = token_logprobs(self.policy, input_ids, mask, positions)
         with torch.no_grad():
-            ref = self._token_logprobs(self.ref, input_ids, mask, positions)
+            ref = token_logprobs(self.ref, input_ids, mask, positions)
         # token s counts when it is a real completion token: position >= prompt length
         counts = (positions >= prompt_length.to(positions.device)[:, None]) & mask.bool()
         ratio = (theta - ref) * counts
@@ -110,9 +110,10 @@ class ImplicitPRM(torch.nn.Module):
         logits = q[..., None] if self.outputs == 1 else torch.stack([torch.zeros_like(q), q], -1)
         return TokenClassifierOutput(logits=logits)
 
-    @staticmethod
-    def _token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """log p(token s | tokens < s) at every position s (0 at the first), [batch, length], in float32."""
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        return torch.cat([torch.zeros_like(logp[:, :1]), logp], 1)
+
+def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """log p(token s | tokens < s) under a causal LM at every position s (0 at the first), [batch, length], in
+    float32: what the implicit and likelihood PRMs read."""
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return torch.cat([torch.zeros_like(logp[:, :1]), logp], 1)

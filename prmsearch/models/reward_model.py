@@ -5,8 +5,10 @@ score:
 - "bt": a sequence classifier (1 logit) read at the last real token of prompt + completion, minus the training-time
   centre;
 - "orm": a token head (1 logit) whose sigmoid is read on every completion token and aggregated (mean / min / prod);
+  or, with `head="likelihood"`, the log-probability of the completion's least likely token (`models.likelihood`);
 - "prm": a token head read at the StepFormat's step ends, P(step is correct) per step; or, with
-  `head="implicit"`, no head at all: the policy's own log-likelihood ratio to its start (`models.implicit`).
+  `head="implicit"`, no head at all: the policy's own log-likelihood ratio to its start (`models.implicit`); or,
+  with `head="likelihood"`, the log-probability of each step's least likely token (`models.likelihood`).
 
 The kind, the StepFormat, the PRM loss (which fixes the head's width and how logits become a probability), the ORM
 aggregation and the centre are stored in the model's config under `prmsearch`, so `from_pretrained` gives back a
@@ -27,7 +29,9 @@ from ..steps import EncodedSteps, StepFormat
 KINDS = ("bt", "orm", "prm")
 AGGREGATIONS = ("mean", "min", "prod")
 HEAD_OUTPUTS = {"ce": 2, "ce3": 3, "bce": 1, "mse": 1}
-HEADS = ("linear", "implicit")
+HEADS = ("linear", "implicit", "likelihood")
+LM_HEADS = ("implicit", "likelihood")  # heads that read the LM's token probabilities: they need prompt_length
+KIND_HEADS = {"bt": ("linear",), "orm": ("linear", "likelihood"), "prm": HEADS}
 
 
 class RewardModelError(PrmsearchError):
@@ -88,7 +92,9 @@ class RewardModel(torch.nn.Module):
         an ORM trained on from a 2-class PRM). Pretrained weights load in float32 unless `dtype` is given: they are
         the weights the optimizer updates, and `bf16` training keeps float32 masters under autocast.
 
-        `head="implicit"` keeps the causal LM whole, with a frozen copy as its reference (`models.implicit`)."""
+        `head="implicit"` keeps the causal LM whole, with a frozen copy as its reference (`models.implicit`);
+        `head="likelihood"` keeps it whole and reads its token probabilities per step (PRM) or per solution (ORM)
+        (`models.likelihood`)."""
         from transformers import (
             AutoConfig,
             AutoModelForSequenceClassification,
@@ -103,11 +109,18 @@ class RewardModel(torch.nn.Module):
             from ..embedded import resolve
 
             backbone = resolve(backbone)
-        if head == "implicit":
-            from .implicit import ImplicitPRM
-
+        if head in LM_HEADS:
             check_head(head, kind, prm_loss)  # before the weights load
-            model = ImplicitPRM.from_backbone(backbone, beta=beta, outputs=labels, **model_kwargs)
+            if head == "implicit":
+                from .implicit import ImplicitPRM
+
+                model = ImplicitPRM.from_backbone(backbone, beta=beta, outputs=labels, **model_kwargs)
+            else:
+                from .likelihood import LikelihoodRM
+
+                markers = (step_format or StepFormat()).marker_ids(tokenizer)
+                span = "step" if kind == "prm" else "solution"
+                model = LikelihoodRM.from_backbone(backbone, markers, outputs=labels, span=span, **model_kwargs)
             return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation, head=head)
         # The head settings belong on the config: transformers 5 passes unknown `from_pretrained` keywords on to
         # the model's __init__ (a TypeError), so `classifier_dropout=0.0` cannot ride along as one.
@@ -167,6 +180,10 @@ class RewardModel(torch.nn.Module):
             from .implicit import ImplicitPRM
 
             model = ImplicitPRM.from_pretrained(path, dtype=dtype, **kwargs)
+        elif head == "likelihood":
+            from .likelihood import LikelihoodRM
+
+            model = LikelihoodRM.from_pretrained(path, dtype=dtype, **kwargs)
         else:
             auto = AutoModelForSequenceClassification if settings["kind"] == "bt" else AutoModelForTokenClassification
             model = auto.from_pretrained(path, dtype=dtype, **kwargs)
@@ -191,11 +208,11 @@ class RewardModel(torch.nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Head outputs at every position, [batch, length, outputs]; position ids follow the attention mask, so a
-        padded row sees the same positions as the same row unpadded. An implicit head needs `prompt_length`
-        (each row's prompt tokens): only completion tokens count."""
-        if self.head == "implicit":
+        padded row sees the same positions as the same row unpadded. An implicit or likelihood head needs
+        `prompt_length` (each row's prompt tokens): only completion tokens count."""
+        if self.head in LM_HEADS:
             if prompt_length is None:
-                raise RewardModelError("an implicit PRM needs each row's prompt_length")
+                raise RewardModelError(f"a reward model with the {self.head} head needs each row's prompt_length")
             return self.model(input_ids, attention_mask, prompt_length).logits
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         base = getattr(self.model, self.model.base_model_prefix)
@@ -269,8 +286,8 @@ class RewardModel(torch.nn.Module):
                         f"completion {start + row} is empty: an ORM scores completion tokens and there are none; "
                         "leave empty completions out (or score them as you see fit)"
                     )
-            ids, mask, _ = self._batch(encoded)
-            logits = self(ids, mask)
+            ids, mask, prompt_length = self._batch(encoded)
+            logits = self(ids, mask, prompt_length)
             for row, e in enumerate(encoded):
                 last = len(e.input_ids) - 1
                 if self.kind == "bt":
@@ -312,8 +329,10 @@ class RewardModel(torch.nn.Module):
 def check_head(head: str, kind: str, prm_loss: str) -> None:
     if head not in HEADS:
         raise RewardModelError(f"head must be one of {HEADS}, got {head!r}")
-    if head == "implicit" and (kind != "prm" or prm_loss not in ("ce", "bce", "mse")):
-        raise RewardModelError("an implicit head is a PRM's, trained with prm_loss ce, bce or mse")
+    if head not in KIND_HEADS[kind]:
+        raise RewardModelError(f"a {kind.upper()} has no {head} head; its heads: {', '.join(KIND_HEADS[kind])}")
+    if head in LM_HEADS and kind == "prm" and prm_loss not in ("ce", "bce", "mse"):
+        raise RewardModelError(f"an {head} PRM is trained with prm_loss ce, bce or mse")
 
 
 def aggregate(probs: torch.Tensor, how: str) -> float:

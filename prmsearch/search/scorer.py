@@ -38,6 +38,7 @@ class Step:
     ids: list[int]
     start: int = 0  # position of this step's first token
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer, [heads, len, dim]
+    last: torch.Tensor | None = None  # likelihood head: the hidden state at the last token, which predicts the next
     score: float | None = None
     used: int = 0
 
@@ -57,9 +58,11 @@ class StepScorer:
     ) -> None:
         if rm.kind != "prm":
             raise ScorerError(f"StepScorer needs a PRM, got a {rm.kind.upper()} model: use OutcomeScorer")
-        # An implicit PRM reads the token before each token too, which the cached states of a prefix do not keep:
-        # it scores each path from its start (its paths are short: the embedded task's).
+        # An implicit PRM reads every token's probability under two LMs: it scores each path from its start (its
+        # paths are short: the embedded task's). A likelihood PRM is incremental: a step's first token is predicted
+        # by its parent's last hidden state, which the parent's entry keeps.
         self.implicit = rm.head == "implicit"
+        self.likelihood = rm.head == "likelihood"
         self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore or self.implicit, agg
         self.max_cache_tokens, self.max_batch_tokens = max_cache_tokens, max_batch_tokens
         self.format, self.tokenizer = rm.step_format, rm.tokenizer
@@ -71,7 +74,11 @@ class StepScorer:
         self._gap = len(self.format.step_ids(self.tokenizer, ["x"], first=False)[0]) - len(
             self.format.step_ids(self.tokenizer, ["x"], first=True)[0]
         )
-        if not self.implicit:
+        if self.likelihood:
+            lm = rm.model.policy
+            self._base, self._head = getattr(lm, lm.base_model_prefix), lm.get_output_embeddings()
+            self._markers = torch.tensor(rm.model.marker_ids)
+        elif not self.implicit:
             self._base, self._head = getattr(rm.model, rm.model.base_model_prefix), rm.model.score
         self._pad = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
 
@@ -210,7 +217,10 @@ class StepScorer:
                 cache=cache,
                 use_cache=not self.full_rescore,
             ).last_hidden_state
-            probs = self.rm.probabilities(self._head(hidden[index[:, 0], index[:, 1]])).tolist()
+            if self.likelihood:
+                probs = self._likelihood(rows, ids.to(device), hidden)
+            else:
+                probs = self.rm.probabilities(self._head(hidden[index[:, 0], index[:, 1]])).tolist()
         at = 0
         tick = next(self._clock)
         for r, (old, new) in enumerate(rows):
@@ -224,7 +234,28 @@ class StepScorer:
                 if not self.full_rescore and e.kv is None:
                     e.kv = kv.take(cache, r, slice(past + offset, past + offset + len(e.ids)))
                     self.cached_tokens += len(e.ids)
+                    if self.likelihood:
+                        e.last = hidden[r, offset + len(e.ids) - 1].clone()
         self.stats["forward_passes"] += 1
+
+    def _likelihood(self, rows: list, ids: torch.Tensor, hidden: torch.Tensor) -> list[float]:
+        """P(correct) of every new entry under a likelihood head (`models.likelihood`): the least log-probability
+        of its non-marker tokens. Token j is predicted by the hidden state at j - 1; the first new token of a row
+        by the last cached entry's kept state (a row without one starts at its prompt, which has no score)."""
+        before = torch.zeros_like(hidden)
+        before[:, 1:] = hidden[:, :-1]
+        for r, (old, _) in enumerate(rows):
+            if old:
+                before[r, 0] = old[-1].last
+        logp = torch.log_softmax(self._head(before).float(), -1).gather(-1, ids[..., None]).squeeze(-1)
+        counted = ~torch.isin(ids, self._markers.to(ids.device))
+        minima = []
+        for r, (_, new) in enumerate(rows):
+            for offset, e in _offsets(new):
+                span = slice(offset, offset + len(e.ids))
+                own = logp[r, span][counted[r, span]]
+                minima.append(own.min() if own.numel() else logp.new_zeros(()))
+        return self.rm.probabilities(self.rm.model.read_out(torch.stack(minima))).tolist()
 
     def _stack_cache(self, rows: list, past: int, device: Any) -> Any:
         from transformers import DynamicCache

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import yaml
 
 from ..errors import InputError, PrmsearchError, require_local
-from ..models.reward_model import AGGREGATIONS, HEADS, KINDS
+from ..models.reward_model import AGGREGATIONS, HEADS, KIND_HEADS, KINDS, LM_HEADS
 from ..recipes import option, read_recipe, yaml_problem
 from .losses import PRM_LOSSES
 
@@ -44,7 +44,14 @@ class TrainConfig:
     prm_loss: str = option("ce", "prm: ce (0/1), ce3 (-1/0/+1, PRM800K), bce (soft labels), mse (sigmoid regression)")
     aggregation: str = option("mean", "orm: how token scores become a solution's score, stored with the model")
     prm_head: str = option(
-        "linear", "prm: linear (a head read at step ends) or implicit (the LM's log-likelihood ratio to its start)"
+        "linear",
+        "prm: linear (a head read at step ends), implicit (the LM's log-likelihood ratio to its start) or "
+        "likelihood (the log-probability of each step's least likely token, under the LM being trained)",
+    )
+    orm_head: str = option(
+        "linear",
+        "orm: linear (a head on every completion token) or likelihood (the log-probability of the completion's least "
+        "likely token, under the LM being trained)",
     )
     implicit_beta: float = option(1.0, "prm_head=implicit: the scale beta of the summed log-likelihood ratio")
     bt_loss: str = option("bt", "bt: bt (pairwise) or plackett_luce (a ranking of each prompt's completions)")
@@ -89,6 +96,7 @@ class TrainConfig:
         "aggregation": AGGREGATIONS,
         "bt_loss": BT_LOSSES,
         "prm_head": HEADS,
+        "orm_head": KIND_HEADS["orm"],
     }
 
     def __post_init__(self) -> None:
@@ -108,19 +116,32 @@ class TrainConfig:
             self.group_by_prompt = True  # a ranking needs its prompt's completions together
         if not 0 <= self.eval_fraction < 1:
             raise TrainConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.prm_head == "implicit":
-            self._check_implicit()
+        if self.prm_head != "linear" and self.kind != "prm":
+            raise TrainConfigError(f"prm_head={self.prm_head} is a PRM's read-out; kind is {self.kind}")
+        if self.orm_head != "linear" and self.kind != "orm":
+            raise TrainConfigError(f"orm_head={self.orm_head} is an ORM's read-out; kind is {self.kind}")
+        if self.head in LM_HEADS:
+            self._check_lm_head()
 
-    def _check_implicit(self) -> None:
-        """What the implicit PRM (`models.implicit`) does not do yet, refused before anything loads."""
-        if self.kind != "prm":
-            raise TrainConfigError(f"prm_head=implicit is a PRM's read-out; kind is {self.kind}")
-        if self.prm_loss == "ce3":
-            raise TrainConfigError("prm_head=implicit has one q-value per step: use prm_loss ce, bce or mse")
+    @property
+    def head(self) -> str:
+        """The read-out of the kind being trained: prm_head, orm_head, or linear (bt)."""
+        return {"prm": self.prm_head, "orm": self.orm_head}.get(self.kind, "linear")
+
+    def _check_lm_head(self) -> None:
+        """What the heads that read the LM's token probabilities (`models.implicit`, `models.likelihood`) do not do
+        yet, refused before anything loads."""
+        head = f"{self.kind}_head={self.head}"
+        if self.kind == "prm" and self.prm_loss == "ce3":
+            raise TrainConfigError(f"{head} has one logit per step: use prm_loss ce, bce or mse")
+        if self.kind == "orm" and self.aggregation == "prod":
+            raise TrainConfigError(
+                f"{head} gives every completion token the solution's value: use aggregation mean or min"
+            )
         if self.packing:
-            raise TrainConfigError("prm_head=implicit trains on padded batches: set packing=false")
+            raise TrainConfigError(f"{head} trains on padded batches: set packing=false")
         if self.lora_r > 0:
-            raise TrainConfigError("prm_head=implicit trains the whole LM: set lora_r=0")
+            raise TrainConfigError(f"{head} trains the whole LM: set lora_r=0")
         if self.implicit_beta <= 0:
             raise TrainConfigError(f"implicit_beta must be > 0, got {self.implicit_beta}")
 

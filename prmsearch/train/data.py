@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..models.reward_model import LM_HEADS
 from ..steps import StepFormat
 from .config import TrainConfig, TrainConfigError
 from .losses import IGNORE
@@ -228,10 +229,10 @@ def _label_ok(value: float, rule: str) -> bool:
 def validate_rows(ds, cfg: TrainConfig, path: str, vocab_size: int) -> None:
     """Fail before training, naming the row and field, rather than deep inside a forward pass (an index error in
     the embedding) or, worse, training on labels the loss misreads."""
-    if cfg.kind == "prm" and cfg.prm_head == "implicit" and "prompt_length" not in ds.column_names:
+    if cfg.head in LM_HEADS and "prompt_length" not in ds.column_names:
         raise TrainConfigError(
-            f"{path}: prm_head=implicit needs a 'prompt_length' column (where each completion starts); this data "
-            "predates it: build it again with `prmsearch build prm`"
+            f"{path}: {cfg.kind}_head={cfg.head} needs a 'prompt_length' column (where each completion starts); "
+            f"this data predates it: build it again with `prmsearch build {cfg.kind}`"
         )
     id_columns = ("chosen_ids", "rejected_ids") if cfg.kind == "bt" else ("input_ids",)
     for column in id_columns:

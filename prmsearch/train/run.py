@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..files import write_atomic
-from ..models.reward_model import RewardModel
+from ..models.reward_model import LM_HEADS, RewardModel
 from ..steps import StepFormat
 from .config import TrainConfig, TrainConfigError
 from .data import inspect_data, load_data, load_data_tokenizer
@@ -73,8 +73,28 @@ def prepare(
     tokenizer = load_data_tokenizer(spec)
     rm = build_reward_model(cfg, tokenizer, spec.step_format)
     train_set, eval_set = load_data(cfg, spec, rm.model.get_input_embeddings().num_embeddings)
+    if cfg.head == "likelihood" and checkpoint is None:
+        calibrate(cfg, rm, train_set, progress=progress)
     trainer = _make_trainer(cfg, rm, train_set, eval_set, callbacks=callbacks, progress=progress)
     return Run(cfg, rm, trainer, train_set, eval_set, checkpoint)
+
+
+def calibrate(cfg: TrainConfig, rm: RewardModel, train_set: Any, *, rows: int = 1024, progress: bool = True) -> None:
+    """A likelihood head's scale and bias, fitted to (a seeded sample of) the training labels before the first step:
+    see `models.likelihood` for why. A resumed run reads them from its checkpoint instead."""
+    from .trainers import make_collator
+
+    sample = train_set.shuffle(seed=cfg.seed).select(range(min(rows, len(train_set))))
+    collate = make_collator(cfg.kind, rm.tokenizer.pad_token_id, cfg)
+    size = cfg.per_device_batch_size
+    batches = (
+        collate([sample[i] for i in range(at, min(at + size, len(sample)))]) for at in range(0, len(sample), size)
+    )
+    fit = rm.model.calibrate(batches)
+    if progress:
+        what = "steps" if cfg.kind == "prm" else "solutions"
+        fitted = f"scale={fit['scale']:.3f}, bias={fit['bias']:.3f}"
+        print(f"likelihood head calibrated on {fit['examples']} {what}: {fitted}")
 
 
 def _make_trainer(
@@ -149,7 +169,7 @@ def build_reward_model(cfg: TrainConfig, tokenizer: Any, fmt: StepFormat | None)
         fmt,
         prm_loss=cfg.prm_loss,
         aggregation=cfg.aggregation,
-        head=cfg.prm_head,
+        head=cfg.head,
         beta=cfg.implicit_beta,
         **kwargs,
     )
@@ -288,9 +308,9 @@ def _save_model(trainer, rm: RewardModel, cfg: TrainConfig) -> None:
         if trainer.accelerator.is_main_process:
             merged.save_pretrained(staging)
             rm.tokenizer.save_pretrained(staging)
-    elif rm.head == "implicit":
+    elif rm.head in LM_HEADS:
         if trainer.accelerator.is_main_process:
-            rm.save_pretrained(staging)  # the LM in the folder, its reference in ref/ (models.implicit)
+            rm.save_pretrained(staging)  # the LM in the folder (an implicit PRM's reference in ref/), its read-out
     else:
         write_settings(trainer.accelerator.unwrap_model(trainer.model), rm)
         trainer.save_model(staging)  # gathers ZeRO-3 shards; saves the tokenizer too

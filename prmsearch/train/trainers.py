@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer
 from trl import RewardTrainer
 
-from ..models.reward_model import aggregate
+from ..models.reward_model import LM_HEADS, aggregate
 from . import metrics as M
 from .collators import GroupBatchSampler, PairCollator, TokenBudgetSampler, TokenCollator, sequences
 from .losses import (
@@ -124,9 +124,10 @@ class TokenRMTrainer(_RMTrainerMixin, Trainer):
         return model(**inputs, use_cache=False).logits
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """A checkpoint of an implicit PRM (no transformers model) is its whole state dict, which the Trainer's
-        resume loads back; safetensors' `save_model` stores a tied embedding once, where `save_file` refuses."""
-        if self.rm.head != "implicit":
+        """A checkpoint of an implicit or likelihood PRM (no transformers model) is its whole state dict, which the
+        Trainer's resume loads back; safetensors' `save_model` stores a tied embedding once, where `save_file`
+        refuses."""
+        if self.rm.head not in LM_HEADS:
             return super()._save(output_dir, state_dict)
         from safetensors.torch import save_model
         from transformers.utils import SAFE_WEIGHTS_NAME
@@ -258,4 +259,4 @@ class PairRMTrainer(_RMTrainerMixin, RewardTrainer):
 def make_collator(kind: str, pad_token_id: int, cfg: Any):
     if kind == "bt":
         return PairCollator(pad_token_id, rankings=cfg.bt_loss == "plackett_luce")
-    return TokenCollator(pad_token_id, packing=cfg.packing, prompt_length=cfg.prm_head == "implicit")
+    return TokenCollator(pad_token_id, packing=cfg.packing, prompt_length=cfg.head in LM_HEADS)
