@@ -85,13 +85,16 @@ def test_a_failed_build_write_leaves_the_old_output_whole(tmp_path, monkeypatch)
     assert sorted(os.listdir(tmp_path)) == ["stepwise.jsonl", "stepwise.jsonl.build.json"]
 
 
-def test_a_reward_model_is_refused_as_policy(tmp_path, capsys):
+def test_a_reward_model_is_refused_as_policy(saved_reward_models, tmp_path, capsys):
+    """A reward model with a head (no LM head) cannot generate. (The embedded PRM and ORM read their LM's token
+    probabilities, so they are whole causal LMs and could.)"""
     problems = tmp_path / "p.jsonl"
     problems.write_text(json.dumps({"id": "a", "prompt": "What is 2+3?", "answer": "5"}) + "\n")
-    argv = ["search", "--policy", "embedded:prm", "--dataset", str(problems), "--strategy", "greedy"]
+    prm = str(tmp_path / "prm")
+    argv = ["search", "--policy", prm, "--dataset", str(problems), "--strategy", "greedy"]
     assert main([*argv, "--output", str(tmp_path / "run"), "--quiet"]) != 0
     line = _one_error_line(capsys)
-    assert "--policy embedded:prm" in line and "not a causal LM" in line and "--scorer" in line
+    assert f"--policy {prm}" in line and "not a causal LM" in line and "--scorer" in line
 
 
 def test_a_causal_lm_folder_without_its_lm_head_is_refused(tmp_path, smollm2_tokenizer):
