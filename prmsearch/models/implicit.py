@@ -107,8 +107,7 @@ class ImplicitPRM(torch.nn.Module):
         counts = (positions >= prompt_length.to(positions.device)[:, None]) & mask.bool()
         ratio = (theta - ref) * counts
         q = self.beta * ratio.cumsum(-1) + self.bias
-        logits = q[..., None] if self.outputs == 1 else torch.stack([torch.zeros_like(q), q], -1)
-        return TokenClassifierOutput(logits=logits)
+        return TokenClassifierOutput(logits=step_logits(q, self.outputs))
 
 
 def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -117,3 +116,9 @@ def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions:
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
     logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
     return torch.cat([torch.zeros_like(logp[:, :1]), logp], 1)
+
+
+def step_logits(q: torch.Tensor, outputs: int) -> torch.Tensor:
+    """A logit q [...] as head outputs [..., outputs]: itself for a 1-logit read-out (bce, mse, orm), or the 2-class
+    pair (0, q) whose softmax is sigmoid(q) (ce): how the implicit and likelihood heads look like a linear one."""
+    return q[..., None] if outputs == 1 else torch.stack([torch.zeros_like(q), q], -1)

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .implicit import token_logprobs
+from .implicit import step_logits, token_logprobs
 
 STATE = "likelihood_head.json"  # scale, bias, span and the marker's token ids
 SPANS = ("step", "solution")
@@ -152,7 +152,7 @@ class LikelihoodRM(torch.nn.Module):
     def read_out(self, minimum: torch.Tensor) -> torch.Tensor:
         """Step minima [...] -> logits [..., outputs]: what `forward` returns and the search scorer reads."""
         q = self.scale * minimum + self.bias
-        return q[..., None] if self.outputs == 1 else torch.stack([torch.zeros_like(q), q], -1)
+        return step_logits(q, self.outputs)
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
