@@ -49,7 +49,7 @@ test-vllm: $(VLLM_VENV)/.installed
 quickstart: install
 	$(VENV)/bin/prmsearch quickstart --output $(OUT)/quickstart
 
-# The same after rebuilding the embedded models from scratch with prmsearch's own commands (about 42 min on 2 cores).
+# The same after rebuilding the embedded models from scratch with prmsearch's own commands (29 min on 2 cores, then the quickstart).
 retrain: install
 	$(VENV)/bin/prmsearch quickstart --retrain --output $(OUT)/quickstart_retrain
 

@@ -53,6 +53,8 @@ _LAZY = {
     "load_adapter": "prmsearch.models.adapters",
     "TrainConfig": "prmsearch.train.config",
     "rerank": "prmsearch.search.rerank",
+    "RewardFunction": "prmsearch.rewards",
+    "reward_function": "prmsearch.rewards",
     "MemoGenerator": "prmsearch.search.memo",
     "report": "prmsearch.bench.report",
     "format_table": "prmsearch.bench.report",

@@ -172,6 +172,17 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_processbench(args: argparse.Namespace) -> int:
+    from .bench.processbench import ProcessBenchConfig, format_result, run_processbench
+
+    cfg = config_from_args(ProcessBenchConfig, args)
+    result = run_processbench(cfg)
+    print(format_result(result))
+    if cfg.output:
+        print(f"wrote {cfg.output}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -297,6 +308,16 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_report)
 
 
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    from .bench.processbench import ProcessBenchConfig
+
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="{processbench}")
+    about = "does a step scorer find the first wrong step? ProcessBench's error / correct accuracy and F1"
+    pb = kinds.add_parser("processbench", help=about, description=about[0].upper() + about[1:] + ".")
+    add_config_flags(pb, ProcessBenchConfig)
+    pb.set_defaults(func=_eval_processbench)
+
+
 def _show_tree_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("result", help="the run's output folder (or its trees.jsonl)")
     p.add_argument("--problem", required=True, help="problem id")
@@ -349,6 +370,13 @@ COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], N
         "wall time as summary.json (a list of rows) and summary.md, plus accuracy.png (accuracy against N and "
         "against generated tokens).",
         _report_args,
+    ),
+    "eval": (
+        "evaluate a reward model: ProcessBench-style first-error F1 of a step scorer",
+        "eval processbench scores the steps of solutions annotated with their first wrong step (CHAMP, from the "
+        "champ-dataset package, or a ProcessBench file) and reports accuracy on erroneous and on correct solutions "
+        "and their harmonic mean; the flagging threshold is tuned on a held-out half unless --threshold is given.",
+        _eval_args,
     ),
     "show-tree": (
         "print the search tree of one problem from a run saved with --save-trees",

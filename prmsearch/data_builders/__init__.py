@@ -4,6 +4,7 @@ automatic process labels from policy rollouts (`autolabel`: Monte Carlo, first-e
 from ..rows import BadRowError, ReadReport
 from .autolabel import LabelConfig, LabelResult, label_traces, run_label
 from .build import READERS, BuildConfig, run_build
+from .champ import read_champ
 from .labels import BuildReport, build_orm, build_prm, build_stepwise
 from .math_shepherd import read_math_shepherd
 from .pairs import build_pairs
@@ -27,6 +28,7 @@ __all__ = [
     "label_traces",
     "run_build",
     "run_label",
+    "read_champ",
     "read_math_shepherd",
     "read_prm800k",
     "read_processbench",

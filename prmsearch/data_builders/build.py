@@ -18,6 +18,7 @@ from ..files import replacing, write_atomic
 from ..recipes import option, read_recipe
 from ..rows import ReadReport
 from ..steps import StepFormat
+from .champ import read_champ
 from .labels import LABEL_KINDS, OUTCOME_TO_STEPS, BuildReport, build_orm, build_prm, build_stepwise
 from .math_shepherd import read_math_shepherd
 from .pairs import MARGINS, build_pairs
@@ -41,6 +42,7 @@ READERS = {
     "math-shepherd": read_math_shepherd,
     "stepwise": read_stepwise,
     "processbench": read_processbench,
+    "champ": read_champ,
     "traces": read_traces_file,
 }
 
@@ -139,6 +141,7 @@ def read_source(cfg: BuildConfig, report: ReadReport):
     options = {
         "prm800k": {"neutral": cfg.neutral, "branches": cfg.branches},
         "processbench": {"after_error": cfg.after_error},
+        "champ": {"after_error": cfg.after_error},
         "traces": {
             "prompt_field": cfg.prompt_field,
             "solution_fields": tuple(cfg.solution_fields),
