@@ -36,7 +36,7 @@ QUICKSTART_SEARCH: dict[str, Any] = {
     "agg": "min",
     "final": "weighted_best_of_n",
     "prompt_template": "plain",
-    "batch_problems": 300,  # every problem in one batch: 1.2x faster MCTS than 100 (fewer, larger generate calls)
+    "batch_problems": 100,
 }
 
 
@@ -76,7 +76,7 @@ def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: boo
         models = retrain(cfg.models or str(out / "models"), progress=progress)
     problems = load_problems("chains", limit=cfg.problems)
     started = time.perf_counter()
-    generator = MemoGenerator(HFGenerator.from_pretrained(models["policy"], device=cfg.device, batch_size=1024))
+    generator = MemoGenerator(HFGenerator.from_pretrained(models["policy"], device=cfg.device, batch_size=256))
     scorers = {
         kind: load_scorer(models[kind], device=cfg.device, agg=QUICKSTART_SEARCH["agg"]) for kind in ("prm", "orm")
     }
