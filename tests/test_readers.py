@@ -16,6 +16,7 @@ from prmsearch.data_builders import (  # noqa: E402
     READERS,
     BadRowError,
     ReadReport,
+    read_champ,
     read_math_shepherd,
     read_prm800k,
     read_processbench,
@@ -80,6 +81,7 @@ def test_readers_registry():
         "math-shepherd": read_math_shepherd,
         "stepwise": read_stepwise,
         "processbench": read_processbench,
+        "champ": read_champ,
         "traces": read_traces_file,
     }
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from ..recipes import option
 from ..records import Trace
-from ..train.metrics import first_error, processbench_f1
 
 
 @dataclass
@@ -96,6 +95,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every solution's steps and report error / correct accuracy and F1, with the threshold used and where it
     came from. With `threshold` None it is tuned on the held-out part and the figures are the rest's."""
+    from ..train.metrics import first_error, processbench_f1  # torch: kept out of the CLI's parser
+
     if not items:
         raise ValueError("no annotated solutions to evaluate")
     scores = scorer.score_steps_batch([a.problem for a in items], [a.steps for a in items], batch_size=batch_size)
