@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..errors import InputError
-from ..records import StepLabel, Trace
+from ..records import Trace
 from ..rows import ReadReport, stable_id
-from .processbench import AFTER_ERROR
+from .processbench import AFTER_ERROR, first_error_labels
 
 PARAGRAPH = "\n\n"
 
@@ -53,12 +53,7 @@ def read_champ(
             first = -1
             if note.start_idx is not None:
                 first = max(i for i, (start, _) in enumerate(parts) if start <= note.start_idx or i == 0)
-            labels: list[StepLabel] = [1.0] * len(steps)
-            if first >= 0:
-                if after_error == "truncate":
-                    steps = steps[: first + 1]
-                after = 0.0 if after_error == "negative" else None
-                labels = [1.0] * first + [0.0] + [after] * (len(steps) - first - 1)
+            steps, labels = first_error_labels(steps, first, after_error)
             report.traces += 1
             yield Trace(
                 problem.text,

@@ -16,6 +16,17 @@ from ..rows import ReadReport, RowError, get, get_strings, read_traces, stable_i
 AFTER_ERROR = ("negative", "unlabelled", "truncate")
 
 
+def first_error_labels(steps: list[str], first_error: int, after_error: str) -> tuple[list[str], list[StepLabel]]:
+    """Step labels from a first-error annotation (-1: none): 1.0 before it, 0.0 at it, and after it as
+    `after_error` says (the steps are cut after it for "truncate")."""
+    if first_error < 0:
+        return steps, [1.0] * len(steps)
+    if after_error == "truncate":
+        steps = steps[: first_error + 1]
+    after = 0.0 if after_error == "negative" else None
+    return steps, [1.0] * first_error + [0.0] + [after] * (len(steps) - first_error - 1)
+
+
 def read_processbench(
     source: str,
     *,
@@ -37,12 +48,7 @@ def read_processbench(
         if not -1 <= first_error < len(steps):
             raise RowError("label", f"{first_error} is not -1 or the index of one of the {len(steps)} steps")
 
-        labels: list[StepLabel] = [1.0] * len(steps)
-        if first_error >= 0:
-            if after_error == "truncate":
-                steps = steps[: first_error + 1]
-            after = 0.0 if after_error == "negative" else None
-            labels = [1.0] * first_error + [0.0] + [after] * (len(steps) - first_error - 1)
+        steps, labels = first_error_labels(steps, first_error, after_error)
         meta = {k: row[k] for k in ("id", "generator") if row.get(k) is not None}
         return [Trace(problem, steps, labels, correct, stable_id(problem), meta=meta)]
 
