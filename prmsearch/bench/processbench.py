@@ -156,7 +156,7 @@ def load_step_scorer(path: str, *, adapter: str | None = None, device: str | Non
 
     rm = RewardModel.from_pretrained(path, device=device)
     if rm.kind != "prm":
-        raise RewardModelError(f"{path} is a {rm.kind.upper()}; ProcessBench evaluates step scorers (a PRM)")
+        raise RewardModelError(f"{path} is not a PRM (its kind: {rm.kind}); ProcessBench evaluates step scorers")
     return rm
 
 
