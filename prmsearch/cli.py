@@ -183,6 +183,18 @@ def _eval_processbench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .serve import ServeConfig, load_app
+
+    cfg = config_from_args(ServeConfig, args)
+    app = load_app(cfg)
+    print(f"serving {cfg.scorer} on http://{cfg.host}:{cfg.port} (POST /score, POST /score_steps, GET /health)")
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -318,6 +330,13 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     pb.set_defaults(func=_eval_processbench)
 
 
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from .serve import ServeConfig
+
+    add_config_flags(p, ServeConfig)
+    p.set_defaults(func=_serve)
+
+
 def _show_tree_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("result", help="the run's output folder (or its trees.jsonl)")
     p.add_argument("--problem", required=True, help="problem id")
@@ -377,6 +396,13 @@ COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], N
         "champ-dataset package, or a ProcessBench file) and reports accuracy on erroneous and on correct solutions "
         "and their harmonic mean; the flagging threshold is tuned on a held-out half unless --threshold is given.",
         _eval_args,
+    ),
+    "serve": (
+        "serve a reward model over HTTP with dynamic batching (OpenRLHF's remote reward model API)",
+        'POST /score takes OpenRLHF\'s {"query": [...], "prompts": [...]} and answers {"rewards": [...]}; '
+        "POST /score_steps takes prompts and step lists and answers per-step scores; GET /health. Requests that "
+        "arrive while the model is busy are scored together in one forward pass.",
+        _serve_args,
     ),
     "show-tree": (
         "print the search tree of one problem from a run saved with --save-trees",

@@ -219,3 +219,24 @@ def test_the_critic_steers_beam_search_over_the_embedded_policy():
     good, base = accuracy(truthful), accuracy(blind)
     assert truthful.stats["verdicts"] > 0 and truthful.stats["invalid"] == 0
     assert good >= base + 0.3 and good >= 0.8, (good, base)  # measured: 0.875 against 0.325
+
+
+def test_prmsearch_search_takes_a_judge_in_place_of_a_reward_model(tmp_path, capsys):
+    """`--judge MODEL --judge-protocol P`: a causal LM (here the embedded policy, a real one) judges best-of-N and,
+    as the critic, steers beam search, through the ordinary search command."""
+    import json
+
+    from prmsearch.cli import main
+
+    base = ["search", "--policy", "embedded:policy", "--dataset", "chains", "--limit", "2", "--max-steps", "6"]
+    base += ["--max-step-tokens", "24", "--max-tokens", "80", "--prompt-template", "plain", "--quiet"]
+    for protocol, strategy in (("pointwise", "best_of_n"), ("pairwise", "best_of_n"), ("critic", "beam")):
+        out = tmp_path / protocol
+        argv = [*base, "--judge", "embedded:policy", "--judge-protocol", protocol, "--strategy", strategy]
+        assert main([*argv, "--n", "2", "--width", "2", "--output", str(out), "--device", "cpu"]) == 0, protocol
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(r["strategy"] == strategy for r in rows)
+    assert main([*base, "--judge", "embedded:policy", "--scorer", "embedded:prm", "--output", str(tmp_path / "x")]) == 2
+    assert "not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's choices
+        main([*base, "--judge", "embedded:policy", "--judge-protocol", "vibes", "--output", str(tmp_path)])

@@ -7,7 +7,16 @@ import random
 
 import pytest
 
-from prmsearch.bench.processbench import Annotated, annotated, best_threshold, correct_interval, evaluate, held_out
+from prmsearch.bench.processbench import (
+    Annotated,
+    Constant,
+    Oracle,
+    annotated,
+    best_threshold,
+    correct_interval,
+    evaluate,
+    held_out,
+)
 from prmsearch.data_builders.champ import paragraphs, read_champ
 from prmsearch.data_builders.processbench import read_processbench
 from prmsearch.train.metrics import first_error, processbench_f1
@@ -16,28 +25,6 @@ from prmsearch.train.metrics import first_error, processbench_f1
 @pytest.fixture(scope="module")
 def champ():
     return annotated(read_champ())
-
-
-class Oracle:
-    """Knows every first error: 1.0 before it, 0.0 from it on."""
-
-    def __init__(self, items):
-        self.gold = {(a.problem, tuple(a.steps)): a.first_error for a in items}
-
-    def score_steps_batch(self, prompts, steps, batch_size=8):
-        out = []
-        for p, s in zip(prompts, steps, strict=True):
-            g = self.gold[(p, tuple(s))]
-            out.append([1.0 if g < 0 or i < g else 0.0 for i in range(len(s))])
-        return out
-
-
-class Constant:
-    def __init__(self, value):
-        self.value = value
-
-    def score_steps_batch(self, prompts, steps, batch_size=8):
-        return [[self.value] * len(s) for s in steps]
 
 
 def test_champ_reader_places_the_first_error_in_the_annotated_paragraph(champ):
@@ -124,3 +111,36 @@ def test_the_embedded_prm_finds_first_errors_on_the_bundled_task():
         items.append(Annotated(f"{p.id}:wrong", p.prompt, wrong, k))
     result = evaluate(RewardModel.from_pretrained("embedded:prm"), items)
     assert result["processbench_f1"] > 0.8, result
+
+
+def test_a_causal_lm_is_evaluated_as_the_critic_judge_from_the_command_line(tmp_path, capsys):
+    """`--judge`: the embedded policy (a real causal LM, no judge) as the step critic; its verdicts are counted,
+    nearly all invalid, and the threshold is the verdicts' 0.5."""
+    from prmsearch.cli import main
+
+    rows = [
+        {
+            "id": "a",
+            "problem": "Compute 1 + 1.",
+            "steps": ["1 + 1 = 3", "so 3"],
+            "label": 0,
+            "final_answer_correct": False,
+        },
+        {
+            "id": "b",
+            "problem": "Compute 2 + 2.",
+            "steps": ["2 + 2 = 4", "so 4"],
+            "label": -1,
+            "final_answer_correct": True,
+        },
+    ]
+    path = tmp_path / "pb.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "result.json"
+    argv = ["eval", "processbench", "--judge", "embedded:policy", "--data", str(path), "--device", "cpu"]
+    assert main([*argv, "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["verdicts"] == 2 and 0 <= result["invalid_verdicts"] <= 2 and result["threshold"] == 0.5
+    assert f"{result['invalid_verdicts']} of 2 verdicts invalid" in capsys.readouterr().out
+    assert main([*argv, "--scorer", "embedded:prm"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -125,6 +125,36 @@ def evaluate(
     }
 
 
+class Oracle:
+    """A step scorer that knows the annotations of `items`: 1.0 before a solution's first error, 0.0 from it on. It
+    scores F1 100 by construction, so it checks the metric and the reader, not a model."""
+
+    def __init__(self, items: Sequence[Annotated]) -> None:
+        self.gold = {(a.problem, tuple(a.steps)): a.first_error for a in items}
+
+    def score_steps_batch(
+        self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 8
+    ) -> list[list[float]]:
+        scores = []
+        for p, s in zip(prompts, steps, strict=True):
+            g = self.gold[(p, tuple(s))]
+            scores.append([1.0 if g < 0 or i < g else 0.0 for i in range(len(s))])
+        return scores
+
+
+class Constant:
+    """A step scorer that gives every step `value`: above the threshold it flags nothing (right on correct solutions
+    only), below it flags every first step; either way F1 is 0."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def score_steps_batch(
+        self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 8
+    ) -> list[list[float]]:
+        return [[self.value] * len(s) for s in steps]
+
+
 @dataclass
 class ProcessBenchConfig:
     """`prmsearch eval processbench`: every flag is a field."""
@@ -137,6 +167,9 @@ class ProcessBenchConfig:
     )
     split: str = option("train", "the split of a hub dataset (ProcessBench's: gsm8k, math, olympiadbench, omnimath)")
     adapter: str | None = option(None, "read --scorer as this public PRM format (see models.adapters)")
+    judge: str | None = option(
+        None, "instead of --scorer, this causal LM as the step critic judge (judges.CriticJudge); threshold 0.5"
+    )
     threshold: float | None = option(None, "flag a step below this P(correct) (None: tuned on a held-out half)")
     batch_size: int = option(8, "solutions scored per forward pass")
     output: str | None = option(None, "write the result here as JSON (None: print only)")
@@ -175,24 +208,36 @@ def run_processbench(cfg: ProcessBenchConfig, scorer: Any = None) -> dict[str, A
 
     from ..files import write_atomic
 
-    if scorer is None and not cfg.scorer:
-        raise ValueError("eval processbench needs --scorer")
+    if scorer is None and not (cfg.scorer or cfg.judge):
+        raise ValueError("eval processbench needs --scorer (a PRM) or --judge (a causal LM)")
+    if cfg.scorer and cfg.judge:
+        raise ValueError("give --scorer or --judge, not both")
     items = read_annotated(cfg.data, cfg.split)
+    if scorer is None and cfg.judge:
+        from ..judges import CriticJudge
+        from ..search.generators import HFGenerator
+
+        scorer = CriticJudge(HFGenerator.from_pretrained(cfg.judge, device=cfg.device, batch_size=cfg.batch_size))
     if scorer is None:
         scorer = load_step_scorer(cfg.scorer, adapter=cfg.adapter, device=cfg.device)
+    judged = "invalid" in getattr(scorer, "stats", {})  # a judge: verdicts, a wrong step 0 and the others 1
+    threshold = 0.5 if judged and cfg.threshold is None else cfg.threshold
     result = {
-        "scorer": cfg.scorer,
+        "scorer": cfg.scorer or f"judge:{cfg.judge}",
         "data": cfg.data,
-        **evaluate(scorer, items, threshold=cfg.threshold, batch_size=cfg.batch_size),
+        **evaluate(scorer, items, threshold=threshold, batch_size=cfg.batch_size),
     }
+    if judged:
+        result["verdicts"], result["invalid_verdicts"] = scorer.stats["verdicts"], scorer.stats["invalid"]
     if cfg.output:
         write_atomic(cfg.output, json.dumps(result, indent=1) + "\n")
     return result
 
 
 def format_result(result: dict[str, Any]) -> str:
+    invalid = f"\n{result['invalid_verdicts']} of {result['verdicts']} verdicts invalid" if "verdicts" in result else ""
     return (
         f"| solutions | erroneous acc | correct acc | F1 | threshold |\n|---:|---:|---:|---:|---:|\n"
         f"| {result['solutions']} | {100 * result['error_accuracy']:.1f} | {100 * result['correct_accuracy']:.1f} | "
-        f"{100 * result['processbench_f1']:.1f} | {result['threshold']:.4g} ({result['threshold_source']}) |"
+        f"{100 * result['processbench_f1']:.1f} | {result['threshold']:.4g} ({result['threshold_source']}) |" + invalid
     )

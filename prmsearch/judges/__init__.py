@@ -6,6 +6,7 @@ invalid, never read as a default. Each judge plugs in where a scorer does (best-
 the critic also steers beam search, DVTS and MCTS, and is evaluated by `prmsearch eval processbench`)."""
 
 from .critic import CRITIC_TEMPLATE, CriticJudge
+from .load import PROTOCOLS, load_judge
 from .pairwise import PAIRWISE_TEMPLATE, PairVerdict, PairwiseJudge, bradley_terry
 from .pointwise import POINTWISE_TEMPLATE, RATING_TEMPLATE, PointwiseJudge
 from .verdicts import parse_critic, parse_pairwise, parse_pointwise
@@ -13,6 +14,7 @@ from .verdicts import parse_critic, parse_pairwise, parse_pointwise
 __all__ = [
     "CRITIC_TEMPLATE",
     "PAIRWISE_TEMPLATE",
+    "PROTOCOLS",
     "POINTWISE_TEMPLATE",
     "RATING_TEMPLATE",
     "CriticJudge",
@@ -20,6 +22,7 @@ __all__ = [
     "PairwiseJudge",
     "PointwiseJudge",
     "bradley_terry",
+    "load_judge",
     "parse_critic",
     "parse_pairwise",
     "parse_pointwise",

@@ -264,7 +264,7 @@ class HFGenerator:
         texts = [""] * rows
         finish: list[tuple[str, str | None] | None] = [None] * rows
         with torch.inference_mode():
-            cache = kv.stack([prefixes.states(m) if prefixes else None for m, _ in matched], past, device)
+            cache = kv.stack([prefixes.states(m) if prefixes else None for m, _ in matched], past, device, growing=True)
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,

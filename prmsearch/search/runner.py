@@ -53,6 +53,10 @@ class SearchConfig(SearchSettings):
         None, "the reward model (strategies that score need one): a prmsearch-trained folder or hub id, embedded:prm"
     )
     scorer_adapter: str | None = option(None, "read --scorer as this public PRM's own format")
+    judge: str | None = option(None, "instead of --scorer, this causal LM as a judge (folder, hub id, embedded name)")
+    judge_protocol: str = option(
+        "critic", "how --judge judges: critic (step scores: every strategy), pointwise or pairwise (best-of-N)"
+    )
     dataset: str = option(
         "", "problems: math500, gsm8k, humaneval, chains, or a .jsonl/.json/.parquet/.csv file or save_to_disk folder"
     )
@@ -110,6 +114,7 @@ class SearchConfig(SearchSettings):
         "agg": AGGREGATIONS,
         "final": METHODS,
         "scorer_adapter": tuple(ADAPTERS),
+        "judge_protocol": ("critic", "pointwise", "pairwise"),  # judges.PROTOCOLS, kept out of this module's imports
     }
 
     def __post_init__(self) -> None:
@@ -131,8 +136,10 @@ class SearchConfig(SearchSettings):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required")
         needs = [s for s in self.strategy if STRATEGIES[s].scorer]
-        if needs and not self.scorer:
-            raise ValueError(f"strategies {needs} need a reward model: give scorer")
+        if needs and not (self.scorer or self.judge):
+            raise ValueError(f"strategies {needs} need a reward model: give scorer (or judge)")
+        if self.scorer and self.judge:
+            raise ValueError("give scorer or judge, not both")
         if self.batch_problems < 1:
             raise ValueError("batch_problems must be at least 1")
         if self.policy_cache_tokens < 0:
@@ -186,6 +193,10 @@ def search_dataset(
     problems = shard.take(problems)
     if generator is None:
         generator = load_generator(cfg)
+    if scorer is None and cfg.judge and any(STRATEGIES[s].scorer for s in cfg.strategy):
+        from ..judges import load_judge
+
+        scorer = load_judge(cfg.judge, cfg.judge_protocol, device=rank_device(cfg.device), agg=cfg.agg)
     if scorer is None and cfg.scorer and any(STRATEGIES[s].scorer for s in cfg.strategy):
         scorer = load_scorer(
             cfg.scorer,

@@ -1,0 +1,94 @@
+"""`prmsearch serve` under load (issue 15, item 3): the command runs as its own process on the loopback, and 32
+concurrent keep-alive clients send 2,000 OpenRLHF /score requests (1-4 queries each, every tenth malformed). Every
+answer is checked against the rewards the queries get scored alone. Two servers, side by side in one run: dynamic
+batching (the default) and one request per forward pass (--max-batch-requests 1).
+
+    python benchmarks/serve_load.py [--scorer embedded:prm] [--requests 2000] [--clients 32]
+
+Prints the table and writes benchmarks/results/serve_load.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prmsearch.bench.serve_load import chain_queries, check, hammer, make_load, score_alone
+from prmsearch.search.load import load_scorer
+from prmsearch.serve import Client
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def serve(scorer: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "prmsearch", "serve", "--scorer", scorer, "--port", str(port), "--device", "cpu"]
+    server = subprocess.Popen(cmd + extra, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline and server.poll() is None:
+        try:
+            if Client(url).get("/health")[0] == 200:
+                return server, url
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit(f"the server did not come up: {' '.join(cmd + extra)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scorer", default="embedded:prm")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+
+    texts = chain_queries(200)
+    alone = score_alone(load_scorer(args.scorer, agg="min", device="cpu"), texts)
+    load = make_load(texts, args.requests, malformed_every=10)
+    rows = []
+    for mode, extra in (("batched", []), ("one at a time", ["--max-batch-requests", "1"])):
+        server, url = serve(args.scorer, extra)
+        try:
+            hammer(url, load[:64], args.clients)  # warm-up: first-call allocations, connection set-up
+            outcomes, seconds = hammer(url, load, args.clients)
+            health = Client(url).get("/health")[1]
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        result = check(load, outcomes, alone, seconds, tolerance=1e-4)
+        result.update(mode=mode, batches=health["batches"], scored_requests=health["requests"])
+        rows.append(result)
+    base = rows[1]["requests_per_s"]
+    for r in rows:
+        r["speedup"] = r["requests_per_s"] / base
+    head = "| server | requests | malformed | wrong | lost | p50 ms | p99 ms | requests/s | mean batch | speed-up |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['requests']} | {r['malformed']} | {r['wrong']} | {r['lost']} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['requests_per_s']:.1f} | {r['scored_requests'] / r['batches']:.1f} "
+            f"| {r['speedup']:.2f}x |"
+        )
+    table = "\n".join(lines)
+    note = (
+        f"{args.scorer}, {args.clients} concurrent clients on the loopback, {args.requests} /score requests of 1-4 "
+        f"queries; wrong = a reward differing by more than 1e-4 from the query scored alone (largest difference "
+        f"{max(r['max_reward_diff'] for r in rows):.1e}), or a malformed request without its 4xx and message; "
+        "mean batch = requests per forward pass (the warm-up's included)."
+    )
+    print(table + "\n\n" + note)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "serve_load.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (RESULTS / "serve_load.md").write_text(table + "\n\n" + note + "\n")
+
+
+if __name__ == "__main__":
+    main()

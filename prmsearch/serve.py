@@ -1,0 +1,384 @@
+"""`prmsearch serve`: a reward model behind HTTP, for an RL framework that calls a remote reward model (OpenRLHF's
+`--remote_rm_url`) and for anything else that wants scores without holding the model.
+
+Endpoints (JSON in, JSON out; errors are `{"error": message}` with a 4xx status):
+- `POST /score`: OpenRLHF's request `{"query": [full texts], "prompts": [...], "labels": [...]}` (the last two
+  optional; labels are accepted and unused by a reward model) → `{"rewards": [one float per query, in order]}`. A
+  query is its prompt followed by the response: with `prompts` the response is what follows the prompt; without, the
+  query is cut at the model's first prompt separator (`StepFormat.prompt_separator`, the text a prmsearch model puts
+  between prompt and first step). A PRM's reward is the `agg` of its step scores; a response with no steps gets
+  `empty`.
+- `POST /score_steps`: `{"prompts": [...], "steps": [[step, ...], ...]}` → `{"scores": [...], "step_scores":
+  [[...], ...]}` (step scores empty for an ORM / BT model; a solution with no steps scores null).
+- `GET /health`: `{"status": "ok", "model", "kind", "queued", "requests", "batches"}`.
+
+What this adds over a handler that calls the model: dynamic batching. One worker thread owns the model; requests
+queue, and whatever has queued by the time the model is free is scored in one forward pass (up to `max_batch_tokens`
+and `max_batch_requests`), so throughput grows with concurrency while a lone request waits for no one. A batch that
+fails is rescored request by request, so one bad request (too long for the model) fails alone. Scores do not depend
+on batch-mates: the scorers pad without attending to padding. HTTP is Starlette on uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import PrmsearchError
+from .recipes import option
+
+
+@dataclass
+class ServeConfig:
+    """`prmsearch serve`: every flag is a field."""
+
+    scorer: str = option("", "the reward model: a folder, hub id or embedded name (embedded:prm), or a public PRM")
+    adapter: str | None = option(None, "read --scorer as this public PRM format (see models.adapters)")
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
+    port: int = option(8000, "port to listen on (0: any free port)")
+    agg: str = option("min", "a PRM's step scores to one reward: last, min, prod, mean")
+    empty: float = option(0.0, "the reward of a response with no steps to score")
+    max_batch_tokens: int = option(16_384, "tokens scored in one forward pass, at most (a larger request goes alone)")
+    max_batch_requests: int = option(256, "requests scored together, at most (1: one at a time)")
+    max_queries: int = option(1024, "queries in one request, at most (more: 413)")
+    max_body_bytes: int = option(8 * 2**20, "bytes of one request body, at most (more: 413)")
+    max_queued: int = option(4096, "requests waiting, at most (more: 503, retry later)")
+    device: str | None = option(None, "cpu or cuda (None: cuda when available)")
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_requests", "max_queries", "max_body_bytes", "max_queued"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+
+
+class RequestError(PrmsearchError):
+    """A request the server refuses; `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Job:
+    """One request's solutions, waiting for the worker; its result is set on `future` through `loop`."""
+
+    prompts: list[str]
+    steps: list[list[str]]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    tokens: int = 0
+
+
+@dataclass
+class Batcher:
+    """The worker thread that owns the scorer and scores queued jobs in batches."""
+
+    scorer: Any
+    max_batch_tokens: int
+    max_batch_requests: int
+    max_queued: int
+    requests: int = 0
+    batches: int = 0
+    _queue: queue.Queue = field(default_factory=queue.Queue)
+    _held: Job | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="prmsearch-scorer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() + (self._held is not None)
+
+    def submit(self, job: Job) -> None:
+        if self.queued >= self.max_queued:
+            raise RequestError(f"{self.queued} requests are waiting (max_queued); retry later", status=503)
+        self._queue.put(job)
+
+    def _tokens(self, job: Job) -> int:
+        rm = getattr(self.scorer, "rm", None)
+        tokenizer = getattr(self.scorer, "tokenizer", None) or getattr(rm, "tokenizer", None)
+        texts = [p + "".join(s) for p, s in zip(job.prompts, job.steps, strict=True)]
+        if tokenizer is not None and texts:
+            with contextlib.suppress(Exception):  # an odd tokenizer only costs the estimate below
+                return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+        return sum(len(t) for t in texts) // 4 + len(texts)
+
+    def _next_batch(self) -> list[Job] | None:
+        first = self._held if self._held is not None else self._queue.get()
+        self._held = None
+        if first is None:
+            return None
+        first.tokens = first.tokens or self._tokens(first)
+        batch, tokens = [first], first.tokens
+        while len(batch) < self.max_batch_requests:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._queue.put(None)
+                break
+            job.tokens = self._tokens(job)
+            if tokens + job.tokens > self.max_batch_tokens:
+                self._held = job
+                break
+            batch.append(job)
+            tokens += job.tokens
+        return batch
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                results = self._score(batch)
+            except Exception:
+                results = []
+                for job in batch:  # rescored alone, so only the job that cannot be scored fails
+                    try:
+                        results.extend(self._score([job]))
+                    except Exception as e:  # noqa: BLE001 - the error goes back to the request that caused it
+                        results.append(e)
+            for job, result in zip(batch, results, strict=True):
+                job.loop.call_soon_threadsafe(_resolve, job.future, result)
+
+    def _score(self, batch: list[Job]) -> list[Any]:
+        prompts = [p for job in batch for p in job.prompts]
+        steps = [s for job in batch for s in job.steps]
+        got = self.scorer.score_solutions(prompts, steps)
+        self.requests += len(batch)
+        self.batches += 1
+        out, at = [], 0
+        for job in batch:
+            n = len(job.prompts)
+            out.append((got.scores[at : at + n], got.step_scores[at : at + n]))
+            at += n
+        return out
+
+
+def _resolve(future: asyncio.Future, result: Any) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def split_query(query: str, prompt: str | None, prompt_separator: str) -> tuple[str, str]:
+    """(prompt, response) of a full text: what follows `prompt`, or without one, the text cut at the first
+    `prompt_separator`."""
+    if prompt is not None:
+        if not query.startswith(prompt):
+            raise RequestError("does not start with its prompt")
+        return prompt, query[len(prompt) :]
+    head, sep, rest = query.partition(prompt_separator)
+    return (head, rest) if sep else (query, "")
+
+
+def _strings(body: dict, name: str, *, rows: int | None = None, required: bool = True) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise RequestError(f'the body has no "{name}" field: send {{"{name}": [...]}}')
+        return None
+    if not isinstance(value, list):
+        raise RequestError(f'"{name}" must be a list, got {type(value).__name__}')
+    if rows is not None and len(value) != rows:
+        raise RequestError(f'"{name}" has {len(value)} items for {rows} queries')
+    return value
+
+
+def _check_texts(values: list, name: str) -> list[str]:
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise RequestError(f'"{name}"[{i}] must be a string, got {type(v).__name__}')
+    return values
+
+
+def create_app(scorer: Any, cfg: ServeConfig) -> Any:
+    """The Starlette application serving `scorer` (any prmsearch `Scorer`) with `cfg`'s limits."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    batcher = Batcher(scorer, cfg.max_batch_tokens, cfg.max_batch_requests, cfg.max_queued)
+    separator = scorer.format.prompt_separator
+
+    async def read(request: Request) -> dict:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
+            raise RequestError(f"the body is {size} bytes, more than max_body_bytes {cfg.max_body_bytes}", 413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cfg.max_body_bytes:
+                raise RequestError(f"the body is more than max_body_bytes {cfg.max_body_bytes}", 413)
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RequestError(f"the body is not JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise RequestError(f"the body must be a JSON object, got {type(data).__name__}")
+        return data
+
+    async def run(prompts: list[str], steps: list[list[str]]) -> tuple[list, list]:
+        if len(prompts) > cfg.max_queries:
+            raise RequestError(f"{len(prompts)} queries, more than max_queries {cfg.max_queries}", 413)
+        if not prompts:
+            return [], []
+        loop = asyncio.get_running_loop()
+        job = Job([p.rstrip() for p in prompts], steps, loop, loop.create_future())
+        batcher.submit(job)
+        try:
+            return await job.future
+        except PrmsearchError as e:
+            raise RequestError(str(e), 422) from None
+
+    async def score(request: Request) -> JSONResponse:
+        data = await read(request)
+        queries = _check_texts(_strings(data, "query"), "query")
+        given = _strings(data, "prompts", rows=len(queries), required=False)
+        _strings(data, "labels", rows=len(queries), required=False)
+        prompts, steps = [], []
+        for i, q in enumerate(queries):
+            if given is not None and not isinstance(given[i], str):
+                raise RequestError(f'"prompts"[{i}] must be a string, got {type(given[i]).__name__}')
+            try:
+                prompt, response = split_query(q, None if given is None else given[i], separator)
+            except RequestError as e:
+                raise RequestError(f'"query"[{i}] {e}') from None
+            prompts.append(prompt)
+            steps.append(scorer.format.split(response))
+        scores, _ = await run(prompts, steps)
+        return JSONResponse({"rewards": [cfg.empty if s is None else float(s) for s in scores]})
+
+    async def score_steps(request: Request) -> JSONResponse:
+        data = await read(request)
+        prompts = _check_texts(_strings(data, "prompts"), "prompts")
+        steps = _strings(data, "steps", rows=len(prompts))
+        for i, s in enumerate(steps):
+            if not isinstance(s, list) or not all(isinstance(t, str) for t in s):
+                raise RequestError(f'"steps"[{i}] must be a list of strings')
+        scores, step_scores = await run(prompts, [[t for t in s if t.strip()] for s in steps])
+        return JSONResponse({"scores": scores, "step_scores": step_scores})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": cfg.scorer,
+                "kind": scorer.kind,
+                "queued": batcher.queued,
+                "requests": batcher.requests,
+                "batches": batcher.batches,
+            }
+        )
+
+    def guarded(handler: Any) -> Any:
+        async def endpoint(request: Request) -> JSONResponse:
+            try:
+                return await handler(request)
+            except RequestError as e:
+                return JSONResponse({"error": str(e)}, status_code=e.status)
+            except Exception as e:  # noqa: BLE001 - a bug answers 500 and the server stays up
+                return JSONResponse({"error": f"scoring failed: {type(e).__name__}: {e}"}, status_code=500)
+
+        return endpoint
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        batcher.start()
+        yield
+        batcher.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/score", guarded(score), methods=["POST"]),
+            Route("/score_steps", guarded(score_steps), methods=["POST"]),
+            Route("/health", guarded(health), methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    return app
+
+
+def load_app(cfg: ServeConfig) -> Any:
+    """Load `cfg.scorer` and build its app."""
+    from .search.load import load_scorer
+
+    if not cfg.scorer:
+        raise RequestError("--scorer is required: a reward model folder, hub id or embedded name")
+    return create_app(load_scorer(cfg.scorer, adapter=cfg.adapter, device=cfg.device, agg=cfg.agg), cfg)
+
+
+@contextlib.contextmanager
+def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve `app` with uvicorn in a background thread while the block runs; yields its base URL (port 0: a free
+    port). For tests, benchmarks and notebooks; `prmsearch serve` runs uvicorn in the foreground."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()
+    try:
+        yield f"http://{host}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+class Client:
+    """A keep-alive client of one server (one per thread): `score` is OpenRLHF's call, `post` any endpoint."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+
+    def post(self, path: str, body: Any) -> tuple[int, dict]:
+        """POST `body` (bytes as they are, anything else as JSON); returns the status and the JSON answer."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+
+    def get(self, path: str) -> tuple[int, dict]:
+        self.conn.request("GET", path)
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+
+    def score(self, queries: Sequence[str], prompts: Sequence[str] | None = None) -> list[float]:
+        body: dict[str, Any] = {"query": list(queries)}
+        if prompts is not None:
+            body["prompts"] = list(prompts)
+        status, answer = self.post("/score", body)
+        if status != 200:
+            raise RequestError(answer.get("error", f"HTTP {status}"), status)
+        return answer["rewards"]
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,132 @@
+"""`prmsearch serve` over the loopback: OpenRLHF's /score against the scorer called directly, malformed requests,
+a concurrent load where nothing may be lost or mixed up, and the command itself as a child process."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from prmsearch.bench.serve_load import MALFORMED, chain_queries, check, hammer, make_load, score_alone  # noqa: E402
+from prmsearch.serve import Client, ServeConfig, create_app, running, split_query  # noqa: E402
+
+TOL = 1e-4  # a batch of another shape rounds differently in the last float bits; scores are probabilities
+
+
+@pytest.fixture(scope="module")
+def prm():
+    from prmsearch.search.load import load_scorer
+
+    return load_scorer("embedded:prm", agg="min", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return chain_queries(40)
+
+
+@pytest.fixture(scope="module")
+def alone(prm, texts):
+    return score_alone(prm, texts)
+
+
+def test_score_answers_openrlhf_requests_with_the_scorers_rewards(prm, texts, alone):
+    with running(create_app(prm, ServeConfig(empty=-1.0))) as url:
+        c = Client(url)
+        got = c.score(texts[:6])
+        assert got == pytest.approx(alone[:6], abs=TOL)
+        assert len(set(round(g, 3) for g in got)) > 3  # the rewards differ, so an order mix-up would show
+        # With prompts, the response is what follows each prompt: the same rewards.
+        prompts = [split_query(t, None, "\n\n")[0] for t in texts[:6]]
+        assert c.score(texts[:6], prompts) == pytest.approx(alone[:6], abs=TOL)
+        assert c.score([]) == []
+        assert c.score(["Compute 1 + 2 from left to right."]) == [-1.0]  # no steps: `empty`
+        # /score_steps: every step's score, the same numbers the scorer gives.
+        prompt, response = split_query(texts[0], None, "\n\n")
+        steps = prm.format.split(response)
+        status, answer = c.post("/score_steps", {"prompts": [prompt], "steps": [steps]})
+        direct = prm.score_solutions([prompt], [steps])
+        assert status == 200
+        assert answer["step_scores"][0] == pytest.approx(direct.step_scores[0], abs=TOL)
+        assert answer["scores"][0] == pytest.approx(min(direct.step_scores[0]), abs=TOL)
+        status, health = c.get("/health")
+        assert status == 200 and health["status"] == "ok" and health["kind"] == "prm"
+
+
+def test_malformed_requests_get_a_4xx_with_a_message_and_the_server_stays_up(prm, texts, alone):
+    cfg = ServeConfig(max_body_bytes=20_000, max_queries=8)
+    with running(create_app(prm, cfg)) as url:
+        c = Client(url)
+        for name, body, status in MALFORMED:
+            got, answer = c.post("/score", body(texts[0]))
+            assert got == status and answer["error"], name
+        got, answer = c.post("/score", {"query": ["x" * 30_000]})
+        assert got == 413 and "max_body_bytes" in answer["error"]
+        got, answer = c.post("/score", {"query": texts[:9]})
+        assert got == 413 and "max_queries" in answer["error"]
+        got, answer = c.post("/score_steps", {"prompts": ["p"], "steps": ["not a list"]})
+        assert got == 400 and '"steps"[0]' in answer["error"]
+        assert c.score(texts[:2]) == pytest.approx(alone[:2], abs=TOL)
+
+
+def test_under_concurrent_load_nothing_is_lost_or_mixed_up(prm, texts, alone):
+    """32 clients, 2,000 requests of 1-4 queries, every tenth malformed (a too-long query among them, which must
+    fail alone and not its batch-mates): every well-formed request gets its queries' rewards scored alone."""
+    load = make_load(texts, 2000, malformed_every=10)
+    app = create_app(prm, ServeConfig())
+    with running(app) as url:
+        outcomes, seconds = hammer(url, load, clients=32)
+        assert Client(url).get("/health")[0] == 200
+    result = check(load, outcomes, alone, seconds, tolerance=TOL)
+    assert result["lost"] == 0 and result["wrong"] == 0, result["problems"]
+    assert result["well_formed"] == 1800 and result["malformed"] == 200
+    batcher = app.state.batcher
+    assert batcher.batches < batcher.requests / 2  # concurrent requests were scored together
+
+
+def test_an_orm_is_served_too(texts):
+    from prmsearch.search.load import load_scorer
+
+    orm = load_scorer("embedded:orm", device="cpu")
+    with running(create_app(orm, ServeConfig())) as url:
+        assert Client(url).score(texts[:4]) == pytest.approx(score_alone(orm, texts[:4]), abs=TOL)
+
+
+def test_prmsearch_serve_runs_as_a_command(tmp_path, texts, alone):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prmsearch", "serve", "--scorer", "embedded:prm", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                c = Client(f"http://127.0.0.1:{port}")
+                if c.get("/health")[0] == 200:
+                    break
+            except OSError:
+                c.close()
+            assert server.poll() is None and time.time() < deadline, server.stdout.read() if server.stdout else ""
+            time.sleep(0.2)
+        assert c.score(texts[:3]) == pytest.approx(alone[:3], abs=TOL)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-m", "prmsearch", "serve", "--scorer", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.startswith("prmsearch serve: error:")
