@@ -3,11 +3,14 @@ constants, a tiny PRM trained by prmsearch, and SmolLM2-135M-Instruct as the ste
 constants validate the metric (F1 100 and 0); the tiny PRM and the 135M judge show the command working end to end,
 not quality.
 
-The tiny PRM is `make demo`'s: `train/tiny_prm.yaml` (a 2-layer Qwen2 with the SmolLM2 tokenizer, 2,048 positions,
-so it reads CHAMP's long solutions; the embedded PRM reads 512) on the GSM8K model solutions' outcome labels. It is
-built here into benchmarks/.cache/champ_prm unless --prm names one.
+The tiny PRM is `make demo`'s: `train/tiny_prm.yaml` (a 2-layer Qwen2 with the SmolLM2 tokenizer), with 8,192
+positions so that it reads CHAMP's long solutions (the embedded PRM reads 512), on the GSM8K model solutions' outcome
+labels. It is built here into benchmarks/.cache/champ_prm unless --prm names one.
 
-    python benchmarks/processbench_champ.py [--prm FOLDER] [--skip-judge]
+    python benchmarks/processbench_champ.py [--prm FOLDER] [--skip-judge] [--judge-solutions 100]
+
+The judge sees the first --judge-solutions by id: on 2 CPU cores SmolLM2 did not get through all 540 (long prompts)
+in 28 minutes.
 
 Prints the table and writes benchmarks/results/processbench_champ.{json,md}.
 """
@@ -23,11 +26,20 @@ from pathlib import Path
 
 from policy_cache import convert_smollm2
 
-from prmsearch.bench.processbench import Constant, Oracle, ProcessBenchConfig, read_annotated, run_processbench
+from prmsearch.bench.processbench import (
+    Constant,
+    Oracle,
+    ProcessBenchConfig,
+    evaluate,
+    read_annotated,
+    run_processbench,
+)
+from prmsearch.judges import load_judge
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 GSM8K = HERE.parent.parent / "shared" / "data" / "gsm8k_test_model_solutions.jsonl"
+LONGER = ["model_config.max_position_embeddings=8192"]  # CHAMP's longest solution is 4,201 SmolLM2 tokens
 
 
 def tiny_prm(folder: Path) -> Path:
@@ -45,7 +57,7 @@ def tiny_prm(folder: Path) -> Path:
             "--output",
             str(data),
         ],
-        ["train", "prm", "train/tiny_prm.yaml", f"train_data={data}", f"output_dir={folder}", "--quiet"],
+        ["train", "prm", "train/tiny_prm.yaml", f"train_data={data}", f"output_dir={folder}", *LONGER, "--quiet"],
     ):
         subprocess.run([sys.executable, "-m", "prmsearch", *args], check=True, cwd=HERE.parent)
     return folder
@@ -55,6 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prm", type=Path, default=HERE / ".cache" / "champ_prm")
     parser.add_argument("--skip-judge", action="store_true")
+    parser.add_argument(
+        "--judge-solutions", type=int, default=100, help="the judge sees this many (a 135M LM on 2 cores: slow)"
+    )
     args = parser.parse_args()
 
     items = read_annotated("champ")
@@ -64,8 +79,6 @@ def main() -> None:
         ("constant 0.1", ProcessBenchConfig(scorer="constant", threshold=0.5), Constant(0.1)),
         ("tiny PRM (tuned threshold)", ProcessBenchConfig(scorer=str(tiny_prm(args.prm)), device="cpu"), None),
     ]
-    if not args.skip_judge:
-        runs.append(("SmolLM2-135M critic judge", ProcessBenchConfig(judge=str(convert_smollm2()), device="cpu"), None))
     rows = []
     for name, cfg, scorer in runs:
         started = time.perf_counter()
@@ -73,6 +86,15 @@ def main() -> None:
         result.pop("predictions")
         rows.append({"name": name, **result, "seconds": round(time.perf_counter() - started, 1)})
         print(f"{name}: F1 {100 * result['processbench_f1']:.1f} ({rows[-1]['seconds']} s)", flush=True)
+    if not args.skip_judge:
+        subset = sorted(items, key=lambda a: a.id)[: args.judge_solutions]
+        judge = load_judge(str(convert_smollm2()), "critic", device="cpu", batch_size=8)
+        started = time.perf_counter()
+        result = evaluate(judge, subset, threshold=0.5)
+        result.pop("predictions")
+        name = f"SmolLM2-135M critic judge ({len(subset)} solutions)"
+        rows.append({"name": name, **result, "verdicts": judge.stats["verdicts"]})
+        rows[-1].update(invalid_verdicts=judge.stats["invalid"], seconds=round(time.perf_counter() - started, 1))
     lines = [
         "| scorer | solutions | erroneous acc | correct acc | F1 | threshold | invalid verdicts | seconds |",
         "|---|---:|---:|---:|---:|---|---:|---:|",
