@@ -55,7 +55,14 @@ def tiny_models(tmp_path_factory, smollm2_tokenizer):
 
 def test_quickstart_runs_the_plan_into_one_report(tiny_models, tmp_path):
     cfg = QuickstartConfig(output=str(tmp_path / "q"), problems=2, device="cpu", **tiny_models)
+    assert cfg.workers == 2
     rows = run_quickstart(cfg, progress=False)
+    assert sorted((tmp_path / "q" / "prm").glob("results*.jsonl")) == [
+        tmp_path / "q" / "prm" / f"results.shard-{i}-of-2.jsonl" for i in (0, 1)
+    ]
+    # two workers write what one process writes: the same samples, scores and answers
+    alone = QuickstartConfig(output=str(tmp_path / "q1"), problems=2, device="cpu", workers=1, **tiny_models)
+    assert _without_seconds(run_quickstart(alone, progress=False)) == _without_seconds(rows)
     assert {(r["strategy"], r["n"]) for r in rows} == EXPECTED
     assert all(r["problems"] == 2 for r in rows)
     assert json.loads((tmp_path / "q" / "summary.json").read_text()) == rows
@@ -80,6 +87,10 @@ def test_quickstart_cli_resumes_and_refuses_bad_input(tiny_models, tmp_path, cap
     assert main([*args, "--resume"]) == 0
     assert main(["quickstart", "--problems", "0"]) == 2
     assert "problems must be at least 1" in capsys.readouterr().err
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def _shipped(name):

@@ -7,11 +7,17 @@ What runs (the `PLAN`): greedy; majority, best-of-N (ORM) and weighted best-of-N
 `prmsearch report` turns both into OUTPUT/summary.{json,md} and OUTPUT/accuracy.png. One policy serves all runs
 through a `MemoGenerator`, so the samples majority, best-of-N and weighted best-of-N share (and N=4 shares with
 N=16) are drawn once.
+
+The plan is split over `workers` processes (the search runner's shards: worker I takes every K-th problem), each
+with its share of the CPU threads. The embedded models are so small that a forward pass is mostly Python and
+per-operator overhead, which a second torch thread barely shortens but a second process halves; the records are
+the ones a single process writes (seeds come from the problem and the node), so only the wall time changes.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ QUICKSTART_SEARCH: dict[str, Any] = {
     "agg": "min",
     "final": "weighted_best_of_n",
     "prompt_template": "plain",
-    "batch_problems": 100,
+    "batch_problems": 300,
 }
 
 
@@ -53,20 +59,20 @@ class QuickstartConfig:
     models: str | None = option(None, "where --retrain writes its models (None: OUTPUT/models)")
     seed: int = option(0, "the search seed")
     device: str | None = option(None, "cpu or cuda (None: cuda when available)")
+    workers: int = option(2, "processes the problems are split over, each with its share of the CPU threads")
 
     def __post_init__(self) -> None:
         if self.problems < 1:
             raise ValueError(f"problems must be at least 1, got {self.problems}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
 
 
 def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
     """Run the plan into `cfg.output` and return the summary rows (see `bench.report`)."""
-    from ..bench.datasets import load_problems
+    import multiprocessing
+
     from ..bench.report import report
-    from ..search.generators import HFGenerator
-    from ..search.load import load_scorer
-    from ..search.memo import MemoGenerator
-    from ..search.runner import SearchConfig, search_dataset
 
     out = Path(cfg.output)
     models = {"policy": cfg.policy, "prm": cfg.prm, "orm": cfg.orm}
@@ -74,8 +80,46 @@ def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: boo
         from .retrain import retrain
 
         models = retrain(cfg.models or str(out / "models"), progress=progress)
-    problems = load_problems("chains", limit=cfg.problems)
     started = time.perf_counter()
+    workers = min(cfg.workers, cfg.problems)
+    if workers == 1:
+        run_plan(cfg, models, None, resume=resume, progress=progress)
+    else:
+        # spawn, not fork: a forked child would inherit torch's thread pool state from a parent that used it
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            shares = [
+                pool.submit(run_plan, cfg, models, f"{i}/{workers}", resume=resume, progress=progress and i == 0)
+                for i in range(workers)
+            ]
+            for share in shares:
+                share.result()  # a worker's exception is raised here, after the others have finished theirs
+    rows = report([out / "prm", out / "orm"], output=out)
+    seconds = time.perf_counter() - started
+    (out / "quickstart.txt").write_text(
+        f"search wall time: {seconds:.1f} s ({workers} worker{'s' * (workers > 1)})\nmodels: {models}\n"
+    )
+    return rows
+
+
+def run_plan(cfg: QuickstartConfig, models: dict[str, str], shard: str | None, *, resume: bool, progress: bool) -> None:
+    """Every run of the `PLAN` over the problems of `shard` ("I/K", None: all). A worker of `run_quickstart`
+    takes the K-th part of the CPU threads the machine has."""
+    from ..bench.datasets import load_problems
+    from ..search.generators import HFGenerator
+    from ..search.load import load_scorer
+    from ..search.memo import MemoGenerator
+    from ..search.runner import SearchConfig, search_dataset
+    from ..search.shard import Shard
+
+    count = Shard.parse(shard).count
+    if count > 1:
+        import torch
+
+        from ..verifiers.workers import default_workers
+
+        torch.set_num_threads(max(1, default_workers() // count))
+    out = Path(cfg.output)
+    problems = load_problems("chains", limit=cfg.problems)
     generator = MemoGenerator(HFGenerator.from_pretrained(models["policy"], device=cfg.device, batch_size=256))
     scorers = {
         kind: load_scorer(models[kind], device=cfg.device, agg=QUICKSTART_SEARCH["agg"]) for kind in ("prm", "orm")
@@ -93,6 +137,7 @@ def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: boo
             n=ns,
             seed=cfg.seed,
             device=cfg.device,
+            shard=shard,
         )
         search_dataset(
             search,
@@ -103,7 +148,3 @@ def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: boo
             problems=problems,
         )
         done.add(folder)
-    rows = report([out / "prm", out / "orm"], output=out)
-    seconds = time.perf_counter() - started
-    (out / "quickstart.txt").write_text(f"search wall time: {seconds:.1f} s\nmodels: {models}\n")
-    return rows
