@@ -65,6 +65,8 @@ _LAZY = {
     "report": "prmsearch.bench.report",
     "format_table": "prmsearch.bench.report",
     "plot": "prmsearch.bench.report",
+    "CanaryConfig": "prmsearch.bench.canary",
+    "run_canary": "prmsearch.bench.canary",
     "QuickstartConfig": "prmsearch.embedded.quickstart",
     "run_quickstart": "prmsearch.embedded.quickstart",
 }

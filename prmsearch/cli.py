@@ -183,6 +183,16 @@ def _eval_processbench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_canary(args: argparse.Namespace) -> int:
+    from .bench.canary import CanaryConfig, format_canary, run_canary
+
+    cfg = config_from_args(CanaryConfig, args)
+    result = run_canary(cfg)
+    print(format_canary(result))
+    print(f"wrote canary.json and reliability.png to {cfg.output}")
+    return 1 if result.get("drift") else 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -321,13 +331,25 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
+    from .bench.canary import CanaryConfig
     from .bench.processbench import ProcessBenchConfig
 
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="{processbench}")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="{processbench,canary}")
     about = "does a step scorer find the first wrong step? ProcessBench's error / correct accuracy and F1"
     pb = kinds.add_parser("processbench", help=about, description=about[0].upper() + about[1:] + ".")
     add_config_flags(pb, ProcessBenchConfig)
     pb.set_defaults(func=_eval_processbench)
+    about = "has a reward model drifted? accuracy, AUROC or margin, ECE and a reliability diagram on a canary set"
+    canary = kinds.add_parser(
+        "canary",
+        help=about,
+        description=about[0].upper() + about[1:] + ". The set is JSONL in the model kind's TRL format: "
+        "preference rows (prompt, chosen, rejected) for a BT model, outcome rows (prompt, completion, label) for an "
+        "ORM, stepwise rows (prompt, completions, labels) for a PRM. With --baseline, a fall in accuracy or a rise "
+        "in ECE beyond the allowed amounts is drift and the command exits 1.",
+    )
+    add_config_flags(canary, CanaryConfig)
+    canary.set_defaults(func=_eval_canary)
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -391,10 +413,12 @@ COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], N
         _report_args,
     ),
     "eval": (
-        "evaluate a reward model: ProcessBench-style first-error F1 of a step scorer",
+        "evaluate a reward model: ProcessBench-style first-error F1 of a step scorer; drift on a canary set",
         "eval processbench scores the steps of solutions annotated with their first wrong step (CHAMP, from the "
         "champ-dataset package, or a ProcessBench file) and reports accuracy on erroneous and on correct solutions "
-        "and their harmonic mean; the flagging threshold is tuned on a held-out half unless --threshold is given.",
+        "and their harmonic mean; the flagging threshold is tuned on a held-out half unless --threshold is given. "
+        "eval canary scores a fixed held-out set, reports the kind's accuracy and calibration with a reliability "
+        "diagram, and with --baseline flags a drop against an earlier run (exit 1).",
         _eval_args,
     ),
     "serve": (

@@ -53,11 +53,16 @@ class ServeConfig:
     max_body_bytes: int = option(8 * 2**20, "bytes of one request body, at most (more: 413)")
     max_queued: int = option(4096, "requests waiting, at most (more: 503, retry later)")
     device: str | None = option(None, "cpu or cuda (None: cuda when available)")
+    threads: int | None = option(
+        None, "torch threads scoring on a CPU (None: torch's default); 1 where clients share the cores"
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_requests", "max_queries", "max_body_bytes", "max_queued"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
 
@@ -215,6 +220,7 @@ def _check_texts(values: list, name: str) -> list[str]:
 
 def create_app(scorer: Any, cfg: ServeConfig) -> Any:
     """The Starlette application serving `scorer` (any prmsearch `Scorer`) with `cfg`'s limits."""
+    import torch
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -290,6 +296,7 @@ def create_app(scorer: Any, cfg: ServeConfig) -> Any:
                 "queued": batcher.queued,
                 "requests": batcher.requests,
                 "batches": batcher.batches,
+                "threads": torch.get_num_threads(),
             }
         )
 
@@ -328,6 +335,12 @@ def load_app(cfg: ServeConfig) -> Any:
 
     if not cfg.scorer:
         raise RequestError("--scorer is required: a reward model folder, hub id or embedded name")
+    if cfg.threads is not None:
+        # A small model's operators are too short to share: with more torch threads than idle cores (the HTTP
+        # side and the clients run on the same ones) every operator waits for a descheduled thread.
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     return create_app(load_scorer(cfg.scorer, adapter=cfg.adapter, device=cfg.device, agg=cfg.agg), cfg)
 
 

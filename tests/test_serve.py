@@ -103,7 +103,7 @@ def test_prmsearch_serve_runs_as_a_command(tmp_path, texts, alone):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "prmsearch", "serve", "--scorer", "embedded:prm", "--port", str(port)],
+        [sys.executable, "-m", "prmsearch", "serve", "--scorer", "embedded:prm", "--port", str(port), "--threads", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -120,6 +120,7 @@ def test_prmsearch_serve_runs_as_a_command(tmp_path, texts, alone):
             assert server.poll() is None and time.time() < deadline, server.stdout.read() if server.stdout else ""
             time.sleep(0.2)
         assert c.score(texts[:3]) == pytest.approx(alone[:3], abs=TOL)
+        assert c.get("/health")[1]["threads"] == 1
     finally:
         server.terminate()
         server.wait(timeout=30)
