@@ -1,7 +1,8 @@
 """`prmsearch serve` under load (issue 15, item 3): the command runs as its own process on the loopback, and 32
 concurrent keep-alive clients send 2,000 OpenRLHF /score requests (1-4 queries each, every tenth malformed). Every
 answer is checked against the rewards the queries get scored alone. Two servers, side by side in one run: dynamic
-batching (the default) and one request per forward pass (--max-batch-requests 1).
+batching (the default) and one request per forward pass (--max-batch-requests 1), each with one torch thread
+(`--threads 1`: the clients share the 2 cores) and with torch's default (every core).
 
     python benchmarks/serve_load.py [--scorer embedded:prm] [--requests 2000] [--clients 32]
 
@@ -54,7 +55,12 @@ def main() -> None:
     alone = score_alone(load_scorer(args.scorer, agg="min", device="cpu"), texts)
     load = make_load(texts, args.requests, malformed_every=10)
     rows = []
-    for mode, extra in (("batched", []), ("one at a time", ["--max-batch-requests", "1"])):
+    modes = [
+        (f"{how}, {threads}", [*extra, *flag])
+        for threads, flag in (("1 thread", ["--threads", "1"]), ("default threads", []))
+        for how, extra in (("batched", []), ("one at a time", ["--max-batch-requests", "1"]))
+    ]
+    for mode, extra in modes:
         server, url = serve(args.scorer, extra)
         try:
             hammer(url, load[:64], args.clients)  # warm-up: first-call allocations, connection set-up
@@ -65,10 +71,12 @@ def main() -> None:
             server.wait(timeout=60)
         result = check(load, outcomes, alone, seconds, tolerance=1e-4)
         result.update(mode=mode, batches=health["batches"], scored_requests=health["requests"])
+        result["threads"] = health["threads"]
         rows.append(result)
-    base = rows[1]["requests_per_s"]
-    for r in rows:
-        r["speedup"] = r["requests_per_s"] / base
+    for i in range(0, len(rows), 2):  # against one at a time with the same threads
+        base = rows[i + 1]["requests_per_s"]
+        for r in rows[i : i + 2]:
+            r["speedup"] = r["requests_per_s"] / base
     head = "| server | requests | malformed | wrong | lost | p50 ms | p99 ms | requests/s | mean batch | speed-up |"
     lines = [head, "|" + "---|" * 10]
     for r in rows:
@@ -82,7 +90,8 @@ def main() -> None:
         f"{args.scorer}, {args.clients} concurrent clients on the loopback, {args.requests} /score requests of 1-4 "
         f"queries; wrong = a reward differing by more than 1e-4 from the query scored alone (largest difference "
         f"{max(r['max_reward_diff'] for r in rows):.1e}), or a malformed request without its 4xx and message; "
-        "mean batch = requests per forward pass (the warm-up's included)."
+        "mean batch = requests per forward pass (the warm-up's included); speed-up against one at a time with the "
+        "same threads."
     )
     print(table + "\n\n" + note)
     RESULTS.mkdir(exist_ok=True)
