@@ -44,6 +44,33 @@ def serve(scorer: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"the server did not come up: {' '.join(cmd + extra)}")
 
 
+def ceiling(scorer, texts: list[str], load: list, threads: int | None, together: int = 32) -> dict:
+    """The scorer alone, no HTTP: requests/s scoring the load's well-formed requests one per call against
+    `together` per call. The server cannot gain more from batching than this ratio."""
+    import torch
+
+    from prmsearch.serve import split_query
+
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or default)
+    sep = scorer.format.prompt_separator
+    requests = []
+    for _, expected in load:
+        if isinstance(expected, list):
+            parts = [split_query(texts[j], None, sep) for j in expected]
+            requests.append(([p.rstrip() for p, _ in parts], [scorer.format.split(r) for _, r in parts]))
+    requests = requests[: 10 * together]
+    rates = {}
+    for size in (1, together):
+        started = time.perf_counter()
+        for i in range(0, len(requests), size):
+            chunk = requests[i : i + size]
+            scorer.score_solutions([p for ps, _ in chunk for p in ps], [s for _, ss in chunk for s in ss])
+        rates[size] = len(requests) / (time.perf_counter() - started)
+    torch.set_num_threads(default)
+    return {"threads": threads or default, "one_per_call": rates[1], "batched": rates[together], "together": together}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scorer", default="embedded:prm")
@@ -52,8 +79,11 @@ def main() -> None:
     args = parser.parse_args()
 
     texts = chain_queries(200)
-    alone = score_alone(load_scorer(args.scorer, agg="min", device="cpu"), texts)
+    scorer = load_scorer(args.scorer, agg="min", device="cpu")
+    alone = score_alone(scorer, texts)
     load = make_load(texts, args.requests, malformed_every=10)
+    bounds = [ceiling(scorer, texts, load, threads) for threads in (1, None)]
+    del scorer
     rows = []
     modes = [
         (f"{how}, {threads}", [*extra, *flag])
@@ -93,9 +123,14 @@ def main() -> None:
         "mean batch = requests per forward pass (the warm-up's included); speed-up against one at a time with the "
         "same threads."
     )
+    note += "\n\nThe scorer alone (no HTTP), the load's well-formed requests: " + "; ".join(
+        f"{b['threads']} thread{'s' * (b['threads'] > 1)}: {b['one_per_call']:.1f} requests/s one per call, "
+        f"{b['batched']:.1f} with {b['together']} per call ({b['batched'] / b['one_per_call']:.2f}x)"
+        for b in bounds
+    )
     print(table + "\n\n" + note)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "serve_load.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (RESULTS / "serve_load.json").write_text(json.dumps({"servers": rows, "scorer_alone": bounds}, indent=1) + "\n")
     (RESULTS / "serve_load.md").write_text(table + "\n\n" + note + "\n")
 
 
