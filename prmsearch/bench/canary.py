@@ -104,29 +104,6 @@ def _checked(row: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
     return row
 
 
-def reliability(probs: Any, labels: Any, bins: int) -> list[dict[str, float]]:
-    """Per equal-width bin of P(label = 1): its count, mean confidence and accuracy (the share of 1s); the ECE is
-    the count-weighted mean gap (`train.metrics.expected_calibration_error` computes the same number)."""
-    import torch
-
-    probs, labels = probs.double().flatten(), (labels.flatten() >= 0.5).double()
-    index = torch.clamp((probs * bins).long(), max=bins - 1)
-    out = []
-    for b in range(bins):
-        inside = index == b
-        n = int(inside.sum())
-        out.append(
-            {
-                "low": b / bins,
-                "high": (b + 1) / bins,
-                "count": n,
-                "confidence": probs[inside].mean().item() if n else None,
-                "accuracy": labels[inside].mean().item() if n else None,
-            }
-        )
-    return out
-
-
 def evaluate_canary(rm: Any, rows: list[dict[str, Any]], *, bins: int = 10, batch_size: int = 16) -> dict[str, Any]:
     """The kind's metrics of `rm` (a `RewardModel`) on checked rows, with the reliability bins."""
     import torch
@@ -163,8 +140,8 @@ def evaluate_canary(rm: Any, rows: list[dict[str, Any]], *, bins: int = 10, batc
             "accuracy": M.binary_accuracy(probs, labels),
             "auroc": M.auroc(probs, labels),
         }
-    result["ece"] = M.expected_calibration_error(probs, labels, bins=bins)
-    result["reliability"] = reliability(probs, labels, bins)
+    result["reliability"] = M.calibration_bins(probs, labels, bins)
+    result["ece"] = M.ece_of(result["reliability"])
     return result
 
 

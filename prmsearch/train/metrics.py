@@ -75,16 +75,36 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return ((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
 
 
+def calibration_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> list[dict[str, float | None]]:
+    """Per equal-width bin of the predicted P(label = 1): its bounds, count, mean confidence and accuracy (the share
+    of labels that are 1; None for an empty bin). The reliability diagram draws these; the ECE is their gap."""
+    probs, labels = probs.double().flatten(), (labels.flatten() >= 0.5).double()
+    index = torch.clamp((probs * bins).long(), max=bins - 1)  # p = 1.0 goes in the last bin
+    out: list[dict[str, float | None]] = []
+    for b in range(bins):
+        inside = index == b
+        n = int(inside.sum())
+        out.append(
+            {
+                "low": b / bins,
+                "high": (b + 1) / bins,
+                "count": n,
+                "confidence": probs[inside].mean().item() if n else None,
+                "accuracy": labels[inside].mean().item() if n else None,
+            }
+        )
+    return out
+
+
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> float:
     """ECE with `bins` equal-width bins of the predicted probability: Σ_b (n_b / N) · |accuracy_b - confidence_b|,
     where a bin's confidence is its mean P(label = 1) and its accuracy the share of labels that are 1."""
-    probs, labels = probs.double().flatten(), (labels.flatten() >= 0.5).double()
-    if probs.numel() == 0:
+    return ece_of(calibration_bins(probs, labels, bins))
+
+
+def ece_of(bins: list[dict[str, float | None]]) -> float:
+    """The ECE of `calibration_bins`' bins: their count-weighted gap between accuracy and confidence."""
+    total = sum(b["count"] for b in bins)  # type: ignore[misc]
+    if not total:
         return 0.0
-    index = torch.clamp((probs * bins).long(), max=bins - 1)  # p = 1.0 goes in the last bin
-    ece = torch.zeros((), dtype=torch.float64)
-    for b in range(bins):
-        in_bin = index == b
-        if in_bin.any():
-            ece += in_bin.double().mean() * (labels[in_bin].mean() - probs[in_bin].mean()).abs()
-    return ece.item()
+    return sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]) / total  # type: ignore[operator]
