@@ -2,6 +2,7 @@
 network for any test."""
 
 import os
+import re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -96,3 +97,51 @@ def tiny_config(config_class, tokenizer, **overrides):
     for tests of read-outs, padding and formats, where what matters is the architecture, not what it learned."""
     values = {"vocab_size": len(tokenizer), **TINY_SIZES, "attn_implementation": "sdpa"}
     return config_class(**{**values, **overrides})
+
+
+# ---- scripted judges: `Generator`s whose verdicts are known (tests of judges, rerank and judge labels) ------------
+
+PREFILLS = ("Better:", "Verdict:", "Rating:", "Earliest wrong step:")
+
+
+def continuation(prompt, text):
+    """What a judge writes after the prompt's prefilled start of the answer ("Better:" + " A")."""
+    pre = next((p for p in PREFILLS if prompt.endswith(p) and text.startswith(p)), "")
+    return text[len(pre) :]
+
+
+JUDGED = re.compile(r"Problem:\n(.*?)\n\nSolution:\n(.*?)\n\n(?:Is|How|Which)", re.S)
+
+
+class ScriptedReader:
+    """A `Generator` that reads the problem and solution out of a judge prompt and answers by `rule(problem, text)`."""
+
+    tokenizer = None
+
+    def __init__(self, rule):
+        self.rule, self.prompts = rule, []
+
+    def generate(self, prompts, n=1, stop=None, max_tokens=256, temperature=1.0, top_p=1.0, seed=None):
+        from prmsearch.search.generators import Completion
+
+        self.prompts += prompts
+        out = []
+        for p in prompts:
+            problem, solution = JUDGED.search(p).groups()
+            text = continuation(p, self.rule(problem, solution))
+            out.append([Completion(text, [0] * max(1, len(text.split())), "eos") for _ in range(n)])
+        return out
+
+
+def chains_critic():
+    """The truth about a bundled-task solution, said the way the critic template asks."""
+    from prmsearch.bench.chains import first_error, generate
+
+    problems = {p.prompt: p for p in generate("test", 40)}
+
+    def rule(problem, solution):
+        steps = [s.split(": ", 1)[1] for s in solution.split("\n")]
+        first = first_error(problems[problem], steps)
+        return f"Earliest wrong step: {'none' if first < 0 else first + 1}"
+
+    return rule

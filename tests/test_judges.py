@@ -5,19 +5,13 @@ ties, invalid outputs are counted, and the Bradley-Terry fit ranks candidates by
 import re
 
 import pytest
+from conftest import ScriptedReader, chains_critic, continuation
 
 from prmsearch.judges import PairwiseJudge, bradley_terry, parse_pairwise
 from prmsearch.judges.verdicts import majority
 from prmsearch.search.generators import Completion
 
 SOLUTION = re.compile(r"Solution A:\n(.*?)\n\nSolution B:\n(.*?)\n\n", re.S)
-PREFILLS = ("Better:", "Verdict:", "Rating:", "Earliest wrong step:")
-
-
-def continuation(prompt, text):
-    """What a judge writes after the prompt's prefilled start of the answer ("Better:" + " A")."""
-    pre = next((p for p in PREFILLS if prompt.endswith(p) and text.startswith(p)), "")
-    return text[len(pre) :]
 
 
 class ScriptedJudge:
@@ -115,26 +109,6 @@ def test_settings_are_checked():
 
 # ---- pointwise and the step critic ----------------------------------------------------------------------------------
 
-JUDGED = re.compile(r"Problem:\n(.*?)\n\nSolution:\n(.*?)\n\n(?:Is|How|Which)", re.S)
-
-
-class ScriptedReader:
-    """A `Generator` that reads the problem and solution out of a judge prompt and answers by `rule(problem, text)`."""
-
-    tokenizer = None
-
-    def __init__(self, rule):
-        self.rule, self.prompts = rule, []
-
-    def generate(self, prompts, n=1, stop=None, max_tokens=256, temperature=1.0, top_p=1.0, seed=None):
-        self.prompts += prompts
-        out = []
-        for p in prompts:
-            problem, solution = JUDGED.search(p).groups()
-            text = continuation(p, self.rule(problem, solution))
-            out.append([Completion(text, [0] * max(1, len(text.split())), "eos") for _ in range(n)])
-        return out
-
 
 def test_parsers_of_pointwise_and_critic_verdicts():
     from prmsearch.judges import parse_critic, parse_pointwise
@@ -161,20 +135,6 @@ def test_pointwise_judge_scores_and_counts_invalid_verdicts():
     assert judge.stats["verdicts"] == 3 and judge.stats["invalid"] == 1
     with pytest.raises(ValueError, match="scale"):
         PointwiseJudge(ScriptedReader(rule), scale="stars")
-
-
-def chains_critic():
-    """The truth about a bundled-task solution, said the way the critic template asks."""
-    from prmsearch.bench.chains import first_error, generate
-
-    problems = {p.prompt: p for p in generate("test", 40)}
-
-    def rule(problem, solution):
-        steps = [s.split(": ", 1)[1] for s in solution.split("\n")]
-        first = first_error(problems[problem], steps)
-        return f"Earliest wrong step: {'none' if first < 0 else first + 1}"
-
-    return rule
 
 
 def test_the_critic_gives_processbench_step_scores():

@@ -251,3 +251,113 @@ def test_real_gsm8k_model_solutions():
         results[method] = sum(correct)
     assert results["best_of_n"] == results["weighted_best_of_n"] == int(solvable.sum())
     assert 0 < results["majority"] <= results["best_of_n"]
+
+
+# ---- scores from a scorer (a judge or a reward model) instead of the frame -----------------------------------------
+
+
+def slipped(problem):
+    """A wrong solution to a bundled-task problem: step 2's result off by one, carried to the answer."""
+    from prmsearch.bench.chains import apply
+
+    ops = problem.meta["ops"]
+    value, out = problem.meta["start"], []
+    for i, (op, x) in enumerate(ops):
+        result = apply(value, op, x) + (i == 1)
+        out.append(f"{value} {op} {x} = {result}")
+        value = result
+    return out + [f"The answer is {value}."], str(value)
+
+
+def chains_frame(count=6):
+    """Per problem: the same wrong solution twice, then the worked one, so majority picks the wrong answer."""
+    from prmsearch.bench.chains import SEPARATOR, generate
+
+    rows = []
+    for p in generate("test", 40)[:count]:
+        wrong, wrong_answer = slipped(p)
+        assert wrong_answer != p.answer
+        for steps, answer in ((wrong, wrong_answer), (wrong, wrong_answer), (p.meta["steps"], p.answer)):
+            rows.append({"problem_id": p.id, "prompt": p.prompt, "text": SEPARATOR.join(steps), "answer": answer})
+    return pd.DataFrame(rows), {p.id: p.answer for p in generate("test", 40)[:count]}
+
+
+def test_a_critic_judge_passed_as_scorer_picks_the_right_solution_majority_misses():
+    from conftest import ScriptedReader, chains_critic
+
+    from prmsearch.judges import CriticJudge
+
+    frame, gold = chains_frame()
+    assert all(rerank(frame, method="majority")["rerank_answer"] != [gold[p] for p in gold])
+    critic = CriticJudge(ScriptedReader(chains_critic()))
+    for method in ("best_of_n", "weighted_best_of_n"):
+        got = rerank(frame, method=method, agg="min", scorer=critic)
+        assert got["rerank_answer"].tolist() == [gold[p] for p in gold]
+        assert got["rerank_score"].tolist() == [1.0] * len(gold) and got.index.tolist() == [2, 5, 8, 11, 14, 17]
+    assert critic.stats["verdicts"] == 2 * len(frame) and critic.stats["invalid"] == 0
+    # the frame's own scores are not read when a scorer is given: a score column favouring the wrong rows is ignored
+    frame["score"] = [0.9, 0.9, 0.1] * len(gold)
+    assert rerank(frame, method="best_of_n", scorer=critic)["rerank_answer"].tolist() == [gold[p] for p in gold]
+
+
+def test_a_judge_with_no_verdicts_counts_them_and_gives_no_opinion():
+    from conftest import ScriptedReader
+
+    from prmsearch.judges import PointwiseJudge
+
+    frame, gold = chains_frame(2)
+    judge = PointwiseJudge(ScriptedReader(lambda problem, solution: "Hard to say."))
+    got = rerank(frame, method="best_of_n", scorer=judge)
+    assert got["rerank_score"].tolist() == [0.5, 0.5] and got.index.tolist() == [0, 3]  # ties: the first row
+    assert judge.stats["invalid"] == len(frame)
+
+
+def test_a_reward_model_passed_as_scorer_gives_the_scores_it_gives_search():
+    """The embedded PRM through `load_scorer`: each row's rerank score is its step scores' `agg`, as the scorer
+    gives them to best-of-N, and the chosen row is the best-scoring one of its problem."""
+    from prmsearch.search.load import load_scorer
+    from prmsearch.search.select import aggregate
+
+    frame, _ = chains_frame(4)
+    scorer = load_scorer("embedded:prm", device="cpu")
+    got = rerank(frame, method="best_of_n", agg="min", scorer=scorer)
+    steps = [scorer.format.split(t) for t in frame["text"]]
+    direct = scorer.score_solutions(frame["prompt"].tolist(), steps)
+    mins = [aggregate(s, "min") for s in direct.step_scores]
+    for pid, row in zip(got["problem_id"], got.index, strict=True):
+        rows = [i for i, p in enumerate(frame["problem_id"]) if p == pid]
+        assert row == max(rows, key=lambda i: (mins[i], -i))
+        assert got.loc[row, "rerank_score"] == pytest.approx(mins[row], abs=1e-6)
+    last = rerank(frame, method="best_of_n", agg="last", scorer=scorer)["rerank_score"]
+    assert last.tolist() != got["rerank_score"].tolist()  # agg is applied to the scorer's step scores
+
+
+class Centred:
+    """A scorer of whole solutions with signed scores, like a Bradley-Terry model's centred reward."""
+
+    kind = "bt"
+    stats: dict = {}
+
+    def __init__(self):
+        from prmsearch.steps import StepFormat
+
+        self.format = StepFormat()
+
+    def score_solutions(self, prompts, solutions):
+        from prmsearch.search.engine import ScoreCounts, SolutionScores
+
+        scores = [float(len(s)) - 9.0 for s in solutions]
+        return SolutionScores(scores, [[] for _ in prompts], ScoreCounts([0] * len(prompts), [set() for _ in prompts]))
+
+
+def test_scorer_input_errors_name_the_column_and_row():
+    frame, _ = chains_frame(2)
+    with pytest.raises(RerankError, match="scorer= needs column 'prompt'"):
+        rerank(frame.drop(columns="prompt"), method="best_of_n", scorer=Centred())
+    bad = frame.astype({"prompt": object})
+    bad.loc[3, "prompt"] = 7
+    with pytest.raises(RerankError, match="column 'prompt', row 3: expected a string"):
+        rerank(bad, method="best_of_n", scorer=Centred())
+    with pytest.raises(RerankError, match="negative score .*use method='best_of_n'"):
+        rerank(frame, method="weighted_best_of_n", scorer=Centred())
+    assert rerank(frame, method="best_of_n", scorer=Centred())["rerank_score"].tolist() == [-4.0, -4.0]

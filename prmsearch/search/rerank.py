@@ -1,9 +1,11 @@
 """Rerank samples you already have: a DataFrame of sampled solutions in, one chosen row per problem out.
 
 The same selectors as the search strategies (`select.py`), so a notebook and a search run pick the same answer
-from the same candidates. The answers of all problems are grouped in one batched pass (`group_answers_many`),
-because the math comparisons are the slow part; every row is checked first, so a bad row fails in milliseconds,
-not after the comparisons, with its column and row label in the message.
+from the same candidates. The scores are the frame's own, or come from any search scorer passed as `scorer=` (a
+reward model through `load_scorer`, or a judge from `prmsearch.judges`), which scores every row in one call. The
+answers of all problems are grouped in one batched pass (`group_answers_many`), because the math comparisons are
+the slow part; every row is checked first, so a bad row fails in milliseconds, not after the comparisons, with its
+column and row label in the message.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def rerank(
     step_scores_column: str | None = "step_scores",
     prefix: str = "rerank_",
     timeout: float = DEFAULT_TIMEOUT,
+    scorer: Any = None,
+    prompt_column: str = "prompt",
 ) -> pd.DataFrame:
     """One chosen row per problem, chosen by `method` among that problem's rows ("majority", "best_of_n",
     "weighted_best_of_n"; see `prmsearch.search.select` for the rules and tie-breaking).
@@ -49,6 +53,10 @@ def rerank(
         task="code" the program itself. None/NaN or an empty string: no answer (it never wins a vote).
       step_scores, or else score: a list of step scores aggregated by `agg` (last/min/prod/mean), or one float.
         Needed by best_of_n and weighted_best_of_n; majority works without.
+      With `scorer=` (a search `Scorer`: `load_scorer(...)`, `StepScorer`, `OutcomeScorer`, a judge), the scores
+        come from it instead: prompt (the problem, as the scorer reads it) and text (the solution, split into
+        steps by `scorer.format`) are needed, and a step scorer's step scores are aggregated by `agg`. The frame's
+        own score columns are then not read. A judge's invalid verdicts are counted in `scorer.stats`.
     Any other column is carried through unchanged.
 
     Output: the chosen rows with their original index labels (so `frame.loc[out.index]` finds them), problems in
@@ -76,7 +84,11 @@ def rerank(
             f"(now {prefix!r}) or rename them"
         )
 
-    columns = _Columns(frame, problem_column, answer_column, text_column, score_column, step_scores_column, method)
+    if scorer is not None:
+        score_column = step_scores_column = None
+    columns = _Columns(
+        frame, problem_column, answer_column, text_column, score_column, step_scores_column, method, scorer is not None
+    )
     labels = list(frame.index)
     problems: dict[Any, list[int]] = {}  # problem id -> row positions, in order of first appearance
     for pos, pid in enumerate(frame[problem_column].tolist()):
@@ -84,7 +96,16 @@ def rerank(
             raise RerankError(f"column {problem_column!r}, row {labels[pos]!r}: the problem id is missing")
         problems.setdefault(pid, []).append(pos)
     answers = columns.answers(frame, labels, task, timeout)
-    scores = columns.scores(frame, labels, agg)
+    if scorer is None:
+        scores = columns.scores(frame, labels, agg)
+    else:
+        scores = _score_rows(frame, labels, scorer, agg, prompt_column, text_column)
+        negative = next((label for label, s in zip(labels, scores, strict=True) if s is not None and s < 0), None)
+        if method == "weighted_best_of_n" and negative is not None:
+            raise RerankError(
+                f"row {negative!r}: the scorer gave a negative score (a Bradley-Terry reward?), but weighted_best_of_n "
+                "sums scores per answer, so they must be non-negative; use method='best_of_n'"
+            )
 
     rows = list(problems.values())
     groups = group_answers_many([[answers[p] for p in ps] for ps in rows], task, timeout=timeout)
@@ -100,7 +121,7 @@ def rerank(
         extra["answer"].append(answers[ps[pick]])
         extra["score"].append(ss[pick] if ss is not None else math.nan)
         extra["votes"].append(len(members))
-        extra["weight"].append(math.fsum(ss[i] for i in members) if ss is not None else math.nan)
+        extra["weight"].append(math.fsum(ss[i] or 0.0 for i in members) if ss is not None else math.nan)
         extra["candidates"].append(len(ps))
 
     out = frame.iloc[chosen].copy()
@@ -122,6 +143,7 @@ class _Columns:
         score: str | None,
         step_scores: str | None,
         method: str,
+        scored_elsewhere: bool = False,
     ):
         have = list(frame.columns)
         if problem not in have:
@@ -138,7 +160,7 @@ class _Columns:
             )
         self.steps_col = step_scores if step_scores is not None and step_scores in have else None
         self.score_col = score if self.steps_col is None and score is not None and score in have else None
-        self.scored = self.steps_col is not None or self.score_col is not None
+        self.scored = scored_elsewhere or self.steps_col is not None or self.score_col is not None
         if method != "majority" and not self.scored:
             raise RerankError(
                 f"method {method!r} needs scores: missing column {step_scores!r} (a list of step scores per row, "
@@ -206,6 +228,31 @@ class _Columns:
             return aggregate(value, agg)
         except ValueError as e:  # agg="prod" with a score outside [0, 1]
             raise RerankError(f"column {col!r}, row {label!r}: {e}") from None
+
+
+def _score_rows(
+    frame: pd.DataFrame, labels: list[Any], scorer: Any, agg: str, prompt_column: str, text_column: str | None
+) -> list[float | None]:
+    """Every row scored by `scorer` in one `score_solutions` call: step scores aggregated by `agg` where the scorer
+    gives them (a PRM, the critic judge), else its solution score; None for a row with no steps."""
+    have = list(frame.columns)
+    for col, what in ((prompt_column, "the problem, as the scorer reads it"), (text_column, "the solution to score")):
+        if col is None or col not in have:
+            raise RerankError(
+                f"scorer= needs column {col!r} ({what}); the frame has {have}; pass prompt_column= / text_column="
+            )
+    prompts, steps = [], []
+    for label, prompt, text in zip(labels, frame[prompt_column].tolist(), frame[text_column].tolist(), strict=True):
+        for col, value in ((prompt_column, prompt), (text_column, text)):
+            if not isinstance(value, str) and not (col == text_column and _missing(value)):
+                raise RerankError(f"column {col!r}, row {label!r}: expected a string, got {type(value).__name__}")
+        prompts.append(prompt)
+        steps.append(scorer.format.split(text) if isinstance(text, str) else [])
+    got = scorer.score_solutions(prompts, steps)
+    return [
+        None if score is None else aggregate(per_step, agg) if per_step else float(score)
+        for score, per_step in zip(got.scores, got.step_scores, strict=True)
+    ]
 
 
 def _is_number(value: Any) -> bool:
