@@ -117,7 +117,7 @@ def _label(args: argparse.Namespace) -> int:
     from .data_builders.autolabel import LabelConfig, format_label_summary, run_label
 
     cfg = config_from_args(LabelConfig, args)
-    require_paths(cfg, input="file or folder", problems="file or folder", policy="model")
+    require_paths(cfg, input="file or folder", problems="file or folder", policy="model", judge="model")
     summary = run_label(cfg, resume=args.resume, progress=not args.quiet)
     print(format_label_summary(summary))
     print(f"wrote {cfg.output}")
@@ -378,7 +378,7 @@ COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], N
     ),
     "label": (
         "automatic process labels from policy rollouts: Monte Carlo (Math-Shepherd), first-error search "
-        "(OmegaPRM), arithmetic consensus",
+        "(OmegaPRM), or a step-critic judge; consensus with arithmetic checks or a judge",
         "Writes OUTPUT (.jsonl, the stepwise format `prmsearch build prm --source stepwise` reads) "
         "and OUTPUT.label.json; --resume continues a killed run.",
         _label_args,

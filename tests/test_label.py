@@ -254,6 +254,81 @@ def test_consensus_drops_or_marks_traces_whose_arithmetic_disagrees(policy, meth
     assert "consensus" not in label_traces(traces, policy, cfg(k=2, method=method)).records[0]
 
 
+# ---- a judge: the labels themselves (method=judge), or the second opinion of consensus -------------------------------
+
+
+def test_a_step_critic_labels_traces_without_rollouts():
+    """method=judge on bundled-task traces with a truthful scripted critic: the labels are the true first errors,
+    no policy and no rollouts are needed, and a judge without a verdict leaves the trace out, counted."""
+    from conftest import ScriptedReader, chains_critic
+
+    from prmsearch.bench.chains import first_error, generate
+    from prmsearch.judges import CriticJudge
+
+    traces = []
+    for p in generate("test", 40)[:6]:
+        steps = list(p.meta["steps"])
+        left, value = steps[1].rsplit("= ", 1)
+        traces.append(Trace(p.prompt, steps, meta={"gold": p.answer}))
+        traces.append(Trace(p.prompt, [steps[0], f"{left}= {int(value) + 1}", *steps[2:]], meta={"gold": p.answer}))
+    truth = {p.prompt: p for p in generate("test", 40)}
+    critic = CriticJudge(ScriptedReader(chains_critic()))
+    got = label_traces(traces, None, cfg(method="judge"), judge=critic)
+    assert len(got.records) == len(traces) and got.dropped == [] and got.summary["rollouts"] == 0
+    for t, r in zip(traces, got.records, strict=True):
+        first = first_error(truth[t.prompt], t.steps)
+        assert r["judge_first_error"] == first and r["first_error"] == (None if first < 0 else first)
+        assert r["labels"] == [first < 0 or i < first for i in range(len(t.steps))]  # after_error negative
+    assert got.summary["invalid_verdicts"] == 0 and critic.stats["verdicts"] == len(traces)
+    cut = label_traces(traces[:2], None, cfg(method="judge", after_error="unlabelled"), judge=critic).records
+    assert cut[1]["labels"] == [True, False] and cut[1]["step_labels"][2:] == [None] * (len(traces[1].steps) - 2)
+
+    mute = CriticJudge(ScriptedReader(lambda problem, solution: "Let me think."))
+    none = label_traces(traces[:4], None, cfg(method="judge", consensus="mark"), judge=mute)
+    assert none.traces == [] and len(none.dropped) == 4 and none.summary["invalid_verdicts"] == 4
+    assert none.summary["dropped_by_consensus"] == 0 and none.summary["consensus_counts"] == {"invalid": 4}
+    with pytest.raises(ValueError, match="need a judge"):
+        label_traces(traces, None, cfg(method="judge"))
+    with pytest.raises(ValueError, match="needs --consensus drop or mark"):
+        LabelConfig(second_opinion="judge", judge="j")
+
+
+def arithmetic_judge(problem, solution):
+    """A critic that checks arithmetic only, and is lost for words on a trace that misreads the question."""
+    import re
+
+    if "misread" in solution:
+        return "Let me think."
+    for i, line in enumerate(solution.split("\n")):
+        m = re.search(r"(\d+) ([+*]) (\d+) = (\d+)", line)
+        if m and (int(m[1]) + int(m[3]) if m[2] == "+" else int(m[1]) * int(m[3])) != int(m[4]):
+            return f"Earliest wrong step: {i + 1}"
+    return "Earliest wrong step: none"
+
+
+@pytest.mark.parametrize("method", ["mc", "first-error"])
+def test_consensus_with_a_judge_keeps_the_traces_it_confirms(policy, method):
+    """The Qwen2.5-Math-PRM recipe: rollout labels kept where the judge names the same first error."""
+    from conftest import ScriptedReader
+
+    from prmsearch.judges import CriticJudge
+
+    traces = [trace(steps) for steps, _ in CONSENSUS]
+    judge = CriticJudge(ScriptedReader(arithmetic_judge))
+    settings = {"k": 2, "method": method, "second_opinion": "judge", "judge": "scripted"}
+    marked = label_traces(traces, policy, cfg(consensus="mark", **settings), judge=judge)
+    # rollouts' first errors: none, none, 1, 1, 0; the judge's: none, 0, 1, (no verdict), 1
+    assert [r["consensus"]["status"] for r in marked.records] == ["agree", "disagree", "agree", "invalid", "disagree"]
+    assert [r["judge_first_error"] for r in marked.records] == [-1, 0, 1, None, 1]
+    assert marked.summary["invalid_verdicts"] == 1 and marked.summary["marked_by_consensus"] == 2
+    assert len(marked.traces) == 5
+    dropped = label_traces(traces, policy, cfg(consensus="drop", **settings), judge=judge)
+    assert [t.steps for t in dropped.traces] == [traces[i].steps for i in (0, 2)]
+    assert dropped.summary["dropped_by_consensus"] == 3 and dropped.summary["consensus_counts"]["invalid"] == 1
+    plain = label_traces(traces, policy, cfg(k=2, method=method))
+    assert [r["labels"] for r in dropped.records] == [plain.records[i]["labels"] for i in (0, 2)]
+
+
 # ---- code -----------------------------------------------------------------------------------------------------------
 
 ADD = {"prompt": "def add(a, b):\n", "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n"}
@@ -415,6 +490,34 @@ def test_cli_refuses_bad_input_in_one_line(saved, tmp_path, capsys):
     fails("--input", traces, "--gold-field", "answer", "--resume", "--k", "2", expect="k: 4 -> 2")
     assert main(label_args(saved, out, "--input", traces, "--gold-field", "answer", "--resume")) == 0  # nothing left
     assert len(records(out)) == 3
+
+
+def test_cli_labels_with_a_judge_lm_and_no_policy(saved, tmp_path, capsys):
+    """`--method judge --judge MODEL`: a causal LM loaded as the critic, no --policy. This tiny LM writes no verdict
+    a parser accepts, so every trace is left out and counted, and the run still ends cleanly."""
+    from prmsearch.cli import main
+
+    out = tmp_path / "judged.jsonl"
+    argv = ["label", "--method", "judge", "--judge", str(saved / "policy"), "--input", str(saved / "traces.jsonl")]
+    assert main([*argv, "--gold-field", "answer", "--output", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"judge:              {saved / 'policy'}; invalid verdicts 3" in printed
+    assert not out.exists() or out.stat().st_size == 0  # nothing labelled
+    dropped = records(tmp_path / "judged.jsonl.dropped.jsonl")
+    assert [r["consensus"]["status"] for r in dropped] == ["invalid"] * 3 and all(r["rollouts"] == 0 for r in dropped)
+    side = json.loads((tmp_path / "judged.jsonl.label.json").read_text())
+    assert side["method"] == "judge" and side["invalid_verdicts"] == 3 and side["traces"] == 0
+
+    def fails(*extra, expect):
+        assert main(["label", "--input", str(saved / "traces.jsonl"), "--gold-field", "answer", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and expect in err, err
+
+    target = ["--output", str(tmp_path / "x.jsonl")]
+    fails("--method", "judge", *target, expect="need a judge: --judge MODEL")
+    fails("--second-opinion", "judge", "--judge", str(saved / "policy"), *target, expect="needs --consensus drop or")
+    fails("--method", "mc", *target, expect="label needs --policy")
+    fails("--method", "judge", "--judge", str(tmp_path / "nope"), *target, expect="nope")
 
 
 def test_killed_run_resumes_to_the_uninterrupted_labels(saved, tmp_path):

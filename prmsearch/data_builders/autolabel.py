@@ -12,11 +12,19 @@ Two ways to turn a policy's rollouts into step labels (see `rollouts` for how a 
   about log2(steps) probes instead of steps - 1; the rollouts it used are reported. Probes draw exactly the
   rollouts Monte Carlo would draw at those steps (same seeds), so the two compare like for like.
 
-Consensus (`consensus: drop | mark`) asks a second opinion that costs no rollouts: `check_arithmetic_steps`. When
-it finds a step with wrong arithmetic and the rollouts put the first error elsewhere, the trace is dropped (kept
-for inspection in `<output>.dropped.jsonl`) or marked. Status per trace: `agree` (same first error, or none by
-both), `disagree`, `unconfirmed` (the rollouts found an error where the arithmetic is fine: a reasoning error the
-checker cannot see), `unchecked` (code).
+- judge (`method: judge`, `judge: MODEL`): no rollouts; a step critic (`judges.CriticJudge`, ProcessBench's
+  protocol, temperature 0) names each trace's earliest wrong step, which becomes the first error (steps after it
+  follow `after_error`, as for first-error search); a trace whose verdict cannot be parsed is not labelled: it
+  goes to `<output>.dropped.jsonl` with status `invalid`, and the summary counts it.
+
+Consensus (`consensus: drop | mark`) compares the labels' first error with a second opinion (`second_opinion`):
+- `arithmetic` (default, costs nothing): `check_arithmetic_steps`. When it finds a step with wrong arithmetic and
+  the labels put the first error elsewhere, the trace is dropped (kept for inspection in `<output>.dropped.jsonl`)
+  or marked. Status per trace: `agree` (same first error, or none by both), `disagree`, `unconfirmed` (the labels
+  found an error where the arithmetic is fine: a reasoning error the checker cannot see), `unchecked` (code).
+- `judge` (the Qwen2.5-Math-PRM recipe: Monte Carlo labels kept only where an LLM judge agrees): the step critic
+  `judge` names the earliest wrong step of every trace; `agree` (the same step, or none by both), `disagree`, or
+  `invalid` (no parseable verdict: nothing confirms the labels, so `drop` drops it too).
 
 Output (`run_label`): one JSON line per trace in TRL's stepwise format (`prompt`, `completions`, `labels`), which
 `read_stepwise` reads, so `prmsearch build prm --source stepwise` turns it into training data, plus `id`,
@@ -50,7 +58,8 @@ from .prm800k import NEUTRAL_POLICIES
 from .processbench import AFTER_ERROR
 from .rollouts import LabelJob, grade_outcomes, make_job, run_rollouts, sample_traces
 
-METHODS = ("mc", "first-error")
+METHODS = ("mc", "first-error", "judge")
+SECOND_OPINIONS = ("arithmetic", "judge")
 LABELS = ("hard", "soft")
 CONSENSUS = ("off", "drop", "mark")
 
@@ -73,13 +82,20 @@ class LabelConfig:
     split: str | None = option(None, "split of a hub dataset or save_to_disk folder")
     skip_bad: bool = option(False, "count and skip malformed rows and traces without a gold answer")
     # how to label
-    method: str = option("mc", "mc: K rollouts from every step; first-error: binary search for the first bad step")
+    method: str = option(
+        "mc", "mc: K rollouts from every step; first-error: binary search for the first bad step; judge: a step critic"
+    )
     k: int = option(8, "rollouts per step prefix")
     labels: str = option("hard", "hard: 1 if some rollout reached the gold answer; soft: the fraction that did (mc)")
     after_error: str = option(
         "negative", "first-error: steps after the first error are negative, unlabelled, or truncate (dropped)"
     )
-    consensus: str = option("off", "drop or mark traces whose first error check_arithmetic_steps places elsewhere")
+    consensus: str = option("off", "drop or mark traces whose first error the second opinion places elsewhere")
+    second_opinion: str = option(
+        "arithmetic", "what consensus asks: arithmetic (check_arithmetic_steps) or judge (the step critic --judge)"
+    )
+    judge: str = option("", "the judge LM (folder, hub id or embedded name) of method=judge or second_opinion=judge")
+    judge_max_tokens: int = option(24, "tokens the judge writes after its prefilled verdict line")
     # the policy that writes rollouts
     policy: str = option("", "the policy: a hub id or a local folder")
     backend: str = option("hf", "hf (transformers) or vllm")
@@ -122,6 +138,7 @@ class LabelConfig:
         "labels": LABELS,
         "after_error": AFTER_ERROR,
         "consensus": CONSENSUS,
+        "second_opinion": SECOND_OPINIONS,
         "backend": ("hf", "vllm"),
         "neutral": tuple(NEUTRAL_POLICIES),
     }
@@ -145,6 +162,7 @@ class LabelConfig:
             ("limit", 0),
             ("policy_cache_tokens", 0),
             ("generate_batch", 1),
+            ("judge_max_tokens", 1),
         ):
             value = getattr(self, name)
             if name == "limit" and value is None:
@@ -154,6 +172,11 @@ class LabelConfig:
         if self.labels == "soft" and self.method != "mc":
             raise ValueError(
                 "labels=soft needs method=mc: first-error search only learns whether a step is recoverable"
+            )
+        if self.second_opinion == "judge" and (self.consensus == "off" or self.method == "judge"):
+            raise ValueError(
+                "second_opinion=judge compares rollout labels with the judge: it needs --consensus drop or mark and "
+                "--method mc or first-error"
             )
         if self.temperature < 0 or (self.sample_temperature or 0) < 0 or not 0 < self.top_p <= 1:
             raise ValueError(
@@ -167,6 +190,15 @@ class LabelConfig:
 
     def step_format(self) -> StepFormat:
         return StepFormat(separator=self.separator)
+
+    @property
+    def uses_judge(self) -> bool:
+        return self.method == "judge" or self.second_opinion == "judge"
+
+    @property
+    def uses_policy(self) -> bool:
+        """Rollouts or samples need the policy; a judge labelling given traces does not."""
+        return self.method != "judge" or self.sample > 0
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.NOT_IDENTITY}
@@ -188,9 +220,15 @@ class LabelResult:
 
 
 def label_traces(
-    traces: Iterable[Trace], generator: Any, cfg: LabelConfig | None = None, *, progress: bool = False
+    traces: Iterable[Trace],
+    generator: Any,
+    cfg: LabelConfig | None = None,
+    *,
+    progress: bool = False,
+    judge: Any = None,
 ) -> LabelResult:
-    """Label `traces` with rollouts from `generator` (any `Generator`: `HFGenerator`, `VLLMGenerator`, ...).
+    """Label `traces` with rollouts from `generator` (any `Generator`: `HFGenerator`, `VLLMGenerator`, ...; None
+    for method=judge), and with `judge` (a `CriticJudge`) where `cfg` uses one.
 
     A math trace needs `meta["gold"]` (a bare answer or a reference solution); a code trace needs
     `meta["task"] = "code"` with `meta["test"]` and `meta["entry_point"]` (HumanEval's convention), its prompt
@@ -200,10 +238,11 @@ def label_traces(
     cfg = cfg or LabelConfig()
     started = time.time()
     dropped: Counter = Counter()
+    _need_judge(cfg, judge)
     jobs = make_jobs(traces, generator, cfg, dropped)
     kept: list[dict[str, Any]] = []
     removed: list[dict[str, Any]] = []
-    for k, r in label_in_chunks(jobs, generator, cfg, progress=progress):
+    for k, r in label_in_chunks(jobs, generator, cfg, progress=progress, judge=judge):
         kept += k
         removed += r
     summary = summarize(kept, removed, cfg, traces_in=len(jobs) + sum(dropped.values()), dropped=dropped)
@@ -216,7 +255,8 @@ def make_jobs(traces: Iterable[Trace], generator: Any, cfg: LabelConfig, dropped
     seen: Counter = Counter()
     ids = [(trace, trace_id(trace, seen)) for trace in traces]  # ids count every trace, usable or not
     keep = {id(t) for t in usable_traces([t for t, _ in ids], cfg, dropped)}
-    return [make_job(t, job_id, generator.tokenizer, cfg) for t, job_id in ids if id(t) in keep]
+    tokenizer = getattr(generator, "tokenizer", None)
+    return [make_job(t, job_id, tokenizer, cfg) for t, job_id in ids if id(t) in keep]
 
 
 def usable_traces(traces: Iterable[Trace], cfg: LabelConfig, dropped: Counter) -> list[Trace]:
@@ -254,14 +294,14 @@ def trace_id(trace: Trace, seen: Counter) -> str:
 
 
 def label_in_chunks(
-    jobs: Sequence[LabelJob], generator: Any, cfg: LabelConfig, *, progress: bool = False
+    jobs: Sequence[LabelJob], generator: Any, cfg: LabelConfig, *, progress: bool = False, judge: Any = None
 ) -> Iterator[tuple[list[dict], list[dict]]]:
     """(kept records, consensus-dropped records) per chunk of `cfg.batch_traces` jobs, with a progress bar."""
     bar = _bar(len(jobs), progress)
     start, rollouts = time.time(), 0
     for at in range(0, len(jobs), cfg.batch_traces):
         chunk = list(jobs[at : at + cfg.batch_traces])
-        kept, removed = label_chunk(chunk, generator, cfg)
+        kept, removed = label_chunk(chunk, generator, cfg, judge)
         yield kept, removed
         if bar is not None:
             rollouts += sum(job.rollouts for job in chunk)
@@ -271,18 +311,26 @@ def label_in_chunks(
         bar.close()
 
 
-def label_chunk(jobs: Sequence[LabelJob], generator: Any, cfg: LabelConfig) -> tuple[list[dict], list[dict]]:
+def label_chunk(
+    jobs: Sequence[LabelJob], generator: Any, cfg: LabelConfig, judge: Any = None
+) -> tuple[list[dict], list[dict]]:
     """Label a chunk of jobs, batched across them: one grading pass for the outcomes, then one `generate` call for
-    every prefix (mc), or one per binary-search round (first-error). Returns (kept records, dropped records)."""
+    every prefix (mc), or one per binary-search round (first-error), and one judge call for the chunk where the
+    labels or the consensus use the judge. Returns (kept records, dropped records)."""
     grade_outcomes(jobs, cfg)
     if cfg.method == "mc":
         run_rollouts([(job, i) for job in jobs for i in range(len(job.steps) - 1)], generator, cfg)
-    else:
+    elif cfg.method == "first-error":
         search_first_errors(jobs, generator, cfg)
+    verdicts: list[int | None] = [None] * len(jobs)
+    if cfg.uses_judge:
+        verdicts = judge.first_errors([job.trace.prompt for job in jobs], [job.steps for job in jobs])
     kept, removed = [], []
-    for job in jobs:
-        record = _record(job, cfg)
-        drop = cfg.consensus == "drop" and record["consensus"]["status"] == "disagree"
+    for job, verdict in zip(jobs, verdicts, strict=True):
+        record = _record(job, cfg, verdict)
+        status = record.get("consensus", {}).get("status")
+        unlabelled = cfg.method == "judge" and verdict is None
+        drop = unlabelled or (cfg.consensus == "drop" and status in ("disagree", "invalid"))
         (removed if drop else kept).append(record)
     return kept, removed
 
@@ -305,9 +353,17 @@ def search_first_errors(jobs: Sequence[LabelJob], generator: Any, cfg: LabelConf
             bounds[job.id][0 if job.correct[mid] else 1] = mid  # recoverable: the error is later; else at or before
 
 
-def _labels(job: LabelJob, cfg: LabelConfig) -> tuple[list[float | None], int | None]:
-    """The step labels of a labelled job and its first error (None when no step is 0)."""
+def _labels(job: LabelJob, cfg: LabelConfig, verdict: int | None = None) -> tuple[list[float | None], int | None]:
+    """The step labels of a labelled job and its first error (None when no step is 0). For method=judge, `verdict`
+    is the critic's earliest wrong step (-1: none; None: invalid, no labels)."""
     n = len(job.steps)
+    if cfg.method == "judge":
+        if verdict is None:
+            return [None] * n, None
+        if verdict < 0:
+            return [1.0] * n, None
+        after = 0.0 if cfg.after_error == "negative" else None
+        return [1.0] * verdict + [0.0] + [after] * (n - verdict - 1), verdict
     last = 1.0 if job.outcome else 0.0
     if cfg.method == "mc":
         counts = [c or 0 for c in job.correct[:-1]]
@@ -337,8 +393,15 @@ def consensus_status(task: str, rollout_first: int | None, arithmetic_first: int
     return "unconfirmed" if arithmetic_first is None else "disagree"
 
 
-def _record(job: LabelJob, cfg: LabelConfig) -> dict[str, Any]:
-    labels, first = _labels(job, cfg)
+def judge_status(rollout_first: int | None, judge_first: int | None) -> str:
+    """The judge's verdict against the rollout labels' first error (`judge_first`: -1 none, None invalid)."""
+    if judge_first is None:
+        return "invalid"
+    return "agree" if (rollout_first if rollout_first is not None else -1) == judge_first else "disagree"
+
+
+def _record(job: LabelJob, cfg: LabelConfig, verdict: int | None = None) -> dict[str, Any]:
+    labels, first = _labels(job, cfg, verdict)
     steps, correct = list(job.steps), list(job.correct)
     n = len(steps)
     record: dict[str, Any] = {
@@ -360,10 +423,16 @@ def _record(job: LabelJob, cfg: LabelConfig) -> dict[str, Any]:
     }
     if "sample_tokens" in job.trace.meta:
         record["sample_tokens"] = job.trace.meta["sample_tokens"]
-    if cfg.consensus != "off":
+    if cfg.uses_judge:
+        record["judge_first_error"] = verdict
+    if cfg.method == "judge" and verdict is None:
+        record["consensus"] = {"status": "invalid"}  # no verdict, no labels: dropped whatever `consensus` says
+    elif cfg.consensus != "off" and cfg.second_opinion == "judge":
+        record["consensus"] = {"status": judge_status(first, verdict), "judge_first_error": verdict}
+    elif cfg.consensus != "off":
         arith = arithmetic_first_error(steps) if job.task == "math" else None
         record["consensus"] = {"status": consensus_status(job.task, first, arith), "arithmetic_first_error": arith}
-    if cfg.method == "first-error" and first is not None and first < n - 1 and cfg.after_error != "negative":
+    if cfg.method in ("first-error", "judge") and first is not None and first < n - 1 and cfg.after_error != "negative":
         # The stepwise format has no "unknown" label: its completions stop at the first error (for a causal PRM
         # the same training signal); `unlabelled` keeps the whole trace in `steps` / `step_labels`.
         if cfg.after_error == "unlabelled":
@@ -374,7 +443,7 @@ def _record(job: LabelJob, cfg: LabelConfig) -> dict[str, Any]:
             record["correct_rollouts"] = correct[: first + 1]
         record["completions"], record["labels"] = steps[: first + 1], labels[: first + 1]
     if cfg.labels == "hard":
-        record["labels"] = [v == 1.0 for v in record["labels"]]
+        record["labels"] = [None if v is None else v == 1.0 for v in record["labels"]]
     return record
 
 
@@ -403,12 +472,15 @@ def summarize(
     every = [*kept, *removed]
     values = [float(v) for r in kept for v in r["labels"]]
     statuses = Counter(r["consensus"]["status"] for r in every if "consensus" in r)
+    unlabelled = sum(cfg.method == "judge" and r.get("judge_first_error") is None for r in removed)
     return {
         "method": cfg.method,
         "k": cfg.k,
         "labels": cfg.labels,
-        "after_error": cfg.after_error if cfg.method == "first-error" else None,
+        "after_error": cfg.after_error if cfg.method in ("first-error", "judge") else None,
         "consensus": cfg.consensus,
+        "second_opinion": cfg.second_opinion if cfg.consensus != "off" else None,
+        "judge": cfg.judge or None,
         "policy": cfg.policy,
         "backend": cfg.backend,
         "seed": cfg.seed,
@@ -427,7 +499,8 @@ def summarize(
         "cut_rollouts": sum(r["cut_rollouts"] for r in every),
         "generated_tokens": sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in every),
         "consensus_counts": dict(sorted(statuses.items())),
-        "dropped_by_consensus": len(removed),
+        "dropped_by_consensus": len(removed) - unlabelled,
+        "invalid_verdicts": sum(r.get("judge_first_error", 0) is None for r in every),
         "marked_by_consensus": statuses["disagree"] if cfg.consensus == "mark" else 0,
         "dropped": dict(sorted(Counter(dropped).items())),
     }
@@ -446,6 +519,8 @@ def format_label_summary(summary: dict[str, Any]) -> str:
         f"cut by max_tokens: {summary['cut_rollouts']})",
         f"generated tokens:   {summary['generated_tokens']}",
     ]
+    if summary.get("judge"):
+        lines.append(f"judge:              {summary['judge']}; invalid verdicts {summary['invalid_verdicts']}")
     if summary["consensus"] != "off":
         counts = ", ".join(f"{k}={v}" for k, v in summary["consensus_counts"].items()) or "none"
         lines.append(
@@ -479,11 +554,11 @@ def dropped_path(output: str | Path) -> Path:
 
 
 def run_label(
-    cfg: LabelConfig, *, resume: bool = False, progress: bool = True, generator: Any = None
+    cfg: LabelConfig, *, resume: bool = False, progress: bool = True, generator: Any = None, judge: Any = None
 ) -> dict[str, Any]:
     """Label the traces `cfg` names (read with a reader, or sampled with `cfg.sample`) into `cfg.output`; returns
-    the summary also written to `<output>.label.json`. `generator` may be given already loaded (notebooks,
-    tests); otherwise it comes from `cfg.policy` / `cfg.backend`."""
+    the summary also written to `<output>.label.json`. `generator` (and `judge`, a `CriticJudge`) may be given
+    already loaded (notebooks, tests); otherwise they come from `cfg.policy` / `cfg.backend` (and `cfg.judge`)."""
     started = time.time()
     out = _check_paths(cfg)
     dropped: Counter = Counter()
@@ -507,10 +582,19 @@ def run_label(
         traces_in = len(traces)
         usable_traces(traces, cfg, Counter())  # bad input stops the run before anything is written
     done = _prepare_output(out, cfg, resume)
-    if generator is None:
+    if generator is None and cfg.uses_policy:
         from ..search.load import load_generator
 
+        if not cfg.policy:
+            raise ValueError("label needs --policy (the model that writes rollouts and samples)")
+
         generator = load_generator(cfg)
+    if judge is None and cfg.uses_judge and cfg.judge:
+        from ..judges import load_judge
+
+        judge = load_judge(cfg.judge, "critic", device=cfg.device, batch_size=cfg.generate_batch)
+        judge.max_tokens = cfg.judge_max_tokens
+    _need_judge(cfg, judge)
     if cfg.sample:
         per_call = max(1, cfg.batch_traces // cfg.sample)
         todo = [p for p in problems if any(f"{p.id}/{j}" not in done for j in range(cfg.sample))]
@@ -519,7 +603,7 @@ def run_label(
         for at in range(0, len(todo), per_call):
             sampled = sample_traces(todo[at : at + per_call], generator, cfg, dropped)
             jobs = make_jobs([t for t in sampled if t.meta["id"] not in done], generator, cfg, dropped)
-            for kept, removed in label_in_chunks(jobs, generator, cfg):
+            for kept, removed in label_in_chunks(jobs, generator, cfg, judge=judge):
                 _append_chunk(append_rows, out, kept, removed)
             if bar is not None:
                 rollouts += sum(job.rollouts for job in jobs)
@@ -530,7 +614,8 @@ def run_label(
         traces_in = len(problems) * cfg.sample + dropped["no_gold"]
     else:
         jobs = make_jobs(traces, generator, cfg, dropped)
-        for kept, removed in label_in_chunks([j for j in jobs if j.id not in done], generator, cfg, progress=progress):
+        todo = [j for j in jobs if j.id not in done]
+        for kept, removed in label_in_chunks(todo, generator, cfg, progress=progress, judge=judge):
             _append_chunk(append_rows, out, kept, removed)
     summary = summarize(read_rows(out), read_rows(dropped_path(out)), cfg, traces_in=traces_in, dropped=dropped)
     summary.update(
@@ -548,6 +633,14 @@ def run_label(
     )
     _write_json(sidecar_path(out), summary)
     return summary
+
+
+def _need_judge(cfg: LabelConfig, judge: Any) -> None:
+    if cfg.uses_judge and judge is None:
+        raise ValueError(
+            "method=judge and second_opinion=judge need a judge: --judge MODEL (the judge LM: a folder, hub id or "
+            "embedded name), or judge= in Python"
+        )
 
 
 def _append_chunk(append: Any, out: Path, kept: list[dict], removed: list[dict]) -> None:
