@@ -362,8 +362,7 @@ def _labels(job: LabelJob, cfg: LabelConfig, verdict: int | None = None) -> tupl
             return [None] * n, None
         if verdict < 0:
             return [1.0] * n, None
-        after = 0.0 if cfg.after_error == "negative" else None
-        return [1.0] * verdict + [0.0] + [after] * (n - verdict - 1), verdict
+        return _up_to_first_error(n, verdict, cfg), verdict
     last = 1.0 if job.outcome else 0.0
     if cfg.method == "mc":
         counts = [c or 0 for c in job.correct[:-1]]
@@ -376,8 +375,13 @@ def _labels(job: LabelJob, cfg: LabelConfig, verdict: int | None = None) -> tupl
         return [1.0] * n, None
     # The search ends with `hi` on the smallest probe no rollout recovered from (the last step if none failed).
     first = min((i for i, c in enumerate(job.correct) if c == 0), default=n - 1)
+    return _up_to_first_error(n, first, cfg), first
+
+
+def _up_to_first_error(n: int, first: int, cfg: LabelConfig) -> list[float | None]:
+    """1 before the first error, 0 at it, `after_error` after it (first-error search and judge labels)."""
     after = 0.0 if cfg.after_error == "negative" else None
-    return [1.0] * first + [0.0] + [after] * (n - first - 1), first
+    return [1.0] * first + [0.0] + [after] * (n - first - 1)
 
 
 def arithmetic_first_error(steps: Sequence[str]) -> int | None:
