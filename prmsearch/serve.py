@@ -15,7 +15,7 @@ Endpoints (JSON in, JSON out; errors are `{"error": message}` with a 4xx status)
 What this adds over a handler that calls the model: dynamic batching. One worker thread owns the model; requests
 queue, and whatever has queued by the time the model is free is scored in one forward pass (up to `max_batch_tokens`
 and `max_batch_requests`), so throughput grows with concurrency while a lone request waits for no one. A batch that
-fails is rescored request by request, so one bad request (too long for the model) fails alone. Scores do not depend
+fails is split in halves until the bad request (too long for the model) fails alone. Scores do not depend
 on batch-mates: the scorers pad without attending to padding. HTTP is Starlette on uvicorn.
 """
 
@@ -152,17 +152,23 @@ class Batcher:
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            try:
-                results = self._score(batch)
-            except Exception:
-                results = []
-                for job in batch:  # rescored alone, so only the job that cannot be scored fails
-                    try:
-                        results.extend(self._score([job]))
-                    except Exception as e:  # noqa: BLE001 - the error goes back to the request that caused it
-                        results.append(e)
-            for job, result in zip(batch, results, strict=True):
-                job.loop.call_soon_threadsafe(_resolve, job.future, result)
+            self._settle(batch)
+
+    def _settle(self, batch: list[Job]) -> None:
+        """Score `batch` and answer its requests. A batch that fails is split in halves until the requests that
+        cannot be scored fail alone: one bad request among n costs about 2 log2(n) passes, not n, and the others
+        are answered as soon as their half is scored."""
+        try:
+            results = self._score(batch)
+        except Exception as e:  # noqa: BLE001 - the error goes back to the request that caused it
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._settle(batch[:half])
+                self._settle(batch[half:])
+                return
+            results = [e]
+        for job, result in zip(batch, results, strict=True):
+            job.loop.call_soon_threadsafe(_resolve, job.future, result)
 
     def _score(self, batch: list[Job]) -> list[Any]:
         prompts = [p for job in batch for p in job.prompts]

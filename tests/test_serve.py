@@ -3,6 +3,7 @@ a concurrent load where nothing may be lost or mixed up, and the command itself 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 from prmsearch.bench.serve_load import MALFORMED, chain_queries, check, hammer, make_load, score_alone  # noqa: E402
-from prmsearch.serve import Client, ServeConfig, create_app, running, split_query  # noqa: E402
+from prmsearch.serve import Batcher, Client, Job, ServeConfig, create_app, running, split_query  # noqa: E402
 
 TOL = 1e-4  # a batch of another shape rounds differently in the last float bits; scores are probabilities
 
@@ -88,6 +89,32 @@ def test_under_concurrent_load_nothing_is_lost_or_mixed_up(prm, texts, alone):
     assert result["well_formed"] == 1800 and result["malformed"] == 200
     batcher = app.state.batcher
     assert batcher.batches < batcher.requests / 2  # concurrent requests were scored together
+
+
+def test_a_request_the_model_cannot_score_fails_alone_in_few_passes(prm, texts, alone):
+    """One too-long request among 32 queued together: it gets its error, the 31 others their rewards, and the
+    batch is split in halves around it (5 scored passes here) rather than rescored request by request (31)."""
+    loop = asyncio.new_event_loop()
+    batcher = Batcher(prm, max_batch_tokens=10**6, max_batch_requests=256, max_queued=100)
+    jobs = []
+    for i in range(32):
+        text = "Add.\n\n" + "1 + 1 = 2\n\n" * 400 if i == 20 else texts[i]
+        prompt, response = split_query(text, None, "\n\n")
+        jobs.append(Job([prompt.rstrip()], [prm.format.split(response)], loop, loop.create_future()))
+        batcher.submit(jobs[-1])
+    batcher.start()
+    try:
+        answers = asyncio.gather(*(j.future for j in jobs), return_exceptions=True)
+        loop.run_until_complete(asyncio.wait_for(answers, 120))
+    finally:
+        batcher.stop()
+        loop.close()
+    for i, job in enumerate(jobs):
+        if i == 20:
+            assert "more than the" in str(job.future.exception())
+        else:
+            assert job.future.result()[0][0] == pytest.approx(alone[i], abs=TOL)
+    assert batcher.requests == 31 and batcher.batches <= 2 * 5
 
 
 def test_an_orm_is_served_too(texts):

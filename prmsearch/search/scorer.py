@@ -102,9 +102,13 @@ class StepScorer:
 
     # ---- scoring ---------------------------------------------------------------------------------------------------
 
-    def score(self, requests: Sequence[tuple[Key, Sequence[tuple[Key, str]]]]) -> tuple[list[list[float]], ScoreCounts]:
+    def score(
+        self, requests: Sequence[tuple[Key, Sequence[tuple[Key, str]]]], *, keep: bool = True
+    ) -> tuple[list[list[float]], ScoreCounts]:
         """Add and score steps. A request is (parent key, [(new key, step text), ...]): one new step in beam
-        search, a whole solution in best-of-N. Returns P(correct) of every new step, request by request."""
+        search, a whole solution in best-of-N. Returns P(correct) of every new step, request by request.
+        `keep=False`: nothing will be added under the new steps, so their caches are not kept (ancestors that
+        several requests share still are, for their siblings)."""
         started = time.perf_counter()
         targets = []
         for parent_key, steps in requests:
@@ -122,22 +126,23 @@ class StepScorer:
                 self.steps.add(new_key, key, Step(step_ids, parent.start + len(parent.ids)))
                 key = new_key
             targets.append(key)
-        counts = self._compute(targets)
+        counts = self._compute(targets, keep)
         scores = [[self.steps[k].score for k, _ in steps] for _, steps in requests]
         self.stats["seconds"] += time.perf_counter() - started
         return scores, counts  # type: ignore[return-value]
 
-    def _compute(self, targets: list[Key]) -> ScoreCounts:
+    def _compute(self, targets: list[Key], keep: bool = True) -> ScoreCounts:
         counts = ScoreCounts([0] * len(targets), [set() for _ in targets])
-        self._compute_rows([(key, [i]) for i, key in enumerate(targets)], counts)
+        self._compute_rows([(key, [i]) for i, key in enumerate(targets)], counts, keep)
         self._evict()
         return counts
 
-    def _compute_rows(self, rows: list[tuple[Key, list[int]]], counts: ScoreCounts) -> None:
+    def _compute_rows(self, rows: list[tuple[Key, list[int]]], counts: ScoreCounts, keep: bool = True) -> None:
         """Feed each row's uncached chain. A row is a target key and the requests it serves. Uncached ancestors
         that several rows share (a new prompt under its N first steps) are fed first, once, as rows of their own,
         so siblings then start from their cache. A row's tokens are charged to the first request it serves (rows
-        that share an entry belong to one problem, or to problems with the same prompt); its passes to all of them."""
+        that share an entry belong to one problem, or to problems with the same prompt); its passes to all of them.
+        `keep`: whether the rows' new entries keep their caches (shared ancestors always do)."""
         if not self.full_rescore:
             users: dict[Key, list[int]] = {}
             for r, (key, _) in enumerate(rows):
@@ -157,7 +162,7 @@ class StepScorer:
         # Sorted by new tokens first: the feed-forward layers pay for each row's padding to the widest new span.
         order = sorted(range(len(rows)), key=lambda r: (tokens[r], sum(len(e.ids) for e in parts[r][0])))
         for batch in self._batches(order, parts, tokens):
-            self._forward([parts[r] for r in batch])
+            self._forward([parts[r] for r in batch], keep)
             for r in batch:
                 served = rows[r][1]
                 counts.tokens[served[0]] += tokens[r]
@@ -190,7 +195,7 @@ class StepScorer:
         return [*batches, current] if current else batches
 
     @torch.no_grad()
-    def _forward(self, rows: list[tuple[list[Step], list[Step]]]) -> None:
+    def _forward(self, rows: list[tuple[list[Step], list[Step]]], keep: bool = True) -> None:
         device = next(self.rm.parameters()).device
         lengths = [(sum(len(e.ids) for e in old), sum(len(e.ids) for e in new)) for old, new in rows]
         past = max(c for c, _ in lengths)
@@ -204,18 +209,19 @@ class StepScorer:
             positions[r] = torch.arange(c, c + width)
         ends = [(r, offset + len(e.ids) - 1) for r, (_, new) in enumerate(rows) for offset, e in _offsets(new)]
         index = torch.tensor(ends, device=device)
+        keep = keep and not self.full_rescore
         if self.implicit:  # whole paths (past == 0), the prompt first
             prompt_length = torch.tensor([len(new[0].ids) for _, new in rows], device=device)
             logits = self.rm(ids.to(device), mask.to(device), prompt_length)
             probs = self.rm.probabilities(logits[index[:, 0], index[:, 1]]).tolist()
         else:
-            cache = self._stack_cache(rows, past, device)
+            cache = self._stack_cache(rows, past, device, keep)
             hidden = self._base(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
                 cache=cache,
-                use_cache=not self.full_rescore,
+                use_cache=cache is not None,
             ).last_hidden_state
             if self.likelihood:
                 probs = self._likelihood(rows, ids.to(device), hidden)
@@ -231,7 +237,7 @@ class StepScorer:
                     e.score = probs[at]
                 at += 1
                 e.used = tick
-                if not self.full_rescore and e.kv is None:
+                if keep and e.kv is None:
                     e.kv = kv.take(cache, r, slice(past + offset, past + offset + len(e.ids)))
                     self.cached_tokens += len(e.ids)
                     if self.likelihood:
@@ -257,11 +263,11 @@ class StepScorer:
                 minima.append(own.min() if own.numel() else logp.new_zeros(()))
         return self.rm.probabilities(self.rm.model.read_out(torch.stack(minima))).tolist()
 
-    def _stack_cache(self, rows: list, past: int, device: Any) -> Any:
+    def _stack_cache(self, rows: list, past: int, device: Any, keep: bool) -> Any:
         from transformers import DynamicCache
 
         cache = kv.stack([kv.concat([e.kv for e in old]) if old else None for old, _ in rows], past, device)
-        return DynamicCache() if cache is None and not self.full_rescore else cache
+        return DynamicCache() if cache is None and keep else cache
 
     def _evict(self) -> None:
         if self.cached_tokens <= self.max_cache_tokens:
@@ -292,7 +298,7 @@ class StepScorer:
             requests.append((root, [((root, i, j), s) for j, s in enumerate(steps)]))
             which.append(i)
         if requests:
-            got, c = self.score(requests)
+            got, c = self.score(requests, keep=False)
             for i, s, t, p in zip(which, got, c.tokens, c.passes, strict=True):
                 step_scores[i], scores[i] = s, aggregate(s, self.agg)
                 counts.tokens[i], counts.passes[i] = t, p
