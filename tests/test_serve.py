@@ -115,6 +115,7 @@ def test_a_request_the_model_cannot_score_fails_alone_in_few_passes(prm, texts, 
         else:
             assert job.future.result()[0][0] == pytest.approx(alone[i], abs=TOL)
     assert batcher.requests == 31 and batcher.batches <= 2 * 5
+    assert len(prm.steps) == 0  # the failed passes left nothing behind in the scorer
 
 
 def test_an_orm_is_served_too(texts):

@@ -297,11 +297,13 @@ class StepScorer:
             root = roots[prompt]
             requests.append((root, [((root, i, j), s) for j, s in enumerate(steps)]))
             which.append(i)
-        if requests:
-            got, c = self.score(requests, keep=False)
-            for i, s, t, p in zip(which, got, c.tokens, c.passes, strict=True):
-                step_scores[i], scores[i] = s, aggregate(s, self.agg)
-                counts.tokens[i], counts.passes[i] = t, p
+        try:
+            if requests:
+                got, c = self.score(requests, keep=False)
+                for i, s, t, p in zip(which, got, c.tokens, c.passes, strict=True):
+                    step_scores[i], scores[i] = s, aggregate(s, self.agg)
+                    counts.tokens[i], counts.passes[i] = t, p
+        finally:  # also when a solution cannot be scored (too long): a server retries around it for days
             self.release([*roots.values(), *(k for _, steps in requests for k, _ in steps)])
         return SolutionScores(scores, step_scores, counts)
 
