@@ -4,7 +4,7 @@ answer is checked against the rewards the queries get scored alone. Two servers,
 batching (the default) and one request per forward pass (--max-batch-requests 1), each with one torch thread
 (`--threads 1`: the clients share the 2 cores) and with torch's default (every core).
 
-    python benchmarks/serve_load.py [--scorer embedded:prm] [--requests 2000] [--clients 32]
+    python benchmarks/serve_load.py [--scorer embedded:prm] [--requests 2000] [--clients 32] [--device cuda]
 
 Prints the table and writes benchmarks/results/serve_load.{json,md}.
 """
@@ -26,11 +26,11 @@ from prmsearch.serve import Client
 RESULTS = Path(__file__).parent / "results"
 
 
-def serve(scorer: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+def serve(scorer: str, extra: list[str], device: str = "cpu") -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "prmsearch", "serve", "--scorer", scorer, "--port", str(port), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "prmsearch", "serve", "--scorer", scorer, "--port", str(port), "--device", device]
     server = subprocess.Popen(cmd + extra, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -76,10 +76,11 @@ def main() -> None:
     parser.add_argument("--scorer", default="embedded:prm")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="where the scorer runs: cpu, or cuda on a GPU machine")
     args = parser.parse_args()
 
     texts = chain_queries(200)
-    scorer = load_scorer(args.scorer, agg="min", device="cpu")
+    scorer = load_scorer(args.scorer, agg="min", device=args.device)
     alone = score_alone(scorer, texts)
     load = make_load(texts, args.requests, malformed_every=10)
     bounds = [ceiling(scorer, texts, load, threads) for threads in (1, None)]
@@ -91,7 +92,7 @@ def main() -> None:
         for how, extra in (("batched", []), ("one at a time", ["--max-batch-requests", "1"]))
     ]
     for mode, extra in modes:
-        server, url = serve(args.scorer, extra)
+        server, url = serve(args.scorer, extra, args.device)
         try:
             hammer(url, load[:64], args.clients)  # warm-up: first-call allocations, connection set-up
             outcomes, seconds = hammer(url, load, args.clients)
