@@ -131,13 +131,13 @@ class StepScorer:
         self.stats["seconds"] += time.perf_counter() - started
         return scores, counts  # type: ignore[return-value]
 
-    def _compute(self, targets: list[Key], keep: bool = True) -> ScoreCounts:
+    def _compute(self, targets: list[Key], keep: bool) -> ScoreCounts:
         counts = ScoreCounts([0] * len(targets), [set() for _ in targets])
         self._compute_rows([(key, [i]) for i, key in enumerate(targets)], counts, keep)
         self._evict()
         return counts
 
-    def _compute_rows(self, rows: list[tuple[Key, list[int]]], counts: ScoreCounts, keep: bool = True) -> None:
+    def _compute_rows(self, rows: list[tuple[Key, list[int]]], counts: ScoreCounts, keep: bool) -> None:
         """Feed each row's uncached chain. A row is a target key and the requests it serves. Uncached ancestors
         that several rows share (a new prompt under its N first steps) are fed first, once, as rows of their own,
         so siblings then start from their cache. A row's tokens are charged to the first request it serves (rows
@@ -151,7 +151,7 @@ class StepScorer:
             shared = {k for k, rs in users.items() if len(rs) > 1}
             tops = shared - {self.steps.parent(k) for k in shared}  # the deepest shared entries cover the rest
             if tops:
-                self._compute_rows([(k, sorted({i for r in users[k] for i in rows[r][1]})) for k in tops], counts)
+                self._compute_rows([(k, sorted({i for r in users[k] for i in rows[r][1]})) for k in tops], counts, True)
         parts = []  # per row: (entries with a cache, entries to feed)
         for key, _ in rows:
             chain = self.steps.chain(key)
@@ -195,7 +195,7 @@ class StepScorer:
         return [*batches, current] if current else batches
 
     @torch.no_grad()
-    def _forward(self, rows: list[tuple[list[Step], list[Step]]], keep: bool = True) -> None:
+    def _forward(self, rows: list[tuple[list[Step], list[Step]]], keep: bool) -> None:
         device = next(self.rm.parameters()).device
         lengths = [(sum(len(e.ids) for e in old), sum(len(e.ids) for e in new)) for old, new in rows]
         past = max(c for c, _ in lengths)
