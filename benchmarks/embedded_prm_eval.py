@@ -1,7 +1,7 @@
 """The embedded PRM on held-out labelled traces of the bundled task (issue 12, item 4).
 
 The policy samples solutions to test-split problems (never seen by the PRM's labels, which come from training
-problems); every step gets its TRUE label from `bench.chains.step_correct` (the task knows every intermediate
+problems); every step gets its TRUE label from `tasks.chains.step_correct` (the task knows every intermediate
 value), and the PRM scores every step. Reported: step-level precision / recall / F1 of the error class and AUROC,
 over all steps and over the steps up to each trace's first error (what a first-error PRM is trained to judge: a
 later step is wrong by inheritance, though it may compute right from a wrong value); ProcessBench-style F1 (exact
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from prmsearch.bench.chains import SEPARATOR, generate, step_correct
 from prmsearch.models.reward_model import RewardModel
 from prmsearch.search.generators import HFGenerator
+from prmsearch.tasks.chains import SEPARATOR, generate, step_correct
 from prmsearch.train.metrics import auroc, first_error, processbench_f1, step_metrics
 
 RESULTS = Path(__file__).parent / "results"

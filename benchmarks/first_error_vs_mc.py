@@ -5,7 +5,7 @@ the same rollouts at every step they probe (seeds from trace, step and rollout i
 like. Settings are the embedded label recipe's (samples at temperature 1.0, rollouts at 0.3, K = 8), without its
 consensus filter, so every trace is compared. Reported: agreement of the hard step labels (all steps, and steps up
 to each trace's first error), the traces whose first error the two place alike, the rollouts each used, and, since
-the bundled task knows the true label of every step (`bench.chains.first_error`), how often each method's first
+the bundled task knows the true label of every step (`tasks.chains.first_error`), how often each method's first
 error is the true one.
 
     python benchmarks/first_error_vs_mc.py [--policy embedded:policy] [--problems 300] [--samples 2] [--k 8]
@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from prmsearch.bench.chains import first_error, generate, write_problems
 from prmsearch.cli import main as prmsearch
+from prmsearch.tasks.chains import first_error, generate, write_problems
 
 RESULTS = Path(__file__).parent / "results"
 

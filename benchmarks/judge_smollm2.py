@@ -17,12 +17,11 @@ from pathlib import Path
 
 from policy_cache import convert_smollm2
 
-from prmsearch.bench.chains import generate
 from prmsearch.judges import CriticJudge, PairwiseJudge, PointwiseJudge
 from prmsearch.search.engine import Search, SearchParams
 from prmsearch.search.generators import HFGenerator
-from prmsearch.search.runner import grade_states
 from prmsearch.search.strategies import run_search
+from prmsearch.tasks.chains import generate
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,7 +46,7 @@ def main() -> None:
     for strategy, kind, judge in runs:
         started = time.perf_counter()
         states = run_search(problems, policy, judge, strategy, params, prompt_template="plain")
-        grades = grade_states(Search(policy, judge, params, prompt_template="plain"), states)
+        grades = Search(policy, judge, params, prompt_template="plain").grade(states)
         stats = dict(judge.stats) if judge is not None else {}
         rows.append(
             {
@@ -55,7 +54,7 @@ def main() -> None:
                 "judge": kind,
                 "n": args.n,
                 "problems": len(problems),
-                "accuracy": sum(bool(c) for _, c, _ in grades) / len(grades),
+                "accuracy": sum(bool(g.correct) for g in grades) / len(grades),
                 "seconds": round(time.perf_counter() - started, 1),
                 **{k: v for k, v in stats.items() if k != "seconds"},
             }

@@ -87,9 +87,9 @@ def main() -> None:
 
     import torch
 
-    from prmsearch.bench.datasets import load_problems
     from prmsearch.models.tiny import tiny_prm
     from prmsearch.search import HFGenerator, SearchParams
+    from prmsearch.tasks import load_problems
 
     torch.manual_seed(0)
     folder = Path(args.model) if args.model else convert_smollm2()

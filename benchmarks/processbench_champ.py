@@ -25,16 +25,15 @@ import time
 from pathlib import Path
 
 from policy_cache import convert_smollm2
+from reference_scorers import Constant, Oracle
 
-from prmsearch.bench.processbench import (
-    Constant,
-    Oracle,
+from prmsearch.eval.processbench import (
     ProcessBenchConfig,
     evaluate,
     read_annotated,
     run_processbench,
 )
-from prmsearch.judges import load_judge
+from prmsearch.search.load import load_judge
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

@@ -29,8 +29,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def gsm8k(count: int):
-    from prmsearch.bench.datasets import load_problems
     from prmsearch.records import Problem
+    from prmsearch.tasks import load_problems
 
     if GSM8K.exists():
         return load_problems(str(GSM8K), limit=count)

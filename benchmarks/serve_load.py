@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from prmsearch.bench.serve_load import chain_queries, check, hammer, make_load, score_alone
+from load_client import chain_queries, check, hammer, make_load, score_alone
+
 from prmsearch.search.load import load_scorer
 from prmsearch.serve import Client
 

@@ -7,8 +7,7 @@ needs them is touched. `from prmsearch import StepFormat` works as with eager im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -17,6 +16,7 @@ _LAZY = {
     "InputError": "prmsearch.errors",
     "OutputError": "prmsearch.errors",
     "PrmsearchError": "prmsearch.errors",
+    "Grade": "prmsearch.records",
     "Problem": "prmsearch.records",
     "Trace": "prmsearch.records",
     "EncodedSteps": "prmsearch.steps",
@@ -27,18 +27,17 @@ _LAZY = {
     "BadRowError": "prmsearch.data_builders",
     "BuildConfig": "prmsearch.data_builders",
     "BuildReport": "prmsearch.data_builders",
-    "LabelConfig": "prmsearch.data_builders",
+    "LabelConfig": "prmsearch.label",
     "ReadReport": "prmsearch.data_builders",
     "build_orm": "prmsearch.data_builders",
     "build_pairs": "prmsearch.data_builders",
     "build_prm": "prmsearch.data_builders",
     "build_stepwise": "prmsearch.data_builders",
-    "label_traces": "prmsearch.data_builders",
+    "label_traces": "prmsearch.label",
     "run_build": "prmsearch.data_builders",
-    "run_label": "prmsearch.data_builders",
+    "run_label": "prmsearch.label",
     "CodeLimits": "prmsearch.verifiers",
     "CodeResult": "prmsearch.verifiers",
-    "Grade": "prmsearch.verifiers",
     "check_arithmetic_steps": "prmsearch.verifiers",
     "extract_answer": "prmsearch.verifiers",
     "extract_many": "prmsearch.verifiers",
@@ -48,6 +47,11 @@ _LAZY = {
     "pass_at_k": "prmsearch.verifiers",
     "run_many": "prmsearch.verifiers",
     "run_tests": "prmsearch.verifiers",
+    "TASKS": "prmsearch.tasks",
+    "DATASETS": "prmsearch.tasks",
+    "Task": "prmsearch.tasks",
+    "load_problems": "prmsearch.tasks",
+    "task_of": "prmsearch.tasks",
     "load_tokenizer": "prmsearch.models",
     "RewardModel": "prmsearch.models.reward_model",
     "load_adapter": "prmsearch.models.adapters",
@@ -56,17 +60,17 @@ _LAZY = {
     "CriticJudge": "prmsearch.judges",
     "PairwiseJudge": "prmsearch.judges",
     "PointwiseJudge": "prmsearch.judges",
-    "load_judge": "prmsearch.judges",
+    "load_judge": "prmsearch.search.load",
     "ServeConfig": "prmsearch.serve",
     "create_app": "prmsearch.serve",
     "RewardFunction": "prmsearch.rewards",
     "reward_function": "prmsearch.rewards",
     "MemoGenerator": "prmsearch.search.memo",
-    "report": "prmsearch.bench.report",
-    "format_table": "prmsearch.bench.report",
-    "plot": "prmsearch.bench.report",
-    "CanaryConfig": "prmsearch.bench.canary",
-    "run_canary": "prmsearch.bench.canary",
+    "report": "prmsearch.search.report",
+    "format_table": "prmsearch.search.report",
+    "plot": "prmsearch.search.report",
+    "CanaryConfig": "prmsearch.eval.canary",
+    "run_canary": "prmsearch.eval.canary",
     "QuickstartConfig": "prmsearch.embedded.quickstart",
     "run_quickstart": "prmsearch.embedded.quickstart",
 }
@@ -74,13 +78,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # the next lookup is an ordinary attribute
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

@@ -114,7 +114,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from .data_builders.autolabel import LabelConfig, format_label_summary, run_label
+    from .label import LabelConfig, run_label
+    from .label.traces import format_label_summary
 
     cfg = config_from_args(LabelConfig, args)
     require_paths(cfg, input="file or folder", problems="file or folder", policy="model", judge="model")
@@ -147,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .bench.report import format_table
+    from .search.report import format_table
     from .search.runner import SearchConfig, search_dataset
 
     cfg = config_from_args(SearchConfig, args)
@@ -161,8 +162,8 @@ def _search(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     import time
 
-    from .bench.report import format_table
     from .embedded.quickstart import QuickstartConfig, run_quickstart
+    from .search.report import format_table
 
     started = time.perf_counter()
     cfg = config_from_args(QuickstartConfig, args)
@@ -173,7 +174,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _eval_processbench(args: argparse.Namespace) -> int:
-    from .bench.processbench import ProcessBenchConfig, format_result, run_processbench
+    from .eval.processbench import ProcessBenchConfig, format_result, run_processbench
 
     cfg = config_from_args(ProcessBenchConfig, args)
     result = run_processbench(cfg)
@@ -184,7 +185,7 @@ def _eval_processbench(args: argparse.Namespace) -> int:
 
 
 def _eval_canary(args: argparse.Namespace) -> int:
-    from .bench.canary import CanaryConfig, format_canary, run_canary
+    from .eval.canary import CanaryConfig, format_canary, run_canary
 
     cfg = config_from_args(CanaryConfig, args)
     result = run_canary(cfg)
@@ -208,7 +209,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .bench.report import format_table, report
+    from .search.report import format_table, report
 
     rows = report(args.run_dir[0] if len(args.run_dir) == 1 else args.run_dir, args.output)
     print(format_table(rows))
@@ -243,7 +244,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def _label_args(p: argparse.ArgumentParser) -> None:
-    from .data_builders.autolabel import LabelConfig
+    from .label import LabelConfig
 
     p.add_argument("--config", help="YAML recipe of LabelConfig keys; flags override it")
     p.add_argument("--resume", action="store_true", help="continue the labels in --output, skipping what is done")
@@ -331,8 +332,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    from .bench.canary import CanaryConfig
-    from .bench.processbench import ProcessBenchConfig
+    from .eval.canary import CanaryConfig
+    from .eval.processbench import ProcessBenchConfig
 
     kinds = p.add_subparsers(dest="kind", required=True, metavar="{processbench,canary}")
     about = "does a step scorer find the first wrong step? ProcessBench's error / correct accuracy and F1"

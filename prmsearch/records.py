@@ -36,6 +36,18 @@ class Trace:
             raise ValueError(f"{len(self.step_labels)} step labels for {len(self.steps)} steps")
 
 
+@dataclass(frozen=True)
+class Grade:
+    """How one solution fared, whatever the task: `correct` None when there is nothing to grade against (a math
+    problem with no gold answer); `answer` what was graded (a math solution's extracted answer, None when nothing
+    was extracted or for a program, which is graded whole); `reason` one word or line saying why ("equivalent",
+    "not equivalent", "no answer", "timeout", "passed", "failed", "no solution", "error: ...")."""
+
+    answer: str | None
+    correct: bool | None
+    reason: str
+
+
 @dataclass
 class Problem:
     """A question to solve, with its gold answer when one is known (benchmarks, search runs)."""

@@ -10,7 +10,9 @@ where `columns` are the dataset's other columns, one value per completion, and w
   batches through the same scorer search uses;
 - "math": 1.0 when the completion's final answer equals the row's gold answer (`verifiers.math`, math-verify), else
   0.0;
-- "code": 1.0 when the program passes the row's unit tests in the sandbox (`verifiers.code`), else 0.0.
+- "code": 1.0 when the program passes the row's unit tests in the sandbox (`verifiers.code`), else 0.0;
+- any other task name (`prmsearch.tasks.TASKS`): its own grader, on the row's gold answer column.
+The graders are the tasks' own (`Task.grade`), the ones search and labelling use.
 
 What this adds over passing a model to TRL: TRL feeds an `nn.Module` reward model the raw concatenated text and reads
 one logit, which is wrong for a PRM (its score lives at every step end) and for an ORM (an aggregate over tokens).
@@ -26,8 +28,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import InputError
+from .records import Problem
+from .tasks import TASKS, Checks, get_task
 
-VERIFIERS = ("math", "code")
 _FENCE = re.compile(r"```(?:python|py)?[^\n]*\n(.*?)```", re.S)
 
 
@@ -62,7 +65,7 @@ class RewardFunction:
         name: str | None = None,
         grade_timeout: float = 5.0,
     ) -> None:
-        self.verifier = model if isinstance(model, str) and model in VERIFIERS else None
+        self.verifier = model if isinstance(model, str) and model in TASKS else None
         self.scorer = None if self.verifier else _as_scorer(model, agg=agg, device=device)
         self.answer_column, self.empty, self.grade_timeout = answer_column, float(empty), grade_timeout
         self.__name__ = name or (self.verifier or f"{self.scorer.kind}_reward")  # type: ignore[union-attr]
@@ -89,36 +92,54 @@ class RewardFunction:
     def raw(self, prompts: Sequence[Any], completions: Sequence[Any], columns: dict[str, Any]) -> list[float]:
         """Scores before normalisation; NaN where a completion has nothing to score."""
         texts = [text_of(c) for c in completions]
-        if self.verifier == "math":
-            return self._math(texts, _column(columns, self.answer_column, len(texts)))
-        if self.verifier == "code":
-            return self._code(prompts, completions, texts, columns)
+        if self.verifier is not None:
+            read = _GRADED_ROWS.get(self.verifier, _answer_rows)
+            problems, solutions = read(self.verifier, prompts, completions, texts, columns, self.answer_column)
+            grades = get_task(self.verifier).grade(problems, solutions, Checks(timeout=self.grade_timeout))
+            return [float(bool(g.correct)) for g in grades]
         steps = [self.scorer.format.split(t) for t in texts]  # type: ignore[union-attr]
         # The policy's prompt template ends the prompt with a separator; the reward model's StepFormat adds its own.
         problems = [text_of(p).rstrip() for p in prompts]
         got = self.scorer.score_solutions(problems, steps).scores  # type: ignore[union-attr]
         return [math.nan if s is None else float(s) for s in got]
 
-    def _math(self, texts: list[str], golds: list[Any]) -> list[float]:
-        from .verifiers.math import grade_many
 
-        grades = grade_many(texts, [str(g) for g in golds], timeout=self.grade_timeout, progress=False)
-        return [float(g.correct) for g in grades]
+def _answer_rows(
+    task: str, prompts: Sequence[Any], completions: Sequence[Any], texts: list[str], columns: dict, answer_column: str
+) -> tuple[list[Problem], list[str]]:
+    """Problems of `task` with the gold answers of `answer_column` (the row's other columns in meta); the
+    completions are the solutions."""
+    golds = _column(columns, answer_column, len(texts))
+    other = {k: v for k, v in columns.items() if k != answer_column and isinstance(v, (list, tuple))}
+    problems = []
+    for i, gold in enumerate(golds):
+        meta = {k: v[i] for k, v in other.items() if len(v) == len(texts)}
+        problems.append(Problem(str(i), text_of(prompts[i]), str(gold), {**meta, "task": task}))
+    return problems, texts
 
-    def _code(self, prompts: Sequence[Any], completions: Sequence[Any], texts: list[str], columns: dict) -> list[float]:
-        from .verifiers.code import run_many
 
-        tests = _column(columns, "test", len(texts))
-        entry = columns.get("entry_point") or [None] * len(texts)
-        jobs = []
-        for prompt, completion, text, test, point in zip(prompts, completions, texts, tests, entry, strict=True):
-            if isinstance(prompt, str) and isinstance(completion, str):
-                program = prompt + text  # HumanEval: the completion continues the prompt's function
-            else:
-                fenced = _FENCE.search(text)  # a chat answer: its first fenced code block, else all of it
-                program = fenced.group(1) if fenced else text
-            jobs.append({"program": program, "tests": str(test), "entry_point": point})
-        return [float(r.passed) for r in run_many(jobs, progress=False)]
+def _code_rows(
+    task: str, prompts: Sequence[Any], completions: Sequence[Any], texts: list[str], columns: dict, answer_column: str
+) -> tuple[list[Problem], list[str]]:
+    """Code problems with the unit tests of the columns `test` and `entry_point` (HumanEval's); the program is the
+    prompt continued by the completion (plain text), or a chat answer's first fenced code block (else all of it)."""
+    tests = _column(columns, "test", len(texts))
+    entry = columns.get("entry_point") or [None] * len(texts)
+    problems, programs = [], []
+    for prompt, completion, text, test, point in zip(prompts, completions, texts, tests, entry, strict=True):
+        if isinstance(prompt, str) and isinstance(completion, str):
+            program = prompt + text
+        else:
+            fenced = _FENCE.search(text)
+            program = fenced.group(1) if fenced else text
+        problems.append(Problem(str(len(problems)), "", None, {"task": task, "test": str(test), "entry_point": point}))
+        programs.append(program)
+    return problems, programs
+
+
+# How a task's grader reads TRL's reward-function arguments into problems and the solutions to grade, where it
+# needs more than a gold answer column (`_answer_rows`).
+_GRADED_ROWS = {"code": _code_rows}
 
 
 def reward_function(
@@ -174,6 +195,6 @@ def _as_scorer(model: Any, *, agg: str, device: str | None) -> Any:
 
         return load_scorer(model, device=device, agg=agg)
     raise InputError(
-        f"reward_function takes a reward model (path, RewardModel or Scorer) or one of {VERIFIERS}, "
+        f"reward_function takes a reward model (path, RewardModel or Scorer) or a task name ({', '.join(TASKS)}), "
         f"got {type(model).__name__}"
     )

@@ -28,13 +28,17 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import PrmsearchError
 from .recipes import option
+
+if TYPE_CHECKING:  # starlette is imported by create_app, when a server is built
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
 
 
 @dataclass
@@ -224,73 +228,107 @@ def _check_texts(values: list, name: str) -> list[str]:
     return values
 
 
+async def _read_json(request: Request, max_body_bytes: int) -> dict:
+    """The request's body as a JSON object, refused (413) as soon as it passes `max_body_bytes`, so a huge body is
+    never held whole."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > max_body_bytes:
+        raise RequestError(f"the body is {size} bytes, more than max_body_bytes {max_body_bytes}", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body_bytes:
+            raise RequestError(f"the body is more than max_body_bytes {max_body_bytes}", 413)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"the body is not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise RequestError(f"the body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+async def _score_job(
+    batcher: Batcher, prompts: list[str], steps: list[list[str]], max_queries: int
+) -> tuple[list, list]:
+    """(scores, step scores) of one request, scored by `batcher` alongside whatever else is queued."""
+    if len(prompts) > max_queries:
+        raise RequestError(f"{len(prompts)} queries, more than max_queries {max_queries}", 413)
+    if not prompts:
+        return [], []
+    loop = asyncio.get_running_loop()
+    job = Job([p.rstrip() for p in prompts], steps, loop, loop.create_future())
+    batcher.submit(job)
+    try:
+        return await job.future
+    except PrmsearchError as e:
+        raise RequestError(str(e), 422) from None
+
+
+def _queries_to_steps(
+    data: dict, separator: str, split: Callable[[str], list[str]]
+) -> tuple[list[str], list[list[str]]]:
+    """(prompts, steps) of a `/score` body: each query cut into its prompt and its response's steps."""
+    queries = _check_texts(_strings(data, "query"), "query")
+    given = _strings(data, "prompts", rows=len(queries), required=False)
+    _strings(data, "labels", rows=len(queries), required=False)
+    prompts, steps = [], []
+    for i, q in enumerate(queries):
+        if given is not None and not isinstance(given[i], str):
+            raise RequestError(f'"prompts"[{i}] must be a string, got {type(given[i]).__name__}')
+        try:
+            prompt, response = split_query(q, None if given is None else given[i], separator)
+        except RequestError as e:
+            raise RequestError(f'"query"[{i}] {e}') from None
+        prompts.append(prompt)
+        steps.append(split(response))
+    return prompts, steps
+
+
+def _given_steps(data: dict) -> tuple[list[str], list[list[str]]]:
+    """(prompts, steps) of a `/score_steps` body, blank steps left out."""
+    prompts = _check_texts(_strings(data, "prompts"), "prompts")
+    steps = _strings(data, "steps", rows=len(prompts))
+    for i, s in enumerate(steps):
+        if not isinstance(s, list) or not all(isinstance(t, str) for t in s):
+            raise RequestError(f'"steps"[{i}] must be a list of strings')
+    return prompts, [[t for t in s if t.strip()] for s in steps]
+
+
+def _guarded(handler: Callable[[Request], Awaitable[JSONResponse]]) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """`handler` answering a refused request with its status and a bug with 500, so the server stays up."""
+    from starlette.responses import JSONResponse
+
+    async def endpoint(request: Request) -> JSONResponse:
+        try:
+            return await handler(request)
+        except RequestError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        except Exception as e:  # noqa: BLE001 - a bug answers 500 and the server stays up
+            return JSONResponse({"error": f"scoring failed: {type(e).__name__}: {e}"}, status_code=500)
+
+    return endpoint
+
+
 def create_app(scorer: Any, cfg: ServeConfig) -> Any:
     """The Starlette application serving `scorer` (any prmsearch `Scorer`) with `cfg`'s limits."""
     import torch
     from starlette.applications import Starlette
-    from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     batcher = Batcher(scorer, cfg.max_batch_tokens, cfg.max_batch_requests, cfg.max_queued)
     separator = scorer.format.prompt_separator
 
-    async def read(request: Request) -> dict:
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
-            raise RequestError(f"the body is {size} bytes, more than max_body_bytes {cfg.max_body_bytes}", 413)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > cfg.max_body_bytes:
-                raise RequestError(f"the body is more than max_body_bytes {cfg.max_body_bytes}", 413)
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RequestError(f"the body is not JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise RequestError(f"the body must be a JSON object, got {type(data).__name__}")
-        return data
-
-    async def run(prompts: list[str], steps: list[list[str]]) -> tuple[list, list]:
-        if len(prompts) > cfg.max_queries:
-            raise RequestError(f"{len(prompts)} queries, more than max_queries {cfg.max_queries}", 413)
-        if not prompts:
-            return [], []
-        loop = asyncio.get_running_loop()
-        job = Job([p.rstrip() for p in prompts], steps, loop, loop.create_future())
-        batcher.submit(job)
-        try:
-            return await job.future
-        except PrmsearchError as e:
-            raise RequestError(str(e), 422) from None
-
     async def score(request: Request) -> JSONResponse:
-        data = await read(request)
-        queries = _check_texts(_strings(data, "query"), "query")
-        given = _strings(data, "prompts", rows=len(queries), required=False)
-        _strings(data, "labels", rows=len(queries), required=False)
-        prompts, steps = [], []
-        for i, q in enumerate(queries):
-            if given is not None and not isinstance(given[i], str):
-                raise RequestError(f'"prompts"[{i}] must be a string, got {type(given[i]).__name__}')
-            try:
-                prompt, response = split_query(q, None if given is None else given[i], separator)
-            except RequestError as e:
-                raise RequestError(f'"query"[{i}] {e}') from None
-            prompts.append(prompt)
-            steps.append(scorer.format.split(response))
-        scores, _ = await run(prompts, steps)
+        data = await _read_json(request, cfg.max_body_bytes)
+        prompts, steps = _queries_to_steps(data, separator, scorer.format.split)
+        scores, _ = await _score_job(batcher, prompts, steps, cfg.max_queries)
         return JSONResponse({"rewards": [cfg.empty if s is None else float(s) for s in scores]})
 
     async def score_steps(request: Request) -> JSONResponse:
-        data = await read(request)
-        prompts = _check_texts(_strings(data, "prompts"), "prompts")
-        steps = _strings(data, "steps", rows=len(prompts))
-        for i, s in enumerate(steps):
-            if not isinstance(s, list) or not all(isinstance(t, str) for t in s):
-                raise RequestError(f'"steps"[{i}] must be a list of strings')
-        scores, step_scores = await run(prompts, [[t for t in s if t.strip()] for s in steps])
+        prompts, steps = _given_steps(await _read_json(request, cfg.max_body_bytes))
+        scores, step_scores = await _score_job(batcher, prompts, steps, cfg.max_queries)
         return JSONResponse({"scores": scores, "step_scores": step_scores})
 
     async def health(request: Request) -> JSONResponse:
@@ -306,17 +344,6 @@ def create_app(scorer: Any, cfg: ServeConfig) -> Any:
             }
         )
 
-    def guarded(handler: Any) -> Any:
-        async def endpoint(request: Request) -> JSONResponse:
-            try:
-                return await handler(request)
-            except RequestError as e:
-                return JSONResponse({"error": str(e)}, status_code=e.status)
-            except Exception as e:  # noqa: BLE001 - a bug answers 500 and the server stays up
-                return JSONResponse({"error": f"scoring failed: {type(e).__name__}: {e}"}, status_code=500)
-
-        return endpoint
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
         batcher.start()
@@ -325,9 +352,9 @@ def create_app(scorer: Any, cfg: ServeConfig) -> Any:
 
     app = Starlette(
         routes=[
-            Route("/score", guarded(score), methods=["POST"]),
-            Route("/score_steps", guarded(score_steps), methods=["POST"]),
-            Route("/health", guarded(health), methods=["GET"]),
+            Route("/score", _guarded(score), methods=["POST"]),
+            Route("/score_steps", _guarded(score_steps), methods=["POST"]),
+            Route("/health", _guarded(health), methods=["GET"]),
         ],
         lifespan=lifespan,
     )

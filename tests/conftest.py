@@ -135,7 +135,7 @@ class ScriptedReader:
 
 def chains_critic():
     """The truth about a bundled-task solution, said the way the critic template asks."""
-    from prmsearch.bench.chains import first_error, generate
+    from prmsearch.tasks.chains import first_error, generate
 
     problems = {p.prompt: p for p in generate("test", 40)}
 

@@ -352,8 +352,8 @@ def test_a_public_prm_steers_search(adapters, policy, name):
     """Beam search and best-of-N with a public PRM as the scorer: every step's score is what the adapter gives its
     whole path, a solution's score aggregates the adapter's step scores, and nothing stays in the scorer."""
     from prmsearch.records import Problem
+    from prmsearch.scoring import aggregate_steps
     from prmsearch.search import AdapterScorer, SearchParams, run_search
-    from prmsearch.search.select import aggregate
 
     adapter = adapters[name]
     problems = [Problem("a", PROBLEM, "72"), Problem("b", "What is 3 + 4?", "7")]
@@ -372,7 +372,7 @@ def test_a_public_prm_steers_search(adapters, policy, name):
         for node in st.candidates:
             steps = adapter.step_format.split(node.text)
             if steps:
-                expected = aggregate(adapter.score_steps(st.problem.prompt, steps), "min")
+                expected = aggregate_steps(adapter.score_steps(st.problem.prompt, steps), "min")
                 assert node.score == pytest.approx(expected, abs=1e-5)
 
 

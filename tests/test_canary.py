@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from prmsearch.bench.canary import CanaryConfig, read_canary, run_canary
-from prmsearch.bench.chains import generate, step_correct
 from prmsearch.cli import main
+from prmsearch.eval.canary import CanaryConfig, read_canary, run_canary
 from prmsearch.models.reward_model import RewardModel
+from prmsearch.tasks.chains import generate, step_correct
 from prmsearch.train import metrics as M
 
 

@@ -3,7 +3,8 @@ math verifier."""
 
 import pytest
 
-from prmsearch.bench.chains import (
+from prmsearch.tasks import load_problems
+from prmsearch.tasks.chains import (
     ChainSpec,
     apply_all,
     first_error,
@@ -11,7 +12,6 @@ from prmsearch.bench.chains import (
     split_of,
     step_correct,
 )
-from prmsearch.bench.datasets import load_problems
 from prmsearch.verifiers.math import grade
 
 

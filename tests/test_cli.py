@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 CONFIGS = [
     "prmsearch.data_builders.build:BuildConfig",
-    "prmsearch.data_builders.autolabel:LabelConfig",
+    "prmsearch.label:LabelConfig",
     "prmsearch.verifiers.results:VerifyMathConfig",
     "prmsearch.search.runner:SearchConfig",
     "prmsearch.embedded.quickstart:QuickstartConfig",
@@ -28,16 +28,16 @@ CONFIGS = [
 ERRORS = [
     "prmsearch.search.rerank:RerankError",
     "prmsearch.search.results:RunFolderError",
-    "prmsearch.search.engine:ScorerError",
+    "prmsearch.scoring:ScorerError",
     "prmsearch.search.engine:SearchError",
     "prmsearch.search.generators:GeneratorError",
     "prmsearch.files:JsonlError",
     "prmsearch.train.config:TrainConfigError",
     "prmsearch.train.collators:BatchingError",
-    "prmsearch.models.reward_model:RewardModelError",
+    "prmsearch.models.heads:RewardModelError",
     "prmsearch.models.adapters:AdapterError",
     "prmsearch.steps:StepFormatError",
-    "prmsearch.bench.datasets:DatasetUnavailableError",
+    "prmsearch.tasks.problems:DatasetUnavailableError",
 ]
 
 

@@ -9,9 +9,9 @@ import datasets
 import pandas as pd
 import pytest
 
-from prmsearch.bench.datasets import DatasetUnavailableError, load_problems, problems_from_rows
 from prmsearch.records import Problem
 from prmsearch.rows import BadRowError
+from prmsearch.tasks import DatasetUnavailableError, load_problems, problems_from_rows
 from prmsearch.verifiers.math import gold_answer
 
 ROOT = Path(__file__).resolve().parent.parent

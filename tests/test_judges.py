@@ -138,9 +138,9 @@ def test_pointwise_judge_scores_and_counts_invalid_verdicts():
 
 
 def test_the_critic_gives_processbench_step_scores():
-    from prmsearch.bench.chains import generate
-    from prmsearch.bench.processbench import Annotated, evaluate
+    from prmsearch.eval.processbench import Annotated, evaluate
     from prmsearch.judges import CriticJudge
+    from prmsearch.tasks.chains import generate
 
     critic = CriticJudge(ScriptedReader(chains_critic()))
     items = []
@@ -158,12 +158,11 @@ def test_the_critic_gives_processbench_step_scores():
 
 
 def test_the_critic_steers_beam_search_over_the_embedded_policy():
-    from prmsearch.bench.chains import generate
     from prmsearch.judges import CriticJudge
     from prmsearch.search.engine import Search, SearchParams
     from prmsearch.search.generators import HFGenerator
-    from prmsearch.search.runner import grade_states
     from prmsearch.search.strategies import run_search
+    from prmsearch.tasks.chains import generate
 
     problems = generate("test", 40)
     policy = HFGenerator.from_pretrained("embedded:policy", batch_size=256)
@@ -171,8 +170,8 @@ def test_the_critic_steers_beam_search_over_the_embedded_policy():
 
     def accuracy(critic):
         states = run_search(problems, policy, critic, "beam", params, prompt_template="plain")
-        grades = grade_states(Search(policy, critic, params, prompt_template="plain"), states)
-        return sum(bool(c) for _, c, _ in grades) / len(grades)
+        grades = Search(policy, critic, params, prompt_template="plain").grade(states)
+        return sum(bool(g.correct) for g in grades) / len(grades)
 
     truthful = CriticJudge(ScriptedReader(chains_critic()))
     blind = CriticJudge(ScriptedReader(lambda p, s: "Earliest wrong step: none"))

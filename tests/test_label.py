@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from prmsearch.data_builders import LabelConfig, label_traces, read_stepwise
-from prmsearch.data_builders.rollouts import sample_traces
+from prmsearch.data_builders import read_stepwise
+from prmsearch.label import LabelConfig, label_traces
+from prmsearch.label.rollouts import sample_traces
 from prmsearch.records import Problem, Trace
 
 EOS = "<eos>"
@@ -262,8 +263,8 @@ def test_a_step_critic_labels_traces_without_rollouts():
     no policy and no rollouts are needed, and a judge without a verdict leaves the trace out, counted."""
     from conftest import ScriptedReader, chains_critic
 
-    from prmsearch.bench.chains import first_error, generate
     from prmsearch.judges import CriticJudge
+    from prmsearch.tasks.chains import first_error, generate
 
     traces = []
     for p in generate("test", 40)[:6]:

@@ -63,9 +63,9 @@ def test_search_draws_the_same_tokens_as_refeeding(cap):
     feeds every prompt whole: the same trees, token for token. With a 60-token cap the cache evicts all the time and
     must still change nothing. The cached run really reused states, of prompts and of sampled steps (else this would
     compare a run with itself)."""
-    from prmsearch.bench.chains import generate
     from prmsearch.search import SearchParams, load_scorer, run_search
     from prmsearch.search.generators import HFGenerator
+    from prmsearch.tasks.chains import generate
 
     problems = generate("test", 6, seed=5)
     cached = HFGenerator.from_pretrained("embedded:policy", device="cpu", prefix_cache_tokens=cap)
@@ -93,9 +93,9 @@ def test_pruned_branches_and_finished_trees_leave_the_policy_cache_at_once():
     """Beam search releases each pruned step and each finished tree, so the policy's cache holds only live paths
     (while a tree grows, its kept beams; once it is done, at most the heads its prompts share), against everything
     the search fed when nothing is released. The same trees either way: a dropped state is only fed again."""
-    from prmsearch.bench.chains import generate
     from prmsearch.search import SearchParams, load_scorer, run_search
     from prmsearch.search.generators import HFGenerator
+    from prmsearch.tasks.chains import generate
 
     problems = generate("test", 3, seed=5)
     scorer = load_scorer("embedded:prm", device="cpu")
@@ -140,8 +140,8 @@ def test_cached_logits_match_refeeding_to_rounding():
     most sum_k min(d, p_k e^d), about d x the number of tokens more likely than d (checked on every token below).
     On SmolLM2 that is ~1e-4 a token at T 0.8, so beam trees of thousands of tokens now and then part deep inside
     a sample."""
-    from prmsearch.bench.chains import generate
     from prmsearch.search.generators import HFGenerator
+    from prmsearch.tasks.chains import generate
 
     BOUND = 1e-4
     problems = generate("test", 4, seed=5)

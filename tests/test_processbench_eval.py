@@ -7,18 +7,17 @@ import random
 
 import pytest
 
-from prmsearch.bench.processbench import (
+from benchmarks.reference_scorers import Constant, Oracle
+from prmsearch.data_builders.champ import paragraphs, read_champ
+from prmsearch.data_builders.processbench import read_processbench
+from prmsearch.eval.processbench import (
     Annotated,
-    Constant,
-    Oracle,
     annotated,
     best_threshold,
     correct_interval,
     evaluate,
     held_out,
 )
-from prmsearch.data_builders.champ import paragraphs, read_champ
-from prmsearch.data_builders.processbench import read_processbench
 from prmsearch.train.metrics import first_error, processbench_f1
 
 
@@ -98,7 +97,7 @@ def test_processbench_files_read_through_the_reader(tmp_path):
 
 def test_the_embedded_prm_finds_first_errors_on_the_bundled_task():
     from prmsearch import RewardModel
-    from prmsearch.bench.chains import generate, step_correct
+    from prmsearch.tasks.chains import generate, step_correct
 
     items = []
     for p in generate("test", 80, seed=3):

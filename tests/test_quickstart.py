@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from prmsearch import embedded
+from prmsearch import embedded, shipped
 from prmsearch.embedded.quickstart import PLAN, QuickstartConfig, run_quickstart
 
 EXPECTED = {
@@ -22,7 +22,7 @@ def test_embedded_names(tmp_path, monkeypatch):
     assert embedded.resolve("some/folder") == "some/folder"
     with pytest.raises(FileNotFoundError, match="choose from embedded:policy"):
         embedded.resolve("embedded:nope")
-    monkeypatch.setattr(embedded, "HOME", tmp_path)
+    monkeypatch.setattr(shipped, "HOME", tmp_path)
     with pytest.raises(FileNotFoundError, match="quickstart --retrain"):
         embedded.resolve("embedded:prm")
     (tmp_path / "prm").mkdir()
@@ -103,9 +103,9 @@ def _shipped(name):
 def test_shipped_models_load_by_name_and_the_policy_knows_the_task():
     """The shipped policy solves held-out problems greedily; the shipped PRM and ORM load by name and score steps and
     solutions as probabilities. (That the PRM steers search well is what `prmsearch quickstart` measures.)"""
-    from prmsearch.bench.chains import generate
     from prmsearch.models.reward_model import RewardModel
     from prmsearch.search.generators import HFGenerator
+    from prmsearch.tasks.chains import generate
 
     _shipped("policy"), _shipped("prm"), _shipped("orm")
     problems = generate("test", 40)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from prmsearch.bench.report import FIELDS, format_table, plot, read_records, report, summarize, wilson_interval
+from prmsearch.search.report import FIELDS, format_table, plot, read_records, report, summarize, wilson_interval
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -258,7 +258,7 @@ def test_real_gsm8k_model_solutions():
 
 def slipped(problem):
     """A wrong solution to a bundled-task problem: step 2's result off by one, carried to the answer."""
-    from prmsearch.bench.chains import apply
+    from prmsearch.tasks.chains import apply
 
     ops = problem.meta["ops"]
     value, out = problem.meta["start"], []
@@ -271,7 +271,7 @@ def slipped(problem):
 
 def chains_frame(count=6):
     """Per problem: the same wrong solution twice, then the worked one, so majority picks the wrong answer."""
-    from prmsearch.bench.chains import SEPARATOR, generate
+    from prmsearch.tasks.chains import SEPARATOR, generate
 
     rows = []
     for p in generate("test", 40)[:count]:
@@ -315,15 +315,15 @@ def test_a_judge_with_no_verdicts_counts_them_and_gives_no_opinion():
 def test_a_reward_model_passed_as_scorer_gives_the_scores_it_gives_search():
     """The embedded PRM through `load_scorer`: each row's rerank score is its step scores' `agg`, as the scorer
     gives them to best-of-N, and the chosen row is the best-scoring one of its problem."""
+    from prmsearch.scoring import aggregate_steps
     from prmsearch.search.load import load_scorer
-    from prmsearch.search.select import aggregate
 
     frame, _ = chains_frame(4)
     scorer = load_scorer("embedded:prm", device="cpu")
     got = rerank(frame, method="best_of_n", agg="min", scorer=scorer)
     steps = [scorer.format.split(t) for t in frame["text"]]
     direct = scorer.score_solutions(frame["prompt"].tolist(), steps)
-    mins = [aggregate(s, "min") for s in direct.step_scores]
+    mins = [aggregate_steps(s, "min") for s in direct.step_scores]
     for pid, row in zip(got["problem_id"], got.index, strict=True):
         rows = [i for i, p in enumerate(frame["problem_id"]) if p == pid]
         assert row == max(rows, key=lambda i: (mins[i], -i))
@@ -344,7 +344,7 @@ class Centred:
         self.format = StepFormat()
 
     def score_solutions(self, prompts, solutions):
-        from prmsearch.search.engine import ScoreCounts, SolutionScores
+        from prmsearch.scoring import ScoreCounts, SolutionScores
 
         scores = [float(len(s)) - 9.0 for s in solutions]
         return SolutionScores(scores, [[] for _ in prompts], ScoreCounts([0] * len(prompts), [set() for _ in prompts]))

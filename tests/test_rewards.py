@@ -7,9 +7,9 @@ import math
 import pytest
 
 from prmsearch import RewardModel
-from prmsearch.bench.chains import SEPARATOR, generate
 from prmsearch.errors import InputError
 from prmsearch.rewards import reward_function
+from prmsearch.tasks.chains import SEPARATOR, generate
 
 PROBLEMS = generate("test", 3)
 

@@ -399,7 +399,7 @@ def test_shipped_recipes_are_valid_configs(recipe):
     from prmsearch.search.runner import SearchConfig
 
     cfg = SearchConfig.from_yaml(str(Path(__file__).parent.parent / "search" / recipe))
-    assert cfg.settings()
+    assert cfg.runs()
 
 
 def test_recipe_runs_from_yaml(saved, tmp_path):
@@ -593,7 +593,7 @@ class TableScorer:
         pass
 
     def score(self, requests):
-        from prmsearch.search.engine import ScoreCounts
+        from prmsearch.scoring import ScoreCounts
 
         scores = [[self.table.get(text, 0.0) for _, text in new] for _, new in requests]
         return scores, ScoreCounts([1] * len(requests), [{0}] * len(requests))

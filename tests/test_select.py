@@ -6,11 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from prmsearch.search import select as sel
+from prmsearch.scoring import STEP_AGGREGATIONS, aggregate_steps
 from prmsearch.search.select import (
-    AGGREGATIONS,
-    METHODS,
-    aggregate,
+    SELECTIONS,
     best_of_n,
     group_answers,
     group_answers_many,
@@ -18,6 +16,7 @@ from prmsearch.search.select import (
     select,
     weighted_best_of_n,
 )
+from prmsearch.tasks import math as math_task
 
 # ---- aggregate ------------------------------------------------------------------------------------------------
 
@@ -27,34 +26,34 @@ from prmsearch.search.select import (
     [("last", 0.8), ("min", 0.5), ("prod", 0.9 * 0.5 * 0.8), ("mean", (0.9 + 0.5 + 0.8) / 3)],
 )
 def test_aggregate_by_hand(how, expected):
-    assert aggregate([0.9, 0.5, 0.8], how) == pytest.approx(expected, rel=1e-12)
+    assert aggregate_steps([0.9, 0.5, 0.8], how) == pytest.approx(expected, rel=1e-12)
 
 
 def test_aggregations_listed():
-    assert AGGREGATIONS == ("last", "min", "prod", "mean")
-    for how in AGGREGATIONS:
-        assert aggregate([0.25], how) == pytest.approx(0.25)
+    assert STEP_AGGREGATIONS == ("last", "min", "prod", "mean")
+    for how in STEP_AGGREGATIONS:
+        assert aggregate_steps([0.25], how) == pytest.approx(0.25)
 
 
 def test_aggregate_prod_is_stable_and_exact_at_edges():
-    assert aggregate([1.0, 1.0], "prod") == 1.0
-    assert aggregate([0.7, 0.0, 0.9], "prod") == 0.0
-    assert aggregate([0.5] * 1000, "prod") == pytest.approx(0.5**1000, rel=1e-9)  # 9e-302, no underflow to 0
-    assert aggregate(np.array([0.5, 0.5], dtype=np.float32), "prod") == pytest.approx(0.25)
+    assert aggregate_steps([1.0, 1.0], "prod") == 1.0
+    assert aggregate_steps([0.7, 0.0, 0.9], "prod") == 0.0
+    assert aggregate_steps([0.5] * 1000, "prod") == pytest.approx(0.5**1000, rel=1e-9)  # 9e-302, no underflow to 0
+    assert aggregate_steps(np.array([0.5, 0.5], dtype=np.float32), "prod") == pytest.approx(0.25)
 
 
 def test_aggregate_errors():
     with pytest.raises(ValueError, match="empty list of step scores"):
-        aggregate([], "min")
+        aggregate_steps([], "min")
     with pytest.raises(ValueError, match="unknown aggregation 'max'.*last, min, prod, mean"):
-        aggregate([0.5], "max")
+        aggregate_steps([0.5], "max")
     with pytest.raises(ValueError, match="step score 1 is nan"):
-        aggregate([0.5, float("nan")], "mean")
+        aggregate_steps([0.5, float("nan")], "mean")
     with pytest.raises(ValueError, match="step score 0 is '0.5'"):
-        aggregate(["0.5"], "last")
+        aggregate_steps(["0.5"], "last")
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]; got -0.5"):
-        aggregate([0.5, -0.5], "prod")
-    assert aggregate([-2.0, 3.0], "min") == -2.0  # logits are fine where nothing is multiplied
+        aggregate_steps([0.5, -0.5], "prod")
+    assert aggregate_steps([-2.0, 3.0], "min") == -2.0  # logits are fine where nothing is multiplied
 
 
 # ---- grouping --------------------------------------------------------------------------------------------------
@@ -73,21 +72,21 @@ def test_group_is_gold_directed_with_the_first_member_as_gold():
 
 def test_group_identical_strings_need_no_comparison(monkeypatch):
     calls = []
-    monkeypatch.setattr(sel, "compare_many", lambda p, g, **kw: calls.append((p, g)) or [(False, "")] * len(p))
+    monkeypatch.setattr(math_task, "compare_many", lambda p, g, **kw: calls.append((p, g)) or [(False, "")] * len(p))
     assert group_answers(["42", " 42", "42\n", None, "42"]) == [0, 0, 0, None, 0]
     assert calls == []
 
 
 def test_group_comparisons_are_batched_in_rounds(monkeypatch):
     """One compare_many call per round (a new representative per list), not one per pair, and no pair twice."""
-    real = sel.compare_many
+    real = math_task.compare_many
     calls = []
 
     def spy(preds, golds, **kw):
         calls.append(list(zip(preds, golds, strict=True)))
         return real(preds, golds, **kw)
 
-    monkeypatch.setattr(sel, "compare_many", spy)
+    monkeypatch.setattr(math_task, "compare_many", spy)
     lists = [["1", "2", "1.0", "3", "2.0"], ["7", "\\frac{14}{2}", "8"], [], [None, None]]
     assert group_answers_many(lists) == [[0, 1, 0, 2, 1], [0, 0, 1], [], [None, None]]
     assert len(calls) == 2  # two rounds: list 0 has three groups, but the third needs no comparison
@@ -186,7 +185,7 @@ def test_score_validation():
 
 
 def test_select_dispatch():
-    assert METHODS == ("majority", "best_of_n", "weighted_best_of_n")
+    assert SELECTIONS == ("majority", "best_of_n", "weighted_best_of_n")
     answers, scores = ["1", "2", "2"], [0.9, 0.5, 0.45]
     assert select("majority", answers) == 1
     assert select("majority", answers, scores) == 1

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from prmsearch.bench.serve_load import MALFORMED, chain_queries, check, hammer, make_load, score_alone  # noqa: E402
+from benchmarks.load_client import MALFORMED, chain_queries, check, hammer, make_load, score_alone  # noqa: E402
 from prmsearch.serve import Batcher, Client, Job, ServeConfig, create_app, running, split_query  # noqa: E402
 
 TOL = 1e-4  # a batch of another shape rounds differently in the last float bits; scores are probabilities

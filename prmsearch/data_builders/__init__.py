@@ -1,8 +1,7 @@
-"""Readers that turn public formats into `Trace`s, the label builders that turn `Trace`s into examples, and
-automatic process labels from policy rollouts (`autolabel`: Monte Carlo, first-error search, consensus)."""
+"""Readers that turn public formats into `Trace`s, and the label builders that turn `Trace`s into examples.
+(Automatic process labels from policy rollouts are `prmsearch.label`.)"""
 
 from ..rows import BadRowError, ReadReport
-from .autolabel import LabelConfig, LabelResult, label_traces, run_label
 from .build import READERS, BuildConfig, run_build
 from .champ import read_champ
 from .labels import BuildReport, build_orm, build_prm, build_stepwise
@@ -18,16 +17,12 @@ __all__ = [
     "BadRowError",
     "BuildConfig",
     "BuildReport",
-    "LabelConfig",
-    "LabelResult",
     "ReadReport",
     "build_orm",
     "build_pairs",
     "build_prm",
     "build_stepwise",
-    "label_traces",
     "run_build",
-    "run_label",
     "read_champ",
     "read_math_shepherd",
     "read_prm800k",

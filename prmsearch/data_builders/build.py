@@ -167,33 +167,53 @@ def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         from ..models.tokenizers import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.tokenizer)
-    label_kind = cfg.label_kind
-    if cfg.source == "prm800k" and cfg.neutral == "three-class" and label_kind == "auto":
-        label_kind = "three-class"
     fmt = cfg.step_format()
     read_report, build_report = ReadReport(), BuildReport()
     if tokenizer is not None and cfg.max_length is None:
         limit = getattr(tokenizer, "model_max_length", None)
         build_report.long_limit = limit if isinstance(limit, int) and 0 < limit < LONG_TOKENS else LONG_TOKENS
     traces = read_source(cfg, read_report)
-    common = {"report": build_report, "progress": progress}
+    ds = _build_target(cfg, traces, tokenizer, fmt, build_report, progress)
+    summary = _summary(cfg, read_report, build_report, fmt, start)
+    if not build_report.examples:
+        _refuse_empty(cfg, read_report, build_report)
+    save_dataset(ds, cfg.output, summary)
+    return summary
+
+
+def _label_kind(cfg: BuildConfig) -> str:
+    """`cfg.label_kind`, with auto read as three-class for PRM800K whose 0 ratings stay 0."""
+    if cfg.source == "prm800k" and cfg.neutral == "three-class" and cfg.label_kind == "auto":
+        return "three-class"
+    return cfg.label_kind
+
+
+def _build_target(
+    cfg: BuildConfig, traces: Any, tokenizer: Any, fmt: StepFormat, report: BuildReport, progress: bool
+) -> Any:
+    """The examples of `cfg.target` built from `traces`, counted in `report`."""
+    common = {"report": report, "progress": progress}
     if cfg.target == "prm":
-        ds = build_prm(
+        return build_prm(
             traces,
             tokenizer,
             fmt,
-            label_kind=label_kind,
+            label_kind=_label_kind(cfg),
             outcome_to_steps=cfg.outcome_to_steps,
             max_length=cfg.max_length,
             **common,
         )
-    elif cfg.target == "orm":
-        ds = build_orm(traces, tokenizer, fmt, max_length=cfg.max_length, **common)
-    elif cfg.target == "pairs":
-        ds = build_pairs(traces, fmt, tokenizer=tokenizer, margin=cfg.margin, max_length=cfg.max_length, **common)
-    else:
-        ds = build_stepwise(traces, outcome_to_steps=cfg.outcome_to_steps, **common)
-    summary = {
+    if cfg.target == "orm":
+        return build_orm(traces, tokenizer, fmt, max_length=cfg.max_length, **common)
+    if cfg.target == "pairs":
+        return build_pairs(traces, fmt, tokenizer=tokenizer, margin=cfg.margin, max_length=cfg.max_length, **common)
+    return build_stepwise(traces, outcome_to_steps=cfg.outcome_to_steps, **common)
+
+
+def _summary(
+    cfg: BuildConfig, read_report: ReadReport, build_report: BuildReport, fmt: StepFormat, start: float
+) -> dict[str, Any]:
+    return {
         "target": cfg.target,
         "source": cfg.source,
         "input": cfg.input,
@@ -213,16 +233,17 @@ def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg),
         "seconds": round(time.time() - start, 2),
     }
-    if not build_report.examples:
-        dropped = ", ".join(f"{k}={v}" for k, v in sorted(build_report.dropped.items())) or "none"
-        hints = "; ".join(dict.fromkeys(_DROP_HINTS[k] for k in build_report.dropped if k in _DROP_HINTS))
-        raise PrmsearchError(
-            f"build {cfg.target}: no examples left from {build_report.traces} traces of {cfg.input} "
-            f"({read_report.rows} rows read, {read_report.bad_rows} bad; dropped: {dropped}); nothing written"
-            + (f"; {hints}" if hints else "")
-        )
-    save_dataset(ds, cfg.output, summary)
-    return summary
+
+
+def _refuse_empty(cfg: BuildConfig, read_report: ReadReport, build_report: BuildReport) -> None:
+    """Stop a build that kept no examples, saying what dropped them and what to change, before anything is written."""
+    dropped = ", ".join(f"{k}={v}" for k, v in sorted(build_report.dropped.items())) or "none"
+    hints = "; ".join(dict.fromkeys(_DROP_HINTS[k] for k in build_report.dropped if k in _DROP_HINTS))
+    raise PrmsearchError(
+        f"build {cfg.target}: no examples left from {build_report.traces} traces of {cfg.input} "
+        f"({read_report.rows} rows read, {read_report.bad_rows} bad; dropped: {dropped}); nothing written"
+        + (f"; {hints}" if hints else "")
+    )
 
 
 def save_dataset(ds: Any, path: str, summary: dict[str, Any]) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..bench.chains import SEPARATOR
 from ..records import Problem
+from ..tasks.chains import SEPARATOR
 
 
 @dataclass

@@ -69,10 +69,10 @@ class QuickstartConfig:
 
 
 def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
-    """Run the plan into `cfg.output` and return the summary rows (see `bench.report`)."""
+    """Run the plan into `cfg.output` and return the summary rows (see `search.report`)."""
     import multiprocessing
 
-    from ..bench.report import report
+    from ..search.report import report
 
     out = Path(cfg.output)
     models = {"policy": cfg.policy, "prm": cfg.prm, "orm": cfg.orm}
@@ -104,12 +104,12 @@ def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: boo
 def run_plan(cfg: QuickstartConfig, models: dict[str, str], shard: str | None, *, resume: bool, progress: bool) -> None:
     """Every run of the `PLAN` over the problems of `shard` ("I/K", None: all). A worker of `run_quickstart`
     takes the K-th part of the CPU threads the machine has."""
-    from ..bench.datasets import load_problems
     from ..search.generators import HFGenerator
     from ..search.load import load_scorer
     from ..search.memo import MemoGenerator
     from ..search.runner import SearchConfig, search_dataset
     from ..search.shard import Shard
+    from ..tasks import load_problems
 
     count = Shard.parse(shard).count
     if count > 1:

@@ -20,11 +20,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import HOME, MODELS
+from ..shipped import HOME, MODELS
 from .policy import PolicySpec
 
 RECIPES = Path(__file__).parent / "recipes"
@@ -54,7 +56,7 @@ def retrain(
 ) -> dict[str, str]:
     """Build policy, PRM and ORM into `models_dir`; returns their folders by name ("policy", "prm", "orm"). With
     `policy` (a folder), that policy is kept and only the labels and reward models are rebuilt for it."""
-    from ..bench.chains import corpus, generate, write_problems
+    from ..tasks.chains import corpus, generate, write_problems
     from .policy import train_policy
     from .tokenizer import train_tokenizer
 
@@ -65,59 +67,58 @@ def retrain(
     paths = {name: str(root / name) for name in MODELS}
     if policy is not None:
         paths["policy"] = policy
-    log = root / "retrain.log"
-    timings: dict[str, float] = {}
-    quiet = [] if progress else ["--quiet"]
+    run = _Stages(root / "retrain.log", progress)
+    if policy is None:
+        with run.stage("tokenizer + policy (SFTTrainer)"):
+            sft = generate("train", spec.sft_problems, seed=spec.seed)
+            train_policy(sft, train_tokenizer(corpus(sft)), paths["policy"], spec.policy)
+    with run.stage("prmsearch label"):
+        problems = data / "label_problems.jsonl"
+        write_problems(generate("train", spec.label_problems, seed=spec.seed + 1), str(problems))
+        labels = data / "labels.jsonl"
+        for stale in (labels, Path(f"{labels}.label.json")):
+            stale.unlink(missing_ok=True)
+        run.command(
+            ["label", "--config", str(RECIPES / "label.yaml"), "--problems", str(problems), "--policy", paths["policy"]]
+            + ["--seed", str(spec.seed), "--output", str(labels)]
+        )
+    for kind in ("prm", "orm"):
+        with run.stage(f"prmsearch build {kind} + train {kind}"):
+            built = data / kind
+            shutil.rmtree(built, ignore_errors=True)
+            shutil.rmtree(paths[kind], ignore_errors=True)
+            run.command(
+                ["build", kind, "--source", "stepwise", "--input", str(labels), "--tokenizer", paths["policy"]]
+                + ["--output", str(built)]
+            )
+            run.command(
+                ["train", kind, str(RECIPES / f"{kind}.yaml"), f"model={paths['policy']}", f"train_data={built}"]
+                + [f"output_dir={paths[kind]}", f"seed={spec.seed}"]
+            )
+    (root / "retrain.json").write_text(json.dumps({"seconds": run.timings, "models": paths}, indent=1) + "\n")
+    return paths
 
-    def command(args: list[str]) -> None:
-        with log.open("a") as f:
+
+class _Stages:
+    """The retrain's commands, run as child processes and listed in `log`, and the seconds of each stage."""
+
+    def __init__(self, log: Path, progress: bool) -> None:
+        self.log, self.quiet = log, [] if progress else ["--quiet"]
+        self.timings: dict[str, float] = {}
+
+    def command(self, args: list[str]) -> None:
+        args = [*args, *self.quiet]
+        with self.log.open("a") as f:
             f.write("prmsearch " + " ".join(args) + "\n")
         if subprocess.run([sys.executable, "-m", "prmsearch", *args]).returncode != 0:
             raise RuntimeError(f"`prmsearch {' '.join(args)}` failed; see the message above")
 
-    def stage(name: str, started: float) -> None:
-        timings[name] = round(time.perf_counter() - started, 1)
-        print(f"[retrain] {name}: {timings[name]} s", flush=True)
-
-    if policy is None:
-        t = time.perf_counter()
-        sft = generate("train", spec.sft_problems, seed=spec.seed)
-        tokenizer = train_tokenizer(corpus(sft))
-        train_policy(sft, tokenizer, paths["policy"], spec.policy)
-        stage("tokenizer + policy (SFTTrainer)", t)
-
-    t = time.perf_counter()
-    problems = data / "label_problems.jsonl"
-    write_problems(generate("train", spec.label_problems, seed=spec.seed + 1), str(problems))
-    labels = data / "labels.jsonl"
-    for stale in (labels, Path(f"{labels}.label.json")):
-        stale.unlink(missing_ok=True)
-    command(
-        ["label", "--config", str(RECIPES / "label.yaml"), "--problems", str(problems), "--policy", paths["policy"]]
-        + ["--seed", str(spec.seed), "--output", str(labels), *quiet]
-    )
-    stage("prmsearch label", t)
-
-    for kind in ("prm", "orm"):
-        t = time.perf_counter()
-        built = data / kind
-        shutil.rmtree(built, ignore_errors=True)
-        shutil.rmtree(paths[kind], ignore_errors=True)
-        command(
-            ["build", kind, "--source", "stepwise", "--input", str(labels), "--tokenizer", paths["policy"]]
-            + [
-                "--output",
-                str(built),
-                *quiet,
-            ]
-        )
-        command(
-            ["train", kind, str(RECIPES / f"{kind}.yaml"), f"model={paths['policy']}", f"train_data={built}"]
-            + [f"output_dir={paths[kind]}", f"seed={spec.seed}", *quiet]
-        )
-        stage(f"prmsearch build {kind} + train {kind}", t)
-    (root / "retrain.json").write_text(json.dumps({"seconds": timings, "models": paths}, indent=1) + "\n")
-    return paths
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - started, 1)
+        print(f"[retrain] {name}: {self.timings[name]} s", flush=True)
 
 
 def install_models(models: dict[str, str]) -> None:
@@ -129,10 +130,6 @@ def install_models(models: dict[str, str]) -> None:
         for file in SHIPPED:
             if (Path(folder) / file).exists():
                 shutil.copy2(Path(folder) / file, target / file)
-
-
-def shipped_size() -> int:
-    return sum(f.stat().st_size for f in HOME.rglob("*") if f.is_file())
 
 
 def summary(models_dir: str) -> Any:

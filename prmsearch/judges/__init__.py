@@ -3,10 +3,10 @@ policy (transformers, vLLM), at temperature 0 by default. Three protocols: point
 solution), the step critic (the earliest wrong step, ProcessBench's protocol) and pairwise (both orders, a
 Bradley-Terry fit). Verdicts are parsed strictly (`verdicts`): an output with no parseable verdict is counted as
 invalid, never read as a default. Each judge plugs in where a scorer does (best-of-N, weighted best-of-N, rerank;
-the critic also steers beam search, DVTS and MCTS, and is evaluated by `prmsearch eval processbench`)."""
+the critic also steers beam search, DVTS and MCTS, and is evaluated by `prmsearch eval processbench`). A judge
+needs only a `Generator` and the `scoring` contracts; `search.load.load_judge` loads one by name."""
 
 from .critic import CRITIC_TEMPLATE, CriticJudge
-from .load import PROTOCOLS, load_judge
 from .pairwise import PAIRWISE_TEMPLATE, PairVerdict, PairwiseJudge, bradley_terry
 from .pointwise import POINTWISE_TEMPLATE, RATING_TEMPLATE, PointwiseJudge
 from .verdicts import parse_critic, parse_pairwise, parse_pointwise
@@ -14,7 +14,6 @@ from .verdicts import parse_critic, parse_pairwise, parse_pointwise
 __all__ = [
     "CRITIC_TEMPLATE",
     "PAIRWISE_TEMPLATE",
-    "PROTOCOLS",
     "POINTWISE_TEMPLATE",
     "RATING_TEMPLATE",
     "CriticJudge",
@@ -22,7 +21,6 @@ __all__ = [
     "PairwiseJudge",
     "PointwiseJudge",
     "bradley_terry",
-    "load_judge",
     "parse_critic",
     "parse_pairwise",
     "parse_pointwise",

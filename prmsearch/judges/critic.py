@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..search.engine import ScoreCounts, SolutionScores
+from ..scoring import ScoreCounts, SolutionScores, aggregate_steps
 from ..steps import StepFormat
 from .pointwise import chat_prompt, has_chat_template
 from .verdicts import parse_critic
@@ -83,14 +83,12 @@ class CriticJudge:
         return [self.step_scores(f, len(s)) for f, s in zip(firsts, steps, strict=True)]
 
     def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores:
-        from ..search.select import aggregate
-
         which = [i for i, s in enumerate(solutions) if s]
         got = self.score_steps_batch([prompts[i] for i in which], [list(solutions[i]) for i in which])
         scores: list[float | None] = [None] * len(prompts)
         step_scores: list[list[float]] = [[] for _ in prompts]
         for i, s in zip(which, got, strict=True):
-            step_scores[i], scores[i] = s, aggregate(s, self.agg)
+            step_scores[i], scores[i] = s, aggregate_steps(s, self.agg)
         return SolutionScores(scores, step_scores, ScoreCounts([0] * len(prompts), [set() for _ in prompts]))
 
     # ---- the search tree's contract (TreeScorer) ------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from ..search.engine import ScoreCounts, SolutionScores
+from ..scoring import ScoreCounts, SolutionScores
 from ..steps import StepFormat
 from .pointwise import chat_prompt, has_chat_template
 from .verdicts import majority, parse_pairwise

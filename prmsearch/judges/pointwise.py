@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..search.engine import ScoreCounts, SolutionScores
+from ..scoring import ScoreCounts, SolutionScores
 from ..steps import StepFormat
 from .verdicts import parse_pointwise
 

@@ -23,19 +23,10 @@ from typing import Any
 
 import torch
 
-from ..errors import PrmsearchError
 from ..steps import EncodedSteps, StepFormat
+from .heads import HEADS, RewardModelError, get_head, num_outputs
 
-KINDS = ("bt", "orm", "prm")
-AGGREGATIONS = ("mean", "min", "prod")
-HEAD_OUTPUTS = {"ce": 2, "ce3": 3, "bce": 1, "mse": 1}
-HEADS = ("linear", "implicit", "likelihood")
-LM_HEADS = ("implicit", "likelihood")  # heads that read the LM's token probabilities: they need prompt_length
-KIND_HEADS = {"bt": ("linear",), "orm": ("linear", "likelihood"), "prm": HEADS}
-
-
-class RewardModelError(PrmsearchError):
-    """A reward model asked to do what its kind does not do, or a checkpoint without prmsearch settings."""
+TOKEN_AGGREGATIONS = ("mean", "min", "prod")  # an ORM's token probabilities to one score (`aggregate_tokens`)
 
 
 class RewardModel(torch.nn.Module):
@@ -52,23 +43,24 @@ class RewardModel(torch.nn.Module):
         head: str = "linear",
     ) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise RewardModelError(f"kind must be one of {KINDS}, got {kind!r}")
-        if prm_loss not in HEAD_OUTPUTS:
-            raise RewardModelError(f"prm_loss must be one of {tuple(HEAD_OUTPUTS)}, got {prm_loss!r}")
-        if aggregation not in AGGREGATIONS:
-            raise RewardModelError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        get_head(head, kind, prm_loss)
+        if aggregation not in TOKEN_AGGREGATIONS:
+            raise RewardModelError(f"aggregation must be one of {TOKEN_AGGREGATIONS}, got {aggregation!r}")
         self.model, self.tokenizer, self.kind = model, tokenizer, kind
         self.step_format = step_format or StepFormat()
-        check_head(head, kind, prm_loss)
         self.prm_loss, self.aggregation, self.center = prm_loss, aggregation, float(center)
-        self.head = head
+        self.head = head  # a name in `heads.HEADS`
+
+    @property
+    def reads_lm(self) -> bool:
+        """Whether the head reads the LM's token probabilities (`heads.Head.reads_lm`)."""
+        return HEADS[self.head].reads_lm
 
     # ---- construction -------------------------------------------------------------------------------------------
 
     @staticmethod
     def num_outputs(kind: str, prm_loss: str = "ce") -> int:
-        return HEAD_OUTPUTS[prm_loss] if kind == "prm" else 1
+        return num_outputs(kind, prm_loss)
 
     @classmethod
     def from_backbone(
@@ -95,46 +87,15 @@ class RewardModel(torch.nn.Module):
         `head="implicit"` keeps the causal LM whole, with a frozen copy as its reference (`models.implicit`);
         `head="likelihood"` keeps it whole and reads its token probabilities per step (PRM) or per solution (ORM)
         (`models.likelihood`)."""
-        from transformers import (
-            AutoConfig,
-            AutoModelForSequenceClassification,
-            AutoModelForTokenClassification,
-            PretrainedConfig,
-        )
+        from transformers import PretrainedConfig
 
-        auto = AutoModelForSequenceClassification if kind == "bt" else AutoModelForTokenClassification
-        labels = cls.num_outputs(kind, prm_loss)
-        pretrained = not isinstance(backbone, PretrainedConfig)
-        if pretrained:
-            from ..embedded import resolve
+        build = get_head(head, kind, prm_loss).build  # checked before the weights load
+        if not isinstance(backbone, PretrainedConfig):
+            from ..shipped import resolve
 
             backbone = resolve(backbone)
-        if head in LM_HEADS:
-            check_head(head, kind, prm_loss)  # before the weights load
-            if head == "implicit":
-                from .implicit import ImplicitPRM
-
-                model = ImplicitPRM.from_backbone(backbone, beta=beta, outputs=labels, **model_kwargs)
-            else:
-                from .likelihood import LikelihoodRM
-
-                markers = (step_format or StepFormat()).marker_ids(tokenizer)
-                span = "step" if kind == "prm" else "solution"
-                model = LikelihoodRM.from_backbone(backbone, markers, outputs=labels, span=span, **model_kwargs)
-            return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation, head=head)
-        # The head settings belong on the config: transformers 5 passes unknown `from_pretrained` keywords on to
-        # the model's __init__ (a TypeError), so `classifier_dropout=0.0` cannot ride along as one.
-        config = AutoConfig.from_pretrained(backbone, num_labels=labels) if pretrained else backbone
-        config.num_labels = labels
-        config.classifier_dropout = 0.0  # else the head drops 10% of hidden units while training
-        if config.pad_token_id is None and tokenizer is not None:
-            config.pad_token_id = tokenizer.pad_token_id  # the sequence head finds the last token by it
-        if not pretrained:
-            model = auto.from_config(config, **model_kwargs)
-        else:
-            model_kwargs.setdefault("dtype", torch.float32)
-            model = auto.from_pretrained(backbone, config=config, ignore_mismatched_sizes=True, **model_kwargs)
-        return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation)
+        model = build(backbone, tokenizer, kind, step_format, num_outputs(kind, prm_loss), beta, model_kwargs)
+        return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation, head=head)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -147,7 +108,7 @@ class RewardModel(torch.nn.Module):
         }
 
     def save_pretrained(self, path: str, **kwargs: Any) -> None:
-        self.model.config.prmsearch = self.settings()
+        write_settings(self.model, self)
         self.model.save_pretrained(path, **kwargs)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
@@ -158,14 +119,9 @@ class RewardModel(torch.nn.Module):
     ) -> RewardModel:
         """Load a model saved by `save_pretrained` (a folder, a hub id or an embedded name such as
         `embedded:prm`), ready to score: eval mode, on `device`."""
-        from transformers import (
-            AutoConfig,
-            AutoModelForSequenceClassification,
-            AutoModelForTokenClassification,
-            AutoTokenizer,
-        )
+        from transformers import AutoConfig, AutoTokenizer
 
-        from ..embedded import resolve
+        from ..shipped import resolve
 
         path = resolve(path)
         config = AutoConfig.from_pretrained(path)
@@ -176,17 +132,8 @@ class RewardModel(torch.nn.Module):
                 "(for a public PRM use an adapter from prmsearch.models.adapters)"
             )
         head = settings.get("head", "linear")
-        if head == "implicit":
-            from .implicit import ImplicitPRM
-
-            model = ImplicitPRM.from_pretrained(path, dtype=dtype, **kwargs)
-        elif head == "likelihood":
-            from .likelihood import LikelihoodRM
-
-            model = LikelihoodRM.from_pretrained(path, dtype=dtype, **kwargs)
-        else:
-            auto = AutoModelForSequenceClassification if settings["kind"] == "bt" else AutoModelForTokenClassification
-            model = auto.from_pretrained(path, dtype=dtype, **kwargs)
+        load = get_head(head, settings["kind"], settings.get("prm_loss", "ce")).load
+        model = load(path, settings["kind"], {"dtype": dtype, **kwargs})
         tokenizer = AutoTokenizer.from_pretrained(path)
         rm = cls(
             model,
@@ -210,7 +157,7 @@ class RewardModel(torch.nn.Module):
         """Head outputs at every position, [batch, length, outputs]; position ids follow the attention mask, so a
         padded row sees the same positions as the same row unpadded. An implicit or likelihood head needs
         `prompt_length` (each row's prompt tokens): only completion tokens count."""
-        if self.head in LM_HEADS:
+        if self.reads_lm:
             if prompt_length is None:
                 raise RewardModelError(f"a reward model with the {self.head} head needs each row's prompt_length")
             return self.model(input_ids, attention_mask, prompt_length).logits
@@ -294,7 +241,7 @@ class RewardModel(torch.nn.Module):
                     scores.append(logits[row, last, 0].float().item() - self.center)
                     continue
                 probs = torch.sigmoid(logits[row, e.prompt_length : last + 1, 0].float())  # completion tokens only
-                scores.append(aggregate(probs, self.aggregation))
+                scores.append(aggregate_tokens(probs, self.aggregation))
         return scores
 
     def score(self, prompt: str, completion: str) -> float:
@@ -326,16 +273,15 @@ class RewardModel(torch.nn.Module):
         return self.score_steps_batch([prompt], [steps])[0]
 
 
-def check_head(head: str, kind: str, prm_loss: str) -> None:
-    if head not in HEADS:
-        raise RewardModelError(f"head must be one of {HEADS}, got {head!r}")
-    if head not in KIND_HEADS[kind]:
-        raise RewardModelError(f"a {kind.upper()} has no {head} head; its heads: {', '.join(KIND_HEADS[kind])}")
-    if head in LM_HEADS and kind == "prm" and prm_loss not in ("ce", "bce", "mse"):
-        raise RewardModelError(f"an {head} PRM is trained with prm_loss ce, bce or mse")
+def write_settings(model: Any, rm: RewardModel) -> None:
+    """The one place the prmsearch settings (kind, StepFormat, PRM loss, ORM aggregation, BT centre, head) are written
+    into a transformers model's config, where `RewardModel.from_pretrained` reads them back."""
+    model.config.prmsearch = rm.settings()
 
 
-def aggregate(probs: torch.Tensor, how: str) -> float:
+def aggregate_tokens(probs: torch.Tensor, how: str) -> float:
+    """An ORM's score from its completion tokens' probabilities (`TOKEN_AGGREGATIONS`); step scores are aggregated
+    by `scoring.aggregate_steps`."""
     if probs.numel() == 0:
         return 0.0
     if how == "mean":

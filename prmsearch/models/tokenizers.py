@@ -31,7 +31,7 @@ def load_tokenizer(name_or_path: str, cache_dir: str | None = None) -> Any:
     tokenizer folder, because converting it takes seconds every time."""
     from transformers import AutoTokenizer
 
-    from ..embedded import resolve
+    from ..shipped import resolve
 
     name_or_path = resolve(name_or_path)
     gguf = smollm2_gguf() if name_or_path == SMOLLM2 else Path(name_or_path)

@@ -14,9 +14,8 @@ import time
 from collections.abc import Sequence
 
 from ..models.adapters import PRMAdapter
-from .engine import Key, ScoreCounts, ScorerError, SolutionScores
+from ..scoring import Key, ScoreCounts, ScorerError, SolutionScores, aggregate_steps
 from .keytree import KeyTree
-from .select import aggregate
 
 
 class AdapterScorer:
@@ -63,7 +62,7 @@ class AdapterScorer:
         if which:
             got, c = self._score([prompts[i] for i in which], [list(solutions[i]) for i in which])
             for k, i in enumerate(which):
-                step_scores[i], scores[i] = got[k], aggregate(got[k], self.agg)
+                step_scores[i], scores[i] = got[k], aggregate_steps(got[k], self.agg)
                 counts.tokens[i], counts.passes[i] = c.tokens[k], c.passes[k]
         return SolutionScores(scores, step_scores, counts)
 

@@ -1,11 +1,11 @@
 """The loop every strategy shares: expand nodes with the policy, score new steps with the reward model, count what
-it cost, pick the answer. Strategies (best_of_n.py, beam.py, mcts.py; registered in strategies.py) differ only in
+it cost, pick the answer. Strategies (sampling.py, beam.py, mcts.py; registered in strategies.py) differ only in
 which nodes they expand and keep.
 
 Two contracts meet here. `Generator` (generators.py) is the policy: prompts in, seeded completions out. `Scorer`
-(below) is the reward model: whole solutions in, scores out; a `TreeScorer` also scores steps as a tree grows,
-keeping per-node state under keys the search picks. `StepScorer` (our PRMs), `AdapterScorer` (public PRMs) and
-`OutcomeScorer` (ORM / BT) implement them; the engine imports none of them.
+(`prmsearch.scoring`) is the reward model: whole solutions in, scores out; a `TreeScorer` also scores steps as a
+tree grows, keeping per-node state under keys the search picks. `StepScorer` (our PRMs), `AdapterScorer` (public
+PRMs), `OutcomeScorer` (ORM / BT) and the judges implement them; the engine imports none of them.
 
 Everything is batched across problems: one `expand` call sends the frontier of every problem to the generator in
 one `generate`, one `score` call sends every new step to the scorer. Seeds come from (run seed, problem id, node
@@ -15,76 +15,25 @@ path), so a problem's tree does not depend on which problems share its batches.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ..errors import PrmsearchError
 from ..recipes import option
-from ..records import Problem
-from ..steps import StepFormat
-from ..verifiers.math import extract_many
-from .generators import Completion, Generator, derive_seed
-from .select import AGGREGATIONS, METHODS, aggregate, group_answers_many, select_from_groups
-from .tree import COMPLETE, CUT, EMPTY, STEP, Node, Tree
-
-Key = Hashable  # how a search names a node to a TreeScorer: (problem's uid, node id), or deeper for rollout steps
-StepRequest = tuple[Key, Sequence[tuple[Key, str]]]  # (parent key, [(new key, step text), ...])
-
-
-@dataclass
-class ScoreCounts:
-    """What one score call cost each request: tokens fed through the model (recomputed ancestors included) and
-    the ids of the forward passes it took part in (a problem's passes are the union over its requests)."""
-
-    tokens: list[int]
-    passes: list[set[int]]
-
-
-@dataclass
-class SolutionScores:
-    scores: list[float | None]  # None: a solution with no steps
-    step_scores: list[list[float]]  # empty for ORM / BT
-    counts: ScoreCounts
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """A reward model as search uses it: scores of whole solutions (best-of-N, weighted best-of-N). `kind` is "prm",
-    "orm" or "bt"; `format` splits a solution into steps; `stats` counts scored tokens, forward passes, evicted
-    tokens and seconds."""
-
-    format: StepFormat
-    stats: dict[str, Any]
-
-    @property
-    def kind(self) -> str: ...
-
-    def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores: ...
-
-
-@runtime_checkable
-class TreeScorer(Scorer, Protocol):
-    """A step scorer (a PRM, `kind` "prm"): it scores the new steps of many partial solutions as a search tree grows.
-    `add_prompt` makes a root; a `score` request is (parent key, [(new key, step text), ...]) and gets P(correct)
-    of each new step, read on top of the parent's path; `release` says the search no longer needs keys, so their
-    state can go once nothing below them lives."""
-
-    def add_prompt(self, key: Key, prompt: str) -> None: ...
-
-    def score(self, requests: Sequence[StepRequest]) -> tuple[list[list[float]], ScoreCounts]: ...
-
-    def release(self, keys: Sequence[Key]) -> None: ...
-
-
-SYSTEM_PROMPT = (
-    "Solve the following math problem efficiently and clearly. Think step by step, separating steps with a blank "
-    "line, and end with: Therefore, the final answer is: $\\boxed{answer}$."
+from ..records import Grade, Problem
+from ..scoring import (
+    STEP_AGGREGATIONS,
+    ScoreCounts,
+    Scorer,
+    TreeScorer,
+    aggregate_steps,
 )
-
-
-class ScorerError(PrmsearchError):
-    """A scorer used on keys it does not hold, or a model kind that cannot score this way."""
+from ..steps import StepFormat
+from ..tasks import Checks, Task, task_of
+from .generators import Completion, Generator, derive_seed
+from .select import SELECTIONS, select_from_groups
+from .tree import COMPLETE, CUT, EMPTY, STEP, Node, Tree
 
 
 class SearchError(PrmsearchError):
@@ -126,10 +75,10 @@ class SearchParams(SearchSettings):
     def check(self) -> None:
         if self.budget < 1:
             raise SearchError(f"n must be at least 1, got {self.budget}")
-        if self.agg not in AGGREGATIONS:
-            raise SearchError(f"agg must be one of {AGGREGATIONS}, got {self.agg!r}")
-        if self.final not in METHODS:
-            raise SearchError(f"final must be one of {METHODS}, got {self.final!r}")
+        if self.agg not in STEP_AGGREGATIONS:
+            raise SearchError(f"agg must be one of {STEP_AGGREGATIONS}, got {self.agg!r}")
+        if self.final not in SELECTIONS:
+            raise SearchError(f"final must be one of {SELECTIONS}, got {self.final!r}")
         if self.width < 1 or self.max_steps < 1 or self.lookahead < 0:
             raise SearchError("width and max_steps must be at least 1, lookahead at least 0")
 
@@ -157,22 +106,22 @@ class State:
     released: set[int] = field(default_factory=set)  # nodes the strategy will not extend again
 
     @property
-    def task(self) -> str:
-        return self.problem.meta.get("task", "math")
+    def task(self) -> Task:
+        return task_of(self.problem)
 
 
 def policy_prompt(problem: Problem, tokenizer: Any, template: str = "auto", system: str | None = None) -> str:
     """The text the policy continues. "auto": the tokenizer's chat template when it has one, else "plain";
-    "chat": the chat template (with `system`, default `SYSTEM_PROMPT`, for math); "plain": the problem and a blank
-    line (code: the prompt as is, the policy continues the function); any other string is a format with
-    `{problem}`."""
-    task = problem.meta.get("task", "math")
+    "chat": the chat template (with `system`, default the task's own system prompt); "plain": the task's plain
+    layout (math: the problem and a blank line; code: the prompt as is, the policy continues the function); any
+    other string is a format with `{problem}`."""
+    task = task_of(problem)
     if template == "auto":
         template = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
     if template == "plain":
-        return problem.prompt if task == "code" else problem.prompt.rstrip() + "\n\n"
+        return task.plain_prompt(problem)
     if template == "chat":
-        system = SYSTEM_PROMPT if system is None and task == "math" else system
+        system = task.system_prompt if system is None else system
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": problem.prompt}
         ]
@@ -264,7 +213,7 @@ class Search:
             children = []
             for c in outs[:count]:
                 st.counts["generated_tokens"] += c.num_tokens
-                text = c.text if st.task == "code" else c.text.strip()
+                text = st.task.step_text(c.text)
                 children.append(st.tree.add(node, text, _finish(c), c.num_tokens, **meta))
             out.append(children)
         return out
@@ -325,7 +274,7 @@ class Search:
     def path_score(self, state: State, node: Node) -> float | None:
         """The score a tree strategy ranks `node` by: `agg` of the step scores on its path."""
         scores = state.tree.step_scores(node)
-        return aggregate(scores, self.params.agg) if scores else node.score
+        return aggregate_steps(scores, self.params.agg) if scores else node.score
 
     def release(self, state: State, nodes: Sequence[Node]) -> None:
         """These nodes will not be extended again (pruned, or their children taken): the scorer and the policy may
@@ -355,20 +304,31 @@ class Search:
     # ---- the answer ---------------------------------------------------------------------------------------------
 
     def solution(self, state: State, node: Node) -> str:
-        """The text a candidate stands for: its steps joined (a sampled solution is one node); for code tasks the
-        program, prompt included (code steps are kept unstripped, indentation being syntax)."""
-        steps = state.tree.steps(node)
-        if state.task == "code":
-            return state.problem.prompt + self.format.separator.join(steps)
-        return self.format.join(steps)
+        """The text a candidate stands for (`Task.solution` of its steps; a sampled solution is one node)."""
+        return state.task.solution(state.problem, state.tree.steps(node), self.format.separator)
 
     def answers(self, items: Sequence[tuple[State, Node]]) -> list[str | None]:
-        """What each candidate answers: for math the extracted final answer (one batch), for code the program."""
-        out: list[str | None] = [self.solution(st, n) for st, n in items]
-        math = [i for i, (st, _) in enumerate(items) if st.task != "code"]
-        for i, answer in zip(math, extract_many([out[i] for i in math], timeout=self.timeout), strict=True):  # type: ignore[misc]
-            out[i] = answer
+        """What each candidate answers (`Task.answers`: a math solution's final answer, a program itself), one
+        batch per task."""
+        out: list[str | None] = [None] * len(items)
+        for task, which in _by_task([st for st, _ in items]):
+            solutions = [self.solution(*items[i]) for i in which]
+            for i, answer in zip(which, task.answers(solutions, timeout=self.timeout), strict=True):
+                out[i] = answer
         return out
+
+    def grade(self, states: Sequence[State]) -> list[Grade]:
+        """How each state's chosen solution fares (`Task.grade`; no solution chosen: graded as none), one batch
+        per task."""
+        out: list[Grade | None] = [None] * len(states)
+        for task, which in _by_task(states):
+            solutions = [
+                None if states[i].chosen is None else self.solution(states[i], states[i].chosen) for i in which
+            ]
+            grades = task.grade([states[i].problem for i in which], solutions, Checks(timeout=self.timeout))
+            for i, grade in zip(which, grades, strict=True):
+                out[i] = grade
+        return out  # type: ignore[return-value]
 
     def select_answer(self, states: Sequence[State], method: str, scores: str = "path") -> None:
         """Set `chosen` among each state's candidates by `method` (majority / best_of_n / weighted_best_of_n),
@@ -381,17 +341,22 @@ class Search:
             at += len(st.candidates)
         values = [[self.path_score(st, n) if scores == "path" else n.score for n in st.candidates] for st in states]
         groups: list[list[int | None]] = [[] for _ in states]
-        for task in {st.task for st in states}:
-            which = [i for i, st in enumerate(states) if st.task == task]
-            for i, g in zip(
-                which, group_answers_many([answers[i] for i in which], task, timeout=self.timeout), strict=True
-            ):
+        for task, which in _by_task(states):
+            for i, g in zip(which, task.group([answers[i] for i in which], timeout=self.timeout), strict=True):
                 groups[i] = g
         for st, v, g in zip(states, values, groups, strict=True):
             index = select_from_groups(method, g, v) if st.candidates else None
             st.chosen = None if index is None else st.candidates[index]
             if st.chosen is not None:
                 st.chosen.selected = True
+
+
+def _by_task(states: Sequence[State]) -> list[tuple[Task, list[int]]]:
+    """The states' positions grouped by task, tasks in order of first appearance."""
+    which: dict[str, list[int]] = {}
+    for i, st in enumerate(states):
+        which.setdefault(st.task.name, []).append(i)
+    return [(states[idx[0]].task, idx) for idx in which.values()]
 
 
 def _finish(c: Completion) -> str:

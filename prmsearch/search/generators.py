@@ -167,7 +167,7 @@ class HFGenerator:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        from ..embedded import resolve
+        from ..shipped import resolve
 
         require_local(path, "policy folder", "--policy")
         name, path = path, resolve(path)
@@ -238,95 +238,129 @@ class HFGenerator:
         prefixes = self.prefix_cache
         # The last prompt token is always fed: its logits start the samples.
         matched = [prefixes.match(ids[:-1]) if prefixes else ([], 0) for ids in encoded]
-        past = max(c for _, c in matched)
-        fresh = [ids[c:] for ids, (_, c) in zip(encoded, matched, strict=True)]
-        width = max(len(f) for f in fresh)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), past + width), dtype=torch.long)
-        for row, (f, (_, c)) in enumerate(zip(fresh, matched, strict=True)):
-            # Reused states right-aligned in the past columns, new tokens left-padded after them, so every row's
-            # next token goes in the last column; the attention mask skips the padding between.
-            ids[row, width - len(f) :] = torch.tensor(f)
-            mask[row, past - c : past] = 1
-            mask[row, past + width - len(f) :] = 1
+        ids, mask = _prefill_inputs(encoded, matched, self.pad_id)
         ids, mask = ids.to(device), mask.to(device)
-        # Every sample's random numbers for the whole call, drawn up front from its own seed: one uniform per token,
-        # so sampling below is one vectorised inverse-CDF step for all rows, yet no row depends on another.
-        uniforms = torch.stack(
-            [
-                torch.rand(max_tokens, generator=torch.Generator().manual_seed(derive_seed(s, j)), dtype=torch.float64)
-                for s in seeds
-                for j in range(n)
-            ]
-        ).to(device)
-        rows = len(uniforms)
-        generated: list[list[int]] = [[] for _ in range(rows)]
-        texts = [""] * rows
-        finish: list[tuple[str, str | None] | None] = [None] * rows
+        uniforms = _sample_uniforms(seeds, n, max_tokens).to(device)
         with torch.inference_mode():
-            cache = kv.stack([prefixes.states(m) if prefixes else None for m, _ in matched], past, device, growing=True)
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=_positions(mask)[:, past:],
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = out.cache
-            fed = past + width  # the cache's columns before the first sampled token
-            if prefixes:
-                for row, (f, (_, c)) in enumerate(zip(fresh, matched, strict=True)):
-                    prefixes.insert(encoded[row], c, kv.take(cache, row, slice(fed - len(f), fed)))
-                    prefixes.stats["reused_tokens"] += c
-                    prefixes.stats["fed_tokens"] += len(f)
-            logits = out.logits[:, -1].float()
+            cache, logits = self._prefill(ids, mask, encoded, matched)
             if n > 1:
                 cache.batch_repeat_interleave(n)
                 logits = logits.repeat_interleave(n, 0)
                 mask = mask.repeat_interleave(n, 0)
-            active = list(range(rows))  # batch position i holds sample active[i]; finished samples leave the batch
-            for t in range(max_tokens):
-                picked = _sample(logits, uniforms[torch.tensor(active, device=device), t], temperature, top_p)
-                for r, token in zip(active, picked, strict=True):
-                    generated[r].append(token)
-                    if token in self.eos_ids:
-                        finish[r] = ("eos", None)
-                if stop:
-                    self._check_stops([r for r in active if finish[r] is None], generated, texts, finish, stop)
-                if prefixes and stop and t > 0:  # a step ended by a stop string is what search extends next
-                    for i, r in enumerate(active):
-                        if finish[r] is not None and finish[r][0] == "stop":  # type: ignore[index]
-                            prompt = encoded[r // n]
-                            states = kv.take(cache, i, slice(fed, fed + t))  # generated[r][:-1], fed so far
-                            prefixes.insert(prompt + generated[r][:-1], len(prompt), states)
-                keep = [i for i, r in enumerate(active) if finish[r] is None]
-                if not keep:
-                    break
-                if len(keep) < len(active):
-                    index = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(index)
-                    mask = mask[index]
-                    active = [active[i] for i in keep]
-                step = torch.tensor([[generated[r][-1]] for r in active], device=device)
-                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], 1)
-                out = self.model(
-                    input_ids=step,
-                    attention_mask=mask,
-                    position_ids=mask.sum(-1, keepdim=True) - 1,
-                    cache=cache,
-                    use_cache=True,
-                )
-                cache, logits = out.cache, out.logits[:, -1].float()
+            generated, texts, finish = self._decode(cache, logits, mask, uniforms, encoded, n, stop, temperature, top_p)
         if prefixes:
             prefixes.evict()
+        return self._completions(encoded, n, generated, texts, finish)
+
+    def _prefill(
+        self, ids: Any, mask: Any, encoded: list[list[int]], matched: list[tuple[Any, int]]
+    ) -> tuple[Any, Any]:
+        """Feed every prompt's new tokens after its reused states, and keep each prompt's states in the prefix cache
+        for the prompts that extend it; returns the cache and the logits of each prompt's last token."""
+        prefixes = self.prefix_cache
+        past = max(c for _, c in matched)
+        cache = kv.stack(
+            [prefixes.states(m) if prefixes else None for m, _ in matched], past, self.device, growing=True
+        )
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=_positions(mask)[:, past:],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.cache
+        fed = mask.shape[1]  # the cache's columns before the first sampled token
+        if prefixes:
+            for row, (_, c) in enumerate(matched):
+                new = len(encoded[row]) - c
+                prefixes.insert(encoded[row], c, kv.take(cache, row, slice(fed - new, fed)))
+                prefixes.stats["reused_tokens"] += c
+                prefixes.stats["fed_tokens"] += new
+        return cache, out.logits[:, -1].float()
+
+    def _decode(
+        self,
+        cache: Any,
+        logits: Any,
+        mask: Any,
+        uniforms: Any,
+        encoded: list[list[int]],
+        n: int,
+        stop: list[str],
+        temperature: float,
+        top_p: float,
+    ) -> tuple[list[list[int]], list[str], list[tuple[str, str | None] | None]]:
+        """Sample every row (sample j of prompt i is row i * n + j) until it finishes or its uniforms run out;
+        returns each row's tokens, its text when a stop string ended it, and (reason, stop string) or None."""
+        import torch
+
+        device, prefixes = self.device, self.prefix_cache
+        rows, max_tokens = uniforms.shape
+        fed = mask.shape[1]  # the cache's columns before the first sampled token
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        texts = [""] * rows
+        finish: list[tuple[str, str | None] | None] = [None] * rows
+        active = list(range(rows))  # batch position i holds sample active[i]; finished samples leave the batch
+        for t in range(max_tokens):
+            picked = _sample(logits, uniforms[torch.tensor(active, device=device), t], temperature, top_p)
+            for r, token in zip(active, picked, strict=True):
+                generated[r].append(token)
+                if token in self.eos_ids:
+                    finish[r] = ("eos", None)
+            if stop:
+                self._check_stops([r for r in active if finish[r] is None], generated, texts, finish, stop)
+            if prefixes and stop and t > 0:  # a step ended by a stop string is what search extends next
+                for i, r in enumerate(active):
+                    if finish[r] is not None and finish[r][0] == "stop":  # type: ignore[index]
+                        prompt = encoded[r // n]
+                        states = kv.take(cache, i, slice(fed, fed + t))  # generated[r][:-1], fed so far
+                        prefixes.insert(prompt + generated[r][:-1], len(prompt), states)
+            keep = [i for i, r in enumerate(active) if finish[r] is None]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask = mask[index]
+                active = [active[i] for i in keep]
+            cache, logits, mask = self._feed([generated[r][-1] for r in active], cache, mask)
+        return generated, texts, finish
+
+    def _feed(self, tokens: list[int], cache: Any, mask: Any) -> tuple[Any, Any, Any]:
+        """One new token per row through the model; returns the cache, the next logits and the mask grown by it."""
+        import torch
+
+        device = mask.device
+        step = torch.tensor([[token] for token in tokens], device=device)
+        mask = torch.cat([mask, torch.ones((len(tokens), 1), dtype=mask.dtype, device=device)], 1)
+        out = self.model(
+            input_ids=step,
+            attention_mask=mask,
+            position_ids=mask.sum(-1, keepdim=True) - 1,
+            cache=cache,
+            use_cache=True,
+        )
+        return out.cache, out.logits[:, -1].float(), mask
+
+    def _completions(
+        self,
+        encoded: list[list[int]],
+        n: int,
+        generated: list[list[int]],
+        texts: list[str],
+        finish: list[tuple[str, str | None] | None],
+    ) -> list[list[Completion]]:
+        """The `n` completions of each prompt: a row unfinished when its budget ran out was cut by "length"; an
+        EOS token is not part of the text, a stop string's text is what came before it."""
         completions = []
-        for r in range(rows):
+        for r in range(len(generated)):
             reason, stop_string = finish[r] or ("length", None)
             body = generated[r][:-1] if reason == "eos" else generated[r]
             text = texts[r] if reason == "stop" else self.tokenizer.decode(body, skip_special_tokens=True)
             completions.append(Completion(text, generated[r], reason, stop_string, len(encoded[r // n])))
-        return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return [completions[i * n : (i + 1) * n] for i in range(len(encoded))]
 
     def _check_stops(
         self,
@@ -351,6 +385,38 @@ class HFGenerator:
             if found is not None:
                 texts[r] = full[: found[0]]
                 finish[r] = ("stop", found[1])
+
+
+def _prefill_inputs(encoded: list[list[int]], matched: list[tuple[Any, int]], pad_id: int) -> tuple[Any, Any]:
+    """Input ids and attention mask of the prefill. Reused states are right-aligned in the past columns and new tokens
+    left-padded after them, so every row's next token goes in the last column; the attention mask skips the padding
+    between."""
+    import torch
+
+    past = max(c for _, c in matched)
+    fresh = [ids[c:] for ids, (_, c) in zip(encoded, matched, strict=True)]
+    width = max(len(f) for f in fresh)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), past + width), dtype=torch.long)
+    for row, (f, (_, c)) in enumerate(zip(fresh, matched, strict=True)):
+        ids[row, width - len(f) :] = torch.tensor(f)
+        mask[row, past - c : past] = 1
+        mask[row, past + width - len(f) :] = 1
+    return ids, mask
+
+
+def _sample_uniforms(seeds: list[int], n: int, max_tokens: int) -> Any:
+    """Every sample's random numbers for the whole call, drawn up front from its own seed: one uniform per token, so
+    sampling is one vectorised inverse-CDF step for all rows, yet no row depends on another."""
+    import torch
+
+    return torch.stack(
+        [
+            torch.rand(max_tokens, generator=torch.Generator().manual_seed(derive_seed(s, j)), dtype=torch.float64)
+            for s in seeds
+            for j in range(n)
+        ]
+    )
 
 
 def _positions(mask: Any) -> Any:

@@ -1,13 +1,17 @@
 """The policy and the reward model a run names, loaded: `--backend hf|vllm` for the policy, and for the reward model
 the scorer that fits its kind (a PRM scores steps incrementally, an ORM / BT model whole solutions, a public PRM
-through its adapter). Under a multi-GPU launcher each process takes its own GPU."""
+through its adapter), or a causal LM as a generative judge. Under a multi-GPU launcher each process takes its own
+GPU."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from .engine import Generator, Scorer, ScorerError
+from ..scoring import Scorer, ScorerError
+from .generators import Generator
+
+JUDGE_PROTOCOLS = ("critic", "pointwise", "pairwise")
 
 
 def load_generator(cfg: Any) -> Generator:
@@ -85,3 +89,22 @@ def load_scorer(
             rm, full_rescore=full_rescore, agg=agg, max_cache_tokens=max_cache_tokens, max_batch_tokens=max_batch_tokens
         )
     return OutcomeScorer(rm)
+
+
+def load_judge(
+    model: str, protocol: str = "critic", *, device: str | None = None, batch_size: int = 32, agg: str = "min"
+) -> Scorer:
+    """`model` (folder, hub id or embedded name), loaded as the policy is, as a `protocol` judge at temperature 0:
+    "critic" (the earliest wrong step; a step scorer for beam, DVTS and MCTS, `agg` turning its step scores into a
+    solution's), "pointwise" (a verdict per solution) or "pairwise" (both orders, Bradley-Terry scores); the last
+    two score whole solutions (best-of-N). What `prmsearch search --judge`, `prmsearch label --method judge` and
+    `prmsearch eval processbench --judge` use."""
+    from ..judges import CriticJudge, PairwiseJudge, PointwiseJudge
+    from .generators import HFGenerator
+
+    if protocol not in JUDGE_PROTOCOLS:
+        raise ValueError(f"judge protocol must be one of {', '.join(JUDGE_PROTOCOLS)}, got {protocol!r}")
+    generator = HFGenerator.from_pretrained(model, device=device, batch_size=batch_size)
+    if protocol == "critic":
+        return CriticJudge(generator, agg=agg)
+    return PointwiseJudge(generator) if protocol == "pointwise" else PairwiseJudge(generator)

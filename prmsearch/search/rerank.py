@@ -15,8 +15,10 @@ import numbers
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PrmsearchError
-from ..verifiers.math import DEFAULT_TIMEOUT, extract_many
-from .select import AGGREGATIONS, METHODS, TASKS, aggregate, best_of_n, group_answers_many, select_from_groups
+from ..scoring import STEP_AGGREGATIONS, aggregate_steps
+from ..tasks import TASKS, Task, get_task
+from ..verifiers.math import DEFAULT_TIMEOUT
+from .select import SELECTIONS, best_of_n, group_answers_many, select_from_groups
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,8 +51,9 @@ def rerank(
 
     Input columns (rename with the *_column arguments; None ignores a column):
       problem_id: which problem a row answers.
-      answer, or else text: the final answer, or the solution it is extracted from (`extract_answer`); for
-        task="code" the program itself. None/NaN or an empty string: no answer (it never wins a vote).
+      answer, or else text: the final answer, or the solution it is extracted from (`Task.answers`: a math
+        solution's final answer; for task="code" the program itself). None/NaN or an empty string: no answer
+        (it never wins a vote).
       step_scores, or else score: a list of step scores aggregated by `agg` (last/min/prod/mean), or one float.
         Needed by best_of_n and weighted_best_of_n; majority works without.
       With `scorer=` (a search `Scorer`: `load_scorer(...)`, `StepScorer`, `OutcomeScorer`, a judge), the scores
@@ -63,17 +66,56 @@ def rerank(
     order of first appearance, and the columns {prefix}answer (the answer used), {prefix}score (the aggregated
     score; NaN without scores), {prefix}votes (rows whose answer is equivalent to the chosen one, counting the
     chosen row; 0 when it has no answer), {prefix}weight (the sum of their scores) and {prefix}candidates (the
-    problem's row count). Answers are grouped by math equivalence ("0.5" and "\\frac{1}{2}" are one answer).
+    problem's row count). Answers are grouped by the task (math: by equivalence, "0.5" and "\\frac{1}{2}" are one).
     A problem where no row has an answer still gets a row: its best-scoring one (or its first, without scores).
     """
+    out_names = _check_arguments(frame, method, agg, task, prefix)
+    if scorer is not None:
+        score_column = step_scores_column = None
+    columns = _Columns(
+        frame, problem_column, answer_column, text_column, score_column, step_scores_column, method, scorer is not None
+    )
+    labels = list(frame.index)
+    rows = _rows_by_problem(frame, labels, problem_column)
+    answers = columns.answers(frame, labels, get_task(task), timeout)
+    if scorer is None:
+        scores = columns.scores(frame, labels, agg)
+    else:
+        scores = _score_rows(frame, labels, scorer, agg, prompt_column, text_column, method)
+    groups = group_answers_many([[answers[p] for p in ps] for ps in rows], task, timeout=timeout)
+    chosen, extra = _choose(method, rows, groups, answers, scores if columns.scored else None)
+    return _with_columns(frame.iloc[chosen].copy(), out_names, extra)
+
+
+def _with_columns(out: pd.DataFrame, names: dict[str, str], values: dict[str, list[Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    for name, column in values.items():
+        # same index object, so no alignment (duplicate labels are fine); answers stay str or None (object dtype)
+        out[names[name]] = pd.Series(column, index=out.index, dtype=object if name == "answer" else None)
+    return out
+
+
+def _rows_by_problem(frame: pd.DataFrame, labels: list[Any], problem_column: str) -> list[list[int]]:
+    """Each problem's row positions, problems in order of first appearance."""
+    problems: dict[Any, list[int]] = {}
+    for pos, pid in enumerate(frame[problem_column].tolist()):
+        if _missing(pid):
+            raise RerankError(f"column {problem_column!r}, row {labels[pos]!r}: the problem id is missing")
+        problems.setdefault(pid, []).append(pos)
+    return list(problems.values())
+
+
+def _check_arguments(frame: pd.DataFrame, method: str, agg: str, task: str, prefix: str) -> dict[str, str]:
+    """The output column names, once the arguments are known to be usable (before any row is read)."""
     import pandas as pd
 
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"rerank expects a pandas DataFrame, got {type(frame).__name__}")
-    if method not in METHODS:
-        raise RerankError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if agg not in AGGREGATIONS:
-        raise RerankError(f"unknown agg {agg!r}; choose one of {', '.join(AGGREGATIONS)}")
+    if method not in SELECTIONS:
+        raise RerankError(f"unknown method {method!r}; choose one of {', '.join(SELECTIONS)}")
+    if agg not in STEP_AGGREGATIONS:
+        raise RerankError(f"unknown agg {agg!r}; choose one of {', '.join(STEP_AGGREGATIONS)}")
     if task not in TASKS:
         raise RerankError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     out_names = {name: f"{prefix}{name}" for name in OUTPUT_COLUMNS}
@@ -83,35 +125,21 @@ def rerank(
             f"the frame already has column(s) {taken}, which rerank would overwrite; pass another prefix= "
             f"(now {prefix!r}) or rename them"
         )
+    return out_names
 
-    if scorer is not None:
-        score_column = step_scores_column = None
-    columns = _Columns(
-        frame, problem_column, answer_column, text_column, score_column, step_scores_column, method, scorer is not None
-    )
-    labels = list(frame.index)
-    problems: dict[Any, list[int]] = {}  # problem id -> row positions, in order of first appearance
-    for pos, pid in enumerate(frame[problem_column].tolist()):
-        if _missing(pid):
-            raise RerankError(f"column {problem_column!r}, row {labels[pos]!r}: the problem id is missing")
-        problems.setdefault(pid, []).append(pos)
-    answers = columns.answers(frame, labels, task, timeout)
-    if scorer is None:
-        scores = columns.scores(frame, labels, agg)
-    else:
-        scores = _score_rows(frame, labels, scorer, agg, prompt_column, text_column)
-        negative = next((label for label, s in zip(labels, scores, strict=True) if s is not None and s < 0), None)
-        if method == "weighted_best_of_n" and negative is not None:
-            raise RerankError(
-                f"row {negative!r}: the scorer gave a negative score (a Bradley-Terry reward?), but weighted_best_of_n "
-                "sums scores per answer, so they must be non-negative; use method='best_of_n'"
-            )
 
-    rows = list(problems.values())
-    groups = group_answers_many([[answers[p] for p in ps] for ps in rows], task, timeout=timeout)
-    chosen, extra = [], {name: [] for name in OUTPUT_COLUMNS}
+def _choose(
+    method: str,
+    rows: list[list[int]],
+    groups: list[list[int | None]],
+    answers: list[str | None],
+    scores: list[float | None] | None,
+) -> tuple[list[int], dict[str, list[Any]]]:
+    """The chosen row position of each problem (`rows`: its row positions) and the output columns' values."""
+    chosen: list[int] = []
+    extra: dict[str, list[Any]] = {name: [] for name in OUTPUT_COLUMNS}
     for ps, gs in zip(rows, groups, strict=True):
-        ss = [scores[p] for p in ps] if columns.scored else None
+        ss = [scores[p] for p in ps] if scores is not None else None
         pick = select_from_groups(method, gs, ss)
         if pick is None:  # no row of this problem has an answer: its best-scoring row, or its first
             best = best_of_n(ss) if ss is not None else None
@@ -123,12 +151,7 @@ def rerank(
         extra["votes"].append(len(members))
         extra["weight"].append(math.fsum(ss[i] or 0.0 for i in members) if ss is not None else math.nan)
         extra["candidates"].append(len(ps))
-
-    out = frame.iloc[chosen].copy()
-    for name, values in extra.items():
-        # same index object, so no alignment (duplicate labels are fine); answers stay str or None (object dtype)
-        out[out_names[name]] = pd.Series(values, index=out.index, dtype=object if name == "answer" else None)
-    return out
+    return chosen, extra
 
 
 class _Columns:
@@ -173,22 +196,20 @@ class _Columns:
         if twice:
             raise RerankError(f"column(s) {twice} appear more than once in the frame; rename the copies")
 
-    def answers(self, frame: pd.DataFrame, labels: list[Any], task: str, timeout: float) -> list[str | None]:
-        """Each row's answer; solutions' math answers are extracted in one batch."""
+    def answers(self, frame: pd.DataFrame, labels: list[Any], task: Task, timeout: float) -> list[str | None]:
+        """Each row's answer; what solutions answer (`Task.answers`) is found in one batch."""
         col = self.answer_col or self.text_col
-        values = [
-            self._answer(value, col, label, task) for value, label in zip(frame[col].tolist(), labels, strict=True)
-        ]
-        if self.text_col is not None and task == "math":
+        values = [self._answer(value, col, label) for value, label in zip(frame[col].tolist(), labels, strict=True)]
+        if self.text_col is not None:
             texts = [i for i, v in enumerate(values) if v is not None]
-            for i, answer in zip(texts, extract_many([values[i] for i in texts], timeout=timeout), strict=True):  # type: ignore[misc]
+            for i, answer in zip(texts, task.answers([values[i] for i in texts], timeout=timeout), strict=True):  # type: ignore[misc]
                 values[i] = answer
         return [v.strip() or None if v is not None else None for v in values]
 
-    def _answer(self, value: Any, col: str, label: Any, task: str) -> str | None:
+    def _answer(self, value: Any, col: str, label: Any) -> str | None:
         if _missing(value):
             return None
-        if self.answer_col is not None and task == "math" and _is_number(value):  # an int or float column
+        if self.answer_col is not None and _is_number(value):  # an int or float column of answers
             return str(int(value)) if float(value).is_integer() else repr(float(value))
         if not isinstance(value, str):
             raise RerankError(f"column {col!r}, row {label!r}: expected a string, got {type(value).__name__}")
@@ -225,16 +246,23 @@ class _Columns:
         if bad is not None:
             raise RerankError(f"column {col!r}, row {label!r}: every step score must be a finite number, got {bad!r}")
         try:
-            return aggregate(value, agg)
+            return aggregate_steps(value, agg)
         except ValueError as e:  # agg="prod" with a score outside [0, 1]
             raise RerankError(f"column {col!r}, row {label!r}: {e}") from None
 
 
 def _score_rows(
-    frame: pd.DataFrame, labels: list[Any], scorer: Any, agg: str, prompt_column: str, text_column: str | None
+    frame: pd.DataFrame,
+    labels: list[Any],
+    scorer: Any,
+    agg: str,
+    prompt_column: str,
+    text_column: str | None,
+    method: str,
 ) -> list[float | None]:
     """Every row scored by `scorer` in one `score_solutions` call: step scores aggregated by `agg` where the scorer
-    gives them (a PRM, the critic judge), else its solution score; None for a row with no steps."""
+    gives them (a PRM, the critic judge), else its solution score; None for a row with no steps. Negative scores
+    are refused where `method` sums them."""
     have = list(frame.columns)
     for col, what in ((prompt_column, "the problem, as the scorer reads it"), (text_column, "the solution to score")):
         if col is None or col not in have:
@@ -249,10 +277,17 @@ def _score_rows(
         prompts.append(prompt)
         steps.append(scorer.format.split(text) if isinstance(text, str) else [])
     got = scorer.score_solutions(prompts, steps)
-    return [
-        None if score is None else aggregate(per_step, agg) if per_step else float(score)
+    scores = [
+        None if score is None else aggregate_steps(per_step, agg) if per_step else float(score)
         for score, per_step in zip(got.scores, got.step_scores, strict=True)
     ]
+    negative = next((label for label, s in zip(labels, scores, strict=True) if s is not None and s < 0), None)
+    if method == "weighted_best_of_n" and negative is not None:
+        raise RerankError(
+            f"row {negative!r}: the scorer gave a negative score (a Bradley-Terry reward?), but weighted_best_of_n "
+            "sums scores per answer, so they must be non-negative; use method='best_of_n'"
+        )
+    return scores
 
 
 def _is_number(value: Any) -> bool:

@@ -8,7 +8,7 @@ parts of a run split over several processes (`shard.py`) read as one.
 - `search_config.yaml`: the settings, checked on `--resume` so a resumed run cannot mix two configurations; every
   part writes the same file.
 - `shard-I-of-K.done`: part I has finished. The part that sees all K finished writes the summary
-  (`bench.report`: summary.md / summary.json / accuracy.png), so the summary of a split run is always whole.
+  (`search.report`: summary.md / summary.json / accuracy.png), so the summary of a split run is always whole.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from ..bench.report import result_files
 from ..errors import PrmsearchError
 from ..files import read_rows, whole_lines, write_atomic
+from .report import result_files
 from .shard import Shard
 
 RESULTS, TREES, CONFIG = "results.jsonl", "trees.jsonl", "search_config.yaml"

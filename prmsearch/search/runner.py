@@ -1,7 +1,7 @@
 """`prmsearch search`: run strategies at several N over a dataset, grade the answers, write results you can resume.
 
 What the output folder holds, and how a resume and a run split over processes use it, is `results.py`; which
-problems a process takes is `shard.py`; the summary is `bench.report`'s. Seeds depend on the problem and the node,
+problems a process takes is `shard.py`; the summary is `search.report`'s. Seeds depend on the problem and the node,
 never on the batch or the process, so a resumed or a split run writes exactly what one uninterrupted run would have.
 """
 
@@ -14,18 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..bench.report import report, summarize
 from ..files import append_rows
 from ..models.adapters import ADAPTERS
 from ..recipes import option, read_recipe
 from ..records import Problem
+from ..scoring import STEP_AGGREGATIONS
+from ..search.report import report, summarize
+from ..tasks import load_problems
 from .engine import Search, SearchParams, SearchSettings, State
-from .load import load_generator, load_scorer, rank_device
+from .load import JUDGE_PROTOCOLS, load_generator, load_judge, load_scorer, rank_device
 from .memo import MemoGenerator
 from .results import RESULTS, TREES, mark_done, prepare, read_results
-from .select import AGGREGATIONS, METHODS
+from .select import SELECTIONS
 from .shard import Shard
-from .strategies import STRATEGIES, run_search
+from .strategies import STRATEGIES, run_strategy
 
 # Settings that do not change what a run computes, so a resume may change them.
 _NOT_IDENTITY = {
@@ -111,10 +113,10 @@ class SearchConfig(SearchSettings):
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "backend": ("hf", "vllm"),
-        "agg": AGGREGATIONS,
-        "final": METHODS,
+        "agg": STEP_AGGREGATIONS,
+        "final": SELECTIONS,
         "scorer_adapter": tuple(ADAPTERS),
-        "judge_protocol": ("critic", "pointwise", "pairwise"),  # judges.PROTOCOLS, kept out of this module's imports
+        "judge_protocol": JUDGE_PROTOCOLS,
     }
 
     def __post_init__(self) -> None:
@@ -150,9 +152,10 @@ class SearchConfig(SearchSettings):
             raise ValueError(f"generate_batch must be at least 1, got {self.generate_batch}")
         Shard.parse(self.shard)  # a bad I/K fails here, before anything is loaded
         for n in self.n:
-            self.params(n).check()
+            params = self.params(n)
+            params.check()
             if any(STRATEGIES[s].whole_beams for s in self.strategy):
-                self.params(n).beam_width()
+                params.beam_width()
 
     @classmethod
     def from_yaml(cls, path: str, **overrides: Any) -> SearchConfig:
@@ -161,7 +164,7 @@ class SearchConfig(SearchSettings):
     def params(self, n: int) -> SearchParams:
         return SearchParams(budget=n, **{f.name: getattr(self, f.name) for f in dataclasses.fields(SearchSettings)})
 
-    def settings(self) -> list[tuple[str, int]]:
+    def runs(self) -> list[tuple[str, int]]:
         """(strategy, N) pairs to run; greedy decoding has no N and runs once, as N=1."""
         pairs = [(s, 1 if s == "greedy" else n) for s in self.strategy for n in self.n]
         return list(dict.fromkeys(pairs))
@@ -181,8 +184,6 @@ def search_dataset(
 ) -> list[dict[str, Any]]:
     """Run every (strategy, N) of `cfg` over its dataset into `cfg.output`; returns the summary rows. `generator`,
     `scorer` and `problems` may be given already loaded (notebooks, tests); otherwise they come from `cfg`."""
-    from ..bench.datasets import load_problems
-
     out = Path(cfg.output)
     shard = Shard.parse(cfg.shard)
     done = prepare(out, cfg.identity(), shard, resume, free=(*_NOT_IDENTITY, "strategy", "n"))
@@ -193,22 +194,11 @@ def search_dataset(
     problems = shard.take(problems)
     if generator is None:
         generator = load_generator(cfg)
-    if scorer is None and cfg.judge and any(STRATEGIES[s].scorer for s in cfg.strategy):
-        from ..judges import load_judge
-
-        scorer = load_judge(cfg.judge, cfg.judge_protocol, device=rank_device(cfg.device), agg=cfg.agg)
-    if scorer is None and cfg.scorer and any(STRATEGIES[s].scorer for s in cfg.strategy):
-        scorer = load_scorer(
-            cfg.scorer,
-            adapter=cfg.scorer_adapter,
-            device=rank_device(cfg.device),
-            dtype=cfg.dtype,
-            full_rescore=cfg.full_rescore,
-            agg=cfg.agg,
-            max_cache_tokens=cfg.max_cache_tokens,
-        )
-    settings = cfg.settings()
-    todo = {key: [p for p in problems if (p.id, *key) not in done] for key in settings}
+    if scorer is None and any(STRATEGIES[s].scorer for s in cfg.strategy):
+        scorer = _load_scorer(cfg)
+    runs = cfg.runs()
+    params = {n: cfg.params(n) for _, n in runs}
+    todo = {key: [p for p in problems if (p.id, *key) not in done] for key in runs}
     total = sum(len(ps) for ps in todo.values())
     bar = _bar(total, progress, "search" if shard.whole else f"search {shard}")
     # Whole-sample strategies go largest N first through one memory of samples: a smaller N's samples are the
@@ -222,7 +212,7 @@ def search_dataset(
         policy = sampler if STRATEGIES[strategy].samples_whole else generator
         for start in range(0, len(pending), cfg.batch_problems):
             chunk = pending[start : start + cfg.batch_problems]
-            records, chunk_trees = _search_chunk(cfg, strategy, n, chunk, policy, scorer)
+            records, chunk_trees = _search_chunk(cfg, strategy, params[n], chunk, policy, scorer)
             if cfg.save_trees:
                 append_rows(trees, chunk_trees)
             append_rows(results, records)
@@ -233,32 +223,48 @@ def search_dataset(
         bar.close()
     results.touch()  # an empty share still gets its (empty) rows
     if mark_done(out, shard):  # summary.json / summary.md / accuracy.png, as `prmsearch report` writes them
-        return report(out, settings=settings, need_plot=False)
-    return summarize(read_results(out), settings)
+        return report(out, settings=runs, need_plot=False)
+    return summarize(read_results(out), runs)
+
+
+def _load_scorer(cfg: SearchConfig) -> Any:
+    """The reward model a run names: a judge (`--judge`), a reward model (`--scorer`, read through its adapter with
+    `--scorer-adapter`), or None."""
+    if cfg.judge:
+        return load_judge(cfg.judge, cfg.judge_protocol, device=rank_device(cfg.device), agg=cfg.agg)
+    if cfg.scorer:
+        return load_scorer(
+            cfg.scorer,
+            adapter=cfg.scorer_adapter,
+            device=rank_device(cfg.device),
+            dtype=cfg.dtype,
+            full_rescore=cfg.full_rescore,
+            agg=cfg.agg,
+            max_cache_tokens=cfg.max_cache_tokens,
+        )
+    return None
 
 
 def _search_chunk(
-    cfg: SearchConfig, strategy: str, n: int, chunk: list[Problem], generator: Any, scorer: Any
+    cfg: SearchConfig, strategy: str, params: SearchParams, chunk: list[Problem], generator: Any, scorer: Any
 ) -> tuple[list[dict], list[dict]]:
     started = time.perf_counter()
     options = {"prompt_template": cfg.prompt_template, "system_prompt": cfg.system_prompt, "timeout": cfg.grade_timeout}
-    states = run_search(
-        chunk, generator, scorer if STRATEGIES[strategy].scorer else None, strategy, cfg.params(n), **options
-    )
-    search = Search(generator, scorer, cfg.params(n), **options)
-    grades = grade_states(search, states)
+    search = Search(generator, scorer if STRATEGIES[strategy].scorer else None, params, **options)
+    states = run_strategy(search, chunk, strategy)
+    grades = search.grade(states)
     seconds = (time.perf_counter() - started) / len(chunk)
     records, trees = [], []
-    for st, (answer, correct, reason) in zip(states, grades, strict=True):
+    for st, grade in zip(states, grades, strict=True):
         chosen = st.chosen
         records.append(
             {
                 "problem_id": st.problem.id,
                 "strategy": strategy,
-                "n": n,
-                "answer": answer,
-                "correct": correct,
-                "grade_reason": reason,
+                "n": params.budget,
+                "answer": grade.answer,
+                "correct": grade.correct,
+                "grade_reason": grade.reason,
                 "score": None if chosen is None else _score(search, st, chosen, strategy),
                 "candidates": len(st.candidates),
                 "nodes": len(st.tree.nodes) - 1,
@@ -267,48 +273,12 @@ def _search_chunk(
                 "solution": None if chosen is None else search.solution(st, chosen),
             }
         )
-        trees.append({"strategy": strategy, "n": n, **st.tree.to_dict()})
+        trees.append({"strategy": strategy, "n": params.budget, **st.tree.to_dict()})
     return records, trees
 
 
 def _score(search: Search, st: State, node: Any, strategy: str) -> float | None:
     return search.path_score(st, node) if STRATEGIES[strategy].path_score else node.score
-
-
-def grade_states(search: Search, states: Sequence[State]) -> list[tuple[str | None, bool | None, str]]:
-    """(answer, correct, reason) for each state's chosen solution: math answers through `verifiers.math` (None
-    when the problem has no gold answer), programs through `verifiers.code` (the problem's unit tests)."""
-    from ..verifiers.code import run_many
-    from ..verifiers.math import compare_many, gold_answer
-
-    # No solution is wrong only where there is something to be right about: without a gold answer it is ungraded.
-    out: list[tuple[str | None, bool | None, str]] = [
-        (None, None if st.task != "code" and st.problem.answer is None else False, "no solution") for st in states
-    ]
-    math_rows, code_rows = [], []
-    done = [i for i, st in enumerate(states) if st.chosen is not None]
-    answers = search.answers([(states[i], states[i].chosen) for i in done])  # type: ignore[misc]
-    for i, answer in zip(done, answers, strict=True):
-        st = states[i]
-        if st.task == "code":
-            code_rows.append((i, answer))
-        elif st.problem.answer is None:
-            out[i] = (answer, None, "no gold answer")
-        else:
-            math_rows.append((i, answer))
-    if math_rows:
-        golds = [gold_answer(states[i].problem.answer) for i, _ in math_rows]  # type: ignore[arg-type]
-        verdicts = compare_many([a for _, a in math_rows], golds, timeout=search.timeout)
-        for (i, answer), (ok, why) in zip(math_rows, verdicts, strict=True):
-            out[i] = (answer, ok, why)
-    if code_rows:
-        jobs = [
-            (program, states[i].problem.meta["test"], states[i].problem.meta.get("entry_point"))
-            for i, program in code_rows
-        ]
-        for (i, _program), result in zip(code_rows, run_many(jobs, progress=False), strict=True):
-            out[i] = (None, result.passed, result.status)
-    return out
 
 
 def _bar(total: int, enabled: bool, desc: str) -> Any:

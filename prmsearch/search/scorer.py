@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
+from ..models.heads import HEADS
 from ..models.reward_model import RewardModel
+from ..scoring import Key, ScoreCounts, ScorerError, SolutionScores, aggregate_steps
 from . import kv
-from .engine import Key, ScoreCounts, ScorerError, SolutionScores
 from .keytree import KeyTree
-from .select import aggregate
 
 
 @dataclass
@@ -58,12 +58,12 @@ class StepScorer:
     ) -> None:
         if rm.kind != "prm":
             raise ScorerError(f"StepScorer needs a PRM, got a {rm.kind.upper()} model: use OutcomeScorer")
-        # An implicit PRM reads every token's probability under two LMs: it scores each path from its start (its
-        # paths are short: the embedded task's). A likelihood PRM is incremental: a step's first token is predicted
-        # by its parent's last hidden state, which the parent's entry keeps.
-        self.implicit = rm.head == "implicit"
-        self.likelihood = rm.head == "likelihood"
-        self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore or self.implicit, agg
+        # A head that is not incremental (the implicit PRM reads every token's probability under two LMs) scores each
+        # path from its start. An incremental head that reads the LM (the likelihood PRM) predicts a step's first
+        # token by its parent's last hidden state, which the parent's entry keeps.
+        head = HEADS[rm.head]
+        self.whole_paths, self.reads_lm = not head.incremental, head.reads_lm
+        self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore or self.whole_paths, agg
         self.max_cache_tokens, self.max_batch_tokens = max_cache_tokens, max_batch_tokens
         self.format, self.tokenizer = rm.step_format, rm.tokenizer
         self.steps: KeyTree[Step] = KeyTree(on_drop=self._uncache, error=ScorerError)
@@ -74,11 +74,11 @@ class StepScorer:
         self._gap = len(self.format.step_ids(self.tokenizer, ["x"], first=False)[0]) - len(
             self.format.step_ids(self.tokenizer, ["x"], first=True)[0]
         )
-        if self.likelihood:
+        if self.reads_lm and not self.whole_paths:
             lm = rm.model.policy
             self._base, self._head = getattr(lm, lm.base_model_prefix), lm.get_output_embeddings()
             self._markers = torch.tensor(rm.model.marker_ids)
-        elif not self.implicit:
+        elif not self.whole_paths:
             self._base, self._head = getattr(rm.model, rm.model.base_model_prefix), rm.model.score
         self._pad = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
 
@@ -210,7 +210,7 @@ class StepScorer:
         ends = [(r, offset + len(e.ids) - 1) for r, (_, new) in enumerate(rows) for offset, e in _offsets(new)]
         index = torch.tensor(ends, device=device)
         keep = keep and not self.full_rescore
-        if self.implicit:  # whole paths (past == 0), the prompt first
+        if self.whole_paths:  # whole paths (past == 0), the prompt first
             prompt_length = torch.tensor([len(new[0].ids) for _, new in rows], device=device)
             logits = self.rm(ids.to(device), mask.to(device), prompt_length)
             probs = self.rm.probabilities(logits[index[:, 0], index[:, 1]]).tolist()
@@ -223,7 +223,7 @@ class StepScorer:
                 cache=cache,
                 use_cache=cache is not None,
             ).last_hidden_state
-            if self.likelihood:
+            if self.reads_lm:
                 probs = self._likelihood(rows, ids.to(device), hidden)
             else:
                 probs = self.rm.probabilities(self._head(hidden[index[:, 0], index[:, 1]])).tolist()
@@ -240,7 +240,7 @@ class StepScorer:
                 if keep and e.kv is None:
                     e.kv = kv.take(cache, r, slice(past + offset, past + offset + len(e.ids)))
                     self.cached_tokens += len(e.ids)
-                    if self.likelihood:
+                    if self.reads_lm:
                         e.last = hidden[r, offset + len(e.ids) - 1].clone()
         self.stats["forward_passes"] += 1
 
@@ -301,7 +301,7 @@ class StepScorer:
             if requests:
                 got, c = self.score(requests, keep=False)
                 for i, s, t, p in zip(which, got, c.tokens, c.passes, strict=True):
-                    step_scores[i], scores[i] = s, aggregate(s, self.agg)
+                    step_scores[i], scores[i] = s, aggregate_steps(s, self.agg)
                     counts.tokens[i], counts.passes[i] = t, p
         finally:  # also when a solution cannot be scored (too long): a server retries around it for days
             self.release([*roots.values(), *(k for _, steps in requests for k, _ in steps)])

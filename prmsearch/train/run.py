@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ..files import write_atomic
-from ..models.reward_model import LM_HEADS, RewardModel
+from ..models.heads import HEADS
+from ..models.reward_model import RewardModel, write_settings
 from ..steps import StepFormat
 from .config import TrainConfig, TrainConfigError
 from .data import inspect_data, load_data, load_data_tokenizer
@@ -73,7 +74,7 @@ def prepare(
     tokenizer = load_data_tokenizer(spec)
     rm = build_reward_model(cfg, tokenizer, spec.step_format)
     train_set, eval_set = load_data(cfg, spec, rm.model.get_input_embeddings().num_embeddings)
-    if cfg.head == "likelihood" and checkpoint is None:
+    if HEADS[cfg.head].calibrated and checkpoint is None:
         calibrate(cfg, rm, train_set, progress=progress)
     trainer = _make_trainer(cfg, rm, train_set, eval_set, callbacks=callbacks, progress=progress)
     return Run(cfg, rm, trainer, train_set, eval_set, checkpoint)
@@ -289,12 +290,6 @@ def finalize(run: Run, train_metrics: dict[str, float]) -> TrainResult:
     return result
 
 
-def write_settings(model: Any, rm: RewardModel) -> None:
-    """The one place training writes the prmsearch settings (kind, StepFormat, PRM loss, ORM aggregation, BT centre)
-    into a transformers model's config, where `RewardModel.from_pretrained` reads them back."""
-    model.config.prmsearch = rm.settings()
-
-
 def _save_model(trainer, rm: RewardModel, cfg: TrainConfig) -> None:
     """The final model in `output_dir`, loadable by `RewardModel.from_pretrained` (LoRA merged into it). It is
     saved into a temporary folder first and each file renamed into place, so a kill while saving leaves every file
@@ -308,7 +303,7 @@ def _save_model(trainer, rm: RewardModel, cfg: TrainConfig) -> None:
         if trainer.accelerator.is_main_process:
             merged.save_pretrained(staging)
             rm.tokenizer.save_pretrained(staging)
-    elif rm.head in LM_HEADS:
+    elif rm.reads_lm:
         if trainer.accelerator.is_main_process:
             rm.save_pretrained(staging)  # the LM in the folder (an implicit PRM's reference in ref/), its read-out
     else:

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer
 from trl import RewardTrainer
 
-from ..models.reward_model import LM_HEADS, aggregate
+from ..models.heads import HEADS
+from ..models.reward_model import aggregate_tokens
 from . import metrics as M
 from .collators import GroupBatchSampler, PairCollator, TokenBudgetSampler, TokenCollator, sequences
 from .losses import (
@@ -127,7 +128,7 @@ class TokenRMTrainer(_RMTrainerMixin, Trainer):
         """A checkpoint of an implicit or likelihood PRM (no transformers model) is its whole state dict, which the
         Trainer's resume loads back; safetensors' `save_model` stores a tied embedding once, where `save_file`
         refuses."""
-        if self.rm.head not in LM_HEADS:
+        if not self.rm.reads_lm:
             return super()._save(output_dir, state_dict)
         from safetensors.torch import save_model
         from transformers.utils import SAFE_WEIGHTS_NAME
@@ -166,7 +167,9 @@ class TokenRMTrainer(_RMTrainerMixin, Trainer):
         result = {"loss": sum(r["loss"] for r in records) / max(n, 1), "examples": float(len(records))}
         if self.rm.kind == "orm":
             how = self.rm.aggregation
-            scores = torch.tensor([aggregate(torch.tensor(r["probs"], dtype=torch.float64), how) for r in records])
+            scores = torch.tensor(
+                [aggregate_tokens(torch.tensor(r["probs"], dtype=torch.float64), how) for r in records]
+            )
             outcome = torch.tensor([r["labels"][0] if r["labels"] else 0.0 for r in records])
             result.update(
                 accuracy=M.binary_accuracy(scores, outcome),
@@ -259,4 +262,4 @@ class PairRMTrainer(_RMTrainerMixin, RewardTrainer):
 def make_collator(kind: str, pad_token_id: int, cfg: Any):
     if kind == "bt":
         return PairCollator(pad_token_id, rankings=cfg.bt_loss == "plackett_luce")
-    return TokenCollator(pad_token_id, packing=cfg.packing, prompt_length=cfg.head in LM_HEADS)
+    return TokenCollator(pad_token_id, packing=cfg.packing, prompt_length=HEADS[cfg.head].reads_lm)

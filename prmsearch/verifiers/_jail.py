@@ -656,15 +656,9 @@ def _run(program: str, tests: str, entry_point, verdict) -> None:
     and this script's globals.
     """
     restore = _snapshot()
-    fork, waitpid, listdir, kill, getpid, exit_ = os.fork, os.waitpid, os.listdir, os.kill, os.getpid, os._exit
-    sig_dfl, set_signal, thread_count = signal.SIG_DFL, signal.signal, threading.active_count
-    wifsignaled, wtermsig, waitstatus_to_exitcode = os.WIFSIGNALED, os.WTERMSIG, os.waitstatus_to_exitcode
+    leave_threads_behind = _thread_escape()
     assertion_error, base_exception, run_exec, run_compile = AssertionError, BaseException, exec, compile
-    # A module registered by name: pickle (multiprocessing) finds the program's functions as __candidate__.f
-    module = types.ModuleType("__candidate__")
-    sys.modules["__candidate__"] = module
-    namespace = vars(module)
-    namespace["__builtins__"] = builtins
+    namespace = _candidate_namespace()
     memory_error = MemoryError
 
     def fail(status: str, exc: BaseException, stage: str) -> None:
@@ -681,24 +675,7 @@ def _run(program: str, tests: str, entry_point, verdict) -> None:
         namespace.clear()  # the program's objects: a memory bomb's memory, before anything else is allocated
         fail("error", e, "program")
 
-    try:
-        threads = len(listdir("/proc/self/task"))
-    except base_exception:
-        threads = thread_count()
-    if threads > 1:
-        # Only the forking thread exists in the child: threads the program left running cannot meddle with the
-        # tests. This process waits and ends the way the child did.
-        try:
-            child = fork()
-        except base_exception as e:
-            fail("error", e, "fork to run the tests apart from the program's threads")
-        if child:
-            _, status = waitpid(child, 0)
-            if wifsignaled(status):
-                set_signal(wtermsig(status), sig_dfl)
-                kill(getpid(), wtermsig(status))
-            exit_(waitstatus_to_exitcode(status) & 0xFF)
-
+    leave_threads_behind(fail)
     restore()
     shadowing = set(vars(builtins))
     scope = {k: v for k, v in namespace.items() if k not in shadowing and not (k[:2] == k[-2:] == "__")}
@@ -718,12 +695,59 @@ def _run(program: str, tests: str, entry_point, verdict) -> None:
         scope.clear()
         fail("error", e, "tests")
     restore()
+    _flush_output()
+    verdict("passed", "all tests passed")
+
+
+def _candidate_namespace() -> dict:
+    """The globals the program runs in: a module registered by name, so pickle (multiprocessing) finds the program's
+    functions as __candidate__.f."""
+    module = types.ModuleType("__candidate__")
+    sys.modules["__candidate__"] = module
+    namespace = vars(module)
+    namespace["__builtins__"] = builtins
+    return namespace
+
+
+def _thread_escape():
+    """A function that, called after the program ran, goes on in a forked child when the program left threads
+    running: only the forking thread exists in the child, so those threads cannot meddle with the tests. This process
+    waits and ends the way the child did.
+
+    Called before the program runs, like `_snapshot`: what the returned function uses is bound here, out of the
+    program's reach."""
+    fork, waitpid, listdir, kill, getpid, exit_ = os.fork, os.waitpid, os.listdir, os.kill, os.getpid, os._exit
+    sig_dfl, set_signal, thread_count = signal.SIG_DFL, signal.signal, threading.active_count
+    wifsignaled, wtermsig, waitstatus_to_exitcode = os.WIFSIGNALED, os.WTERMSIG, os.waitstatus_to_exitcode
+    base_exception = BaseException
+
+    def leave_threads_behind(fail) -> None:
+        try:
+            threads = len(listdir("/proc/self/task"))
+        except base_exception:
+            threads = thread_count()
+        if threads > 1:
+            try:
+                child = fork()
+            except base_exception as e:
+                fail("error", e, "fork to run the tests apart from the program's threads")
+            if child:
+                _, status = waitpid(child, 0)
+                if wifsignaled(status):
+                    set_signal(wtermsig(status), sig_dfl)
+                    kill(getpid(), wtermsig(status))
+                exit_(waitstatus_to_exitcode(status) & 0xFF)
+
+    return leave_threads_behind
+
+
+def _flush_output() -> None:
+    """Flush what the program and tests printed before the verdict ends the process without flushing."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:  # noqa: B036
             pass
-    verdict("passed", "all tests passed")
 
 
 def _snapshot():

@@ -212,56 +212,68 @@ def _mixed_number(tokens: list[tuple[str, str]]) -> Rational | None:
 def _evaluate(tokens: list[tuple[str, str]]) -> Rational | None:
     """Exact value of a token list by precedence climbing; None if it is not a well-formed expression or cannot be
     evaluated safely."""
-    tokens = [(kind, _OPS.get(text, text) if kind == "op" else text) for kind, text in tokens]  # "×" -> "*"
-    pos = 0
+    parser = _Parser([(kind, _OPS.get(text, text) if kind == "op" else text) for kind, text in tokens])  # "×" -> "*"
+    try:
+        value = parser.sum_()
+    except ValueError:
+        return None
+    return value if parser.pos == len(parser.tokens) else None
 
-    def peek() -> tuple[str, str] | None:
-        return tokens[pos] if pos < len(tokens) else None
 
-    def take() -> tuple[str, str]:
-        nonlocal pos
-        pos += 1
-        return tokens[pos - 1]
+class _Parser:
+    """The grammar's rules (sum of products of powers of signed atoms), reading on from one shared position; a rule
+    raises ValueError where the tokens are not a well-formed expression or cannot be evaluated safely."""
 
-    def atom() -> Rational:
-        tok = peek()
+    def __init__(self, tokens: list[tuple[str, str]]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str]:
+        self.pos += 1
+        return self.tokens[self.pos - 1]
+
+    def atom(self) -> Rational:
+        tok = self.peek()
         if tok is None:
             raise ValueError("expression ends early")
         if tok[0] == "op" and tok[1] in "+-":
-            take()
-            value = atom()
+            self.take()
+            value = self.atom()
             return -value if tok[1] == "-" else value
         if tok[0] == "lp":
-            take()
-            value = sum_()
-            if peek() is None or peek()[0] != "rp":
+            self.take()
+            value = self.sum_()
+            if self.peek() is None or self.peek()[0] != "rp":
                 raise ValueError("unclosed parenthesis")
-            take()
+            self.take()
             return value
         if tok[0] == "num":
-            take()
+            self.take()
             value = _number(tok[1])
             if value is None:
                 raise ValueError("number too long")
             return value
         raise ValueError(f"unexpected {tok[1]!r}")
 
-    def power() -> Rational:
-        base = atom()
-        tok = peek()
+    def power(self) -> Rational:
+        base = self.atom()
+        tok = self.peek()
         if tok is not None and tok[0] == "op" and tok[1] == "^":
-            take()
-            exponent = power()
+            self.take()
+            exponent = self.power()
             if not exponent.is_integer or abs(exponent) > _MAX_EXPONENT or (base == 0 and exponent < 0):
                 raise ValueError("power out of range")
             return base**exponent
         return base
 
-    def product() -> Rational:
-        value = power()
-        while (tok := peek()) is not None and tok[0] == "op" and tok[1] in "*/":
-            take()
-            right = power()
+    def product(self) -> Rational:
+        value = self.power()
+        while (tok := self.peek()) is not None and tok[0] == "op" and tok[1] in "*/":
+            self.take()
+            right = self.power()
             if tok[1] == "*":
                 value = value * right
             elif right == 0:
@@ -270,16 +282,10 @@ def _evaluate(tokens: list[tuple[str, str]]) -> Rational | None:
                 value = value / right
         return value
 
-    def sum_() -> Rational:
-        value = product()
-        while (tok := peek()) is not None and tok[0] == "op" and tok[1] in "+-":
-            take()
-            right = product()
+    def sum_(self) -> Rational:
+        value = self.product()
+        while (tok := self.peek()) is not None and tok[0] == "op" and tok[1] in "+-":
+            self.take()
+            right = self.product()
             value = value + right if tok[1] == "+" else value - right
         return value
-
-    try:
-        value = sum_()
-    except ValueError:
-        return None
-    return value if pos == len(tokens) else None

@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 _JAIL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_jail.py")
 _LAUNCHER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}  # never the host's: it holds secrets
 _BACKSTOP_S = 10.0  # beyond the run's own wall clock: interpreter start-up and sandbox teardown on a busy machine
-STATUSES = ("passed", "failed", "error", "timeout", "killed")
 
 
 class SandboxError(RuntimeError):

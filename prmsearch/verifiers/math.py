@@ -19,9 +19,9 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 
+from ..records import Grade
 from . import answers
 from .workers import Outcome, WorkerPool, default_workers
 
@@ -132,16 +132,6 @@ def _warm_up() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     _compare("\\frac{1}{2}", "0.5")
     answers.in_worker("so $x = \\frac{1}{2}$")
-
-
-@dataclass(frozen=True)
-class Grade:
-    """`answer`: what was extracted (None if nothing); `reason`: "identical", "equivalent", "not equivalent",
-    "no answer", "timeout", or "error: ..." (the comparison raised or its worker crashed)."""
-
-    answer: str | None
-    correct: bool
-    reason: str
 
 
 _POOL: WorkerPool | None = None

@@ -10,7 +10,7 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InputError, OutputError, PrmsearchError, require_local
@@ -68,66 +68,33 @@ def _parse(row: dict[str, Any], cfg: VerifyMathConfig) -> tuple[list[str], str, 
     return preds, str(gold), labels, isinstance(value, list)
 
 
+# One parsed row waiting in a chunk: (line, row, predictions, gold, labels, was the prediction field a list).
+_Pending = tuple[int, dict, list[str], str, list[bool] | None, bool]
+
+
+@dataclass
+class _Tally:
+    """Running totals over every graded answer, kept across chunks for the summary."""
+
+    reasons: Counter = field(default_factory=Counter)
+    graded: int = 0
+    agree: int = 0
+    disagreements: list[str] = field(default_factory=list)
+
+
 def verify_math_file(cfg: VerifyMathConfig, progress: bool = True) -> dict[str, Any]:
     """Write every input row with `grade_answer`, `grade_correct`, `grade_reason` added (lists when the prediction
     field is a list), and return a summary."""
     start = time.perf_counter()
     report = ReadReport()
-    reasons: Counter = Counter()
-    graded = agree = 0
-    disagreements: list[str] = []
-    if os.path.isdir(cfg.output):
-        raise OutputError(f"--output {cfg.output} is a folder; give the path of a .jsonl file")
-    os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="grading", unit="row")
+    tally = _Tally()
+    _prepare_output(cfg.output)
+    bar = _progress_bar() if progress else None
     # Rows go to a temporary file renamed over OUTPUT when all are graded: a killed run leaves the old OUTPUT (or
     # none) and never half of one. Rows graded before a bad row are kept, as OUTPUT.partial.
     tmp = f"{cfg.output}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as out:
-        chunk: list[tuple[int, dict, list[str], str, list[bool] | None, bool]] = []
-
-        def flush() -> None:
-            nonlocal graded, agree
-            preds = [p for *_, ps, _g, _l, _w in chunk for p in ps]
-            golds = [g for *_, ps, g, _l, _w in chunk for _ in ps]
-            if cfg.pred_is_answer:
-                verdicts = compare_many(
-                    preds, [gold_answer(g) for g in golds], timeout=cfg.timeout, workers=cfg.workers
-                )
-                grades = [Grade(p, ok, why) for p, (ok, why) in zip(preds, verdicts, strict=True)]
-            else:
-                grades = grade_many(preds, golds, timeout=cfg.timeout, workers=cfg.workers, progress=False)
-            at = 0
-            for line, row, ps, _gold, labels, was_list in chunk:
-                mine = grades[at : at + len(ps)]
-                at += len(ps)
-                fields = {
-                    "grade_answer": [g.answer for g in mine],
-                    "grade_correct": [g.correct for g in mine],
-                    "grade_reason": [g.reason for g in mine],
-                }
-                if not was_list:
-                    fields = {k: v[0] for k, v in fields.items()}
-                out.write(json.dumps({**row, **fields}, ensure_ascii=False) + "\n")
-                for k, g in enumerate(mine):
-                    reasons[g.reason] += 1
-                    graded += 1
-                    if labels is not None:
-                        agree += g.correct == labels[k]
-                        if g.correct != labels[k] and len(disagreements) < 20:
-                            disagreements.append(
-                                f"{cfg.input}:{line}[{k}]: label {labels[k]}, graded {g.correct} "
-                                f"({g.reason}; answer {g.answer!r}, gold {gold_answer(_gold)!r})"
-                            )
-            out.flush()
-            if bar is not None:
-                bar.update(len(chunk))
-            chunk.clear()
-
+        chunk: list[_Pending] = []
         try:
             parsed = parse_rows(
                 cfg.input, lambda row: _parse(row, cfg), skip_bad=cfg.skip_bad, report=report, split=cfg.split
@@ -135,19 +102,19 @@ def verify_math_file(cfg: VerifyMathConfig, progress: bool = True) -> dict[str, 
             for line, row, fields in parsed:
                 chunk.append((line, row, *fields))
                 if len(chunk) >= cfg.chunk_size:
-                    flush()
+                    _write_chunk(out, chunk, cfg, tally, bar)
             if chunk:
-                flush()
+                _write_chunk(out, chunk, cfg, tally, bar)
         except BadRowError as e:
             if chunk:
-                flush()  # rows before the bad one are graded: kept, not lost
+                _write_chunk(out, chunk, cfg, tally, bar)  # rows before the bad one are graded: kept, not lost
             out.close()
             os.replace(tmp, cfg.output + ".partial")
             raise BadRowError(
                 e.path,
                 e.line,
                 e.field,
-                f"{e.message} (the {graded} answers graded before it are in "
+                f"{e.message} (the {tally.graded} answers graded before it are in "
                 f"{cfg.output}.partial; --skip-bad skips bad rows)",
             ) from None
         except BaseException:
@@ -158,20 +125,78 @@ def verify_math_file(cfg: VerifyMathConfig, progress: bool = True) -> dict[str, 
             if bar is not None:
                 bar.close()
     os.replace(tmp, cfg.output)
+    return _summary(cfg, report, tally, start)
+
+
+def _prepare_output(output: str) -> None:
+    """Refuse a folder as OUTPUT and make the folder it goes in, before any row is graded."""
+    if os.path.isdir(output):
+        raise OutputError(f"--output {output} is a folder; give the path of a .jsonl file")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+
+
+def _progress_bar() -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(desc="grading", unit="row")
+
+
+def _grade_chunk(chunk: list[_Pending], cfg: VerifyMathConfig) -> list[Grade]:
+    """One grade per prediction of the chunk's rows, in order, in one batch of workers."""
+    preds = [p for *_, ps, _g, _l, _w in chunk for p in ps]
+    golds = [g for *_, ps, g, _l, _w in chunk for _ in ps]
+    if cfg.pred_is_answer:
+        verdicts = compare_many(preds, [gold_answer(g) for g in golds], timeout=cfg.timeout, workers=cfg.workers)
+        return [Grade(p, ok, why) for p, (ok, why) in zip(preds, verdicts, strict=True)]
+    return grade_many(preds, golds, timeout=cfg.timeout, workers=cfg.workers, progress=False)
+
+
+def _write_chunk(out: Any, chunk: list[_Pending], cfg: VerifyMathConfig, tally: _Tally, bar: Any) -> None:
+    """Grade the chunk's rows, write them with their grades and count them in `tally`; the chunk is then emptied."""
+    grades = _grade_chunk(chunk, cfg)
+    at = 0
+    for line, row, ps, gold, labels, was_list in chunk:
+        mine = grades[at : at + len(ps)]
+        at += len(ps)
+        fields = {
+            "grade_answer": [g.answer for g in mine],
+            "grade_correct": [g.correct for g in mine],
+            "grade_reason": [g.reason for g in mine],
+        }
+        if not was_list:
+            fields = {k: v[0] for k, v in fields.items()}
+        out.write(json.dumps({**row, **fields}, ensure_ascii=False) + "\n")
+        for k, g in enumerate(mine):
+            tally.reasons[g.reason] += 1
+            tally.graded += 1
+            if labels is not None:
+                tally.agree += g.correct == labels[k]
+                if g.correct != labels[k] and len(tally.disagreements) < 20:
+                    tally.disagreements.append(
+                        f"{cfg.input}:{line}[{k}]: label {labels[k]}, graded {g.correct} "
+                        f"({g.reason}; answer {g.answer!r}, gold {gold_answer(gold)!r})"
+                    )
+    out.flush()
+    if bar is not None:
+        bar.update(len(chunk))
+    chunk.clear()
+
+
+def _summary(cfg: VerifyMathConfig, report: ReadReport, tally: _Tally, start: float) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "input": cfg.input,
         "output": cfg.output,
         "rows": report.rows,
         "bad_rows": report.bad_rows,
         "bad_examples": report.bad_examples,
-        "graded": graded,
-        "correct": reasons["identical"] + reasons["equivalent"],
-        "reasons": dict(reasons.most_common()),
+        "graded": tally.graded,
+        "correct": tally.reasons["identical"] + tally.reasons["equivalent"],
+        "reasons": dict(tally.reasons.most_common()),
         "seconds": round(time.perf_counter() - start, 2),
         "config": asdict(cfg),
     }
     if cfg.label_field:
-        summary["agreement"] = {"agree": agree, "of": graded, "examples": disagreements}
+        summary["agreement"] = {"agree": tally.agree, "of": tally.graded, "examples": tally.disagreements}
     return summary
 
 

@@ -26,20 +26,20 @@ def _sample(search: Search, states: list[State]) -> None:
         st.candidates = [n for n in nodes if n.complete]
 
 
-def majority(search: Search, states: list[State]) -> None:
+def majority_vote(search: Search, states: list[State]) -> None:
     """The most common answer among N samples (answers grouped by math equivalence); no scorer needed."""
     _sample(search, states)
     search.select_answer(states, "majority", scores="own")
 
 
-def best_of_n(search: Search, states: list[State]) -> None:
+def best_sample(search: Search, states: list[State]) -> None:
     """The highest-scoring of N samples (PRM: step scores aggregated by `agg`; ORM / BT: the model's score)."""
     _sample(search, states)
     search.score_solutions([(st, n) for st in states for n in st.candidates])
     search.select_answer(states, "best_of_n", scores="own")
 
 
-def weighted_best_of_n(search: Search, states: list[State]) -> None:
+def weighted_vote(search: Search, states: list[State]) -> None:
     """The answer whose samples' scores sum highest: votes weighted by the reward model."""
     _sample(search, states)
     search.score_solutions([(st, n) for st in states for n in st.candidates])

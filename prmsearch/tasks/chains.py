@@ -28,6 +28,7 @@ SEPARATOR = "\n\n"
 _STEP = re.compile(r"^(\d+) ([+\-*]) (\d+) = (-?\d+)$")
 _FINAL = re.compile(r"^\s*The answer is (-?\d+)\.?\s*$")
 SPLITS = ("train", "test")
+TEST_SIZE = 500  # problems in the named test set (`load_problems("chains")`)
 
 
 @dataclass(frozen=True)
@@ -168,3 +169,17 @@ def write_problems(problems: list[Problem], path: str) -> None:
 
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"id": p.id, "prompt": p.prompt, "answer": p.answer}) + "\n" for p in problems)
+
+
+def load(split: str | None, limit: int | None) -> list[Problem]:
+    """The named dataset "chains": the fixed test set of `TEST_SIZE` problems, or split "train" (10,000 unless
+    `limit` says otherwise). Its problems are math problems: graded by their answer."""
+    split = split or "test"
+    if split not in SPLITS:
+        raise ValueError(f"the chains task has splits {SPLITS}; got split={split!r}")
+    if split == "test":
+        return generate("test", min(TEST_SIZE, TEST_SIZE if limit is None else limit))
+    return generate("train", 10_000 if limit is None else limit)
+
+
+DATASETS = {"chains": load}

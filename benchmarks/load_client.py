@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..serve import Client
+from prmsearch.serve import Client
 
 # (name, body, the status it must get). The 422 case is a query longer than the model reads.
 MALFORMED: list[tuple[str, Callable[[str], bytes | dict], int]] = [
@@ -40,7 +40,7 @@ class Outcome:
 def chain_queries(n: int, *, seed: int = 0) -> list[str]:
     """`n` full query texts (prompt, blank line, steps) on the bundled task's test problems: the worked solution,
     or with one step's result off by one, so rewards differ from query to query."""
-    from .datasets import load_problems
+    from prmsearch.tasks import load_problems
 
     rng = random.Random(seed)
     texts = []
@@ -57,7 +57,7 @@ def chain_queries(n: int, *, seed: int = 0) -> list[str]:
 
 def score_alone(scorer: Any, texts: Sequence[str], empty: float = 0.0) -> list[float]:
     """Each text's reward scored by itself (no batch-mates), as the server reads a query without prompts."""
-    from ..serve import split_query
+    from prmsearch.serve import split_query
 
     out = []
     for text in texts:

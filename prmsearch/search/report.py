@@ -167,7 +167,6 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str | None 
     private Agg canvas, so no global matplotlib state (a notebook's backend) is touched."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogFormatter
 
     path = Path(path)
     fig = Figure(figsize=(12, 4.8), layout="constrained")
@@ -204,6 +203,20 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str | None 
                 linestyle="none" if strategy == "greedy" else "-",
                 **style,
             )
+    _label_axes(by_n, by_tokens, ns)
+    if title:
+        fig.suptitle(title)
+    if not strategies:
+        by_n.text(0.5, 0.5, "no graded results", ha="center", va="center", transform=by_n.transAxes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _label_axes(by_n: Any, by_tokens: Any, ns: set[int]) -> None:
+    """Scales, ticks, labels, limits and legends of the two panels of `plot`."""
+    from matplotlib.ticker import LogFormatter
+
     by_n.set_xscale("log", base=2)
     if ns:
         by_n.set_xticks(sorted(ns), [str(n) for n in sorted(ns)])
@@ -219,13 +232,6 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str | None 
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    if not strategies:
-        by_n.text(0.5, 0.5, "no graded results", ha="center", va="center", transform=by_n.transAxes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
 
 
 def write(

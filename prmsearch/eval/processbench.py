@@ -125,36 +125,6 @@ def evaluate(
     }
 
 
-class Oracle:
-    """A step scorer that knows the annotations of `items`: 1.0 before a solution's first error, 0.0 from it on. It
-    scores F1 100 by construction, so it checks the metric and the reader, not a model."""
-
-    def __init__(self, items: Sequence[Annotated]) -> None:
-        self.gold = {(a.problem, tuple(a.steps)): a.first_error for a in items}
-
-    def score_steps_batch(
-        self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 8
-    ) -> list[list[float]]:
-        scores = []
-        for p, s in zip(prompts, steps, strict=True):
-            g = self.gold[(p, tuple(s))]
-            scores.append([1.0 if g < 0 or i < g else 0.0 for i in range(len(s))])
-        return scores
-
-
-class Constant:
-    """A step scorer that gives every step `value`: above the threshold it flags nothing (right on correct solutions
-    only), below it flags every first step; either way F1 is 0."""
-
-    def __init__(self, value: float) -> None:
-        self.value = value
-
-    def score_steps_batch(
-        self, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 8
-    ) -> list[list[float]]:
-        return [[self.value] * len(s) for s in steps]
-
-
 @dataclass
 class ProcessBenchConfig:
     """`prmsearch eval processbench`: every flag is a field."""
@@ -214,10 +184,9 @@ def run_processbench(cfg: ProcessBenchConfig, scorer: Any = None) -> dict[str, A
         raise ValueError("give --scorer or --judge, not both")
     items = read_annotated(cfg.data, cfg.split)
     if scorer is None and cfg.judge:
-        from ..judges import CriticJudge
-        from ..search.generators import HFGenerator
+        from ..search.load import load_judge
 
-        scorer = CriticJudge(HFGenerator.from_pretrained(cfg.judge, device=cfg.device, batch_size=cfg.batch_size))
+        scorer = load_judge(cfg.judge, "critic", device=cfg.device, batch_size=cfg.batch_size)
     if scorer is None:
         scorer = load_step_scorer(cfg.scorer, adapter=cfg.adapter, device=cfg.device)
     judged = "invalid" in getattr(scorer, "stats", {})  # a judge: verdicts, a wrong step 0 and the others 1

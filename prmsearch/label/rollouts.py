@@ -1,7 +1,7 @@
 """Rollouts: the policy completes a solution from one of its step prefixes, and a verifier says whether the
 completion reached the gold answer (math, `verifiers.math`) or passes the problem's unit tests (code,
 `verifiers.code`). This is the measurement behind Monte Carlo process labels (Math-Shepherd) and first-error
-search (OmegaPRM); `autolabel` turns the counts into labels.
+search (OmegaPRM); `methods` turns the counts into labels.
 
 Seeds: the K rollouts from prefix i of trace t are one prompt of a `generate` call with the per-prompt seed
 `derive_seed(run seed, t, i)`, sample j drawn from (that seed, j) alone (the `Generator` contract). So rollout j of
@@ -16,20 +16,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..records import Problem, Trace
-from ..verifiers.math import compare_many, extract_many, gold_answer
-
-if TYPE_CHECKING:
-    from .autolabel import LabelConfig
-
-CODE_SEPARATOR = "\n"  # a program's steps are its lines
+from ..tasks import Checks, Task, task_of
+from ..verifiers.math import gold_answer
+from .config import LabelConfig
 
 
 @dataclass
 class LabelJob:
-    """One trace being labelled: its steps, how to grade it, and what its rollouts found so far.
+    """One trace being labelled: its steps, the problem it grades against, and what its rollouts found so far.
 
     `correct[i]` is how many of the K rollouts from prefix i (steps[: i + 1]) reached the gold answer, None while
     none were run from there. `outcome` is whether the trace's own final answer is right.
@@ -38,11 +35,8 @@ class LabelJob:
     id: str
     trace: Trace
     steps: list[str]
-    task: str  # "math" | "code"
+    problem: Problem  # the gold answer (reduced by `gold_answer`) or the unit tests; meta["task"] names the task
     policy_prompt: str
-    gold: str | None = None  # math: the gold answer, already reduced by `gold_answer`
-    test: str | None = None  # code: the unit tests and the function they check
-    entry_point: str | None = None
     outcome: bool | None = None
     correct: list[int | None] = field(default_factory=list)
     rollouts: int = 0
@@ -53,47 +47,42 @@ class LabelJob:
         if not self.correct:
             self.correct = [None] * len(self.steps)
 
+    @property
+    def task(self) -> Task:
+        return task_of(self.problem)
+
     def prefix(self, step: int, separator: str) -> str:
-        """What the policy continues for a rollout from step `step`: its prompt and the steps up to `step`."""
-        sep = CODE_SEPARATOR if self.task == "code" else separator
+        """What the policy continues for a rollout from step `step`: its prompt and the steps up to `step`, each
+        ended by the task's separator (a math step's `separator`, a program's line end)."""
+        sep = self.task.separator(separator)
         return self.policy_prompt + "".join(s + sep for s in self.steps[: step + 1])
 
     def solution(self, upto: int, separator: str, completion: str | None = None) -> str:
-        """The text to grade: the steps up to `upto` (exclusive) and a completion; for code, the whole program."""
-        if self.task == "code":
-            body = "".join(s + CODE_SEPARATOR for s in self.steps[:upto])
-            return self.trace.prompt + body + (completion or "")
-        steps = self.steps[:upto] + ([completion.strip()] if completion else [])
-        return separator.join(s for s in steps if s.strip())
+        """The text to grade: the steps up to `upto` (exclusive) and a completion (`Task.solution`)."""
+        sep = self.task.separator(separator)
+        return self.task.solution(self.problem, self.steps[:upto], sep, completion)
+
+
+def problem_of(trace: Trace, job_id: str) -> Problem:
+    """The problem a trace's meta describes: `meta["task"]` (default math) with `gold` (a bare answer or a reference
+    solution) or, for code, `test` and `entry_point`. The task decides whether that is enough to grade."""
+    meta = {k: trace.meta[k] for k in ("task", "test", "entry_point") if k in trace.meta}
+    meta.setdefault("task", "math")
+    gold = trace.meta.get("gold")
+    answer = gold_answer(str(gold)) if gold is not None and str(gold).strip() else None
+    return Problem(job_id, trace.prompt, answer, meta)
 
 
 def make_job(trace: Trace, job_id: str, tokenizer: Any, cfg: LabelConfig) -> LabelJob:
-    """A job for `trace`, whose meta says how to grade it: `gold` (a bare answer or a reference solution) for
-    math, or `task: "code"` with `test` and `entry_point`. Raises ValueError when it says neither."""
+    """A job for `trace`, whose meta says how to grade it (`problem_of`). Raises ValueError when it cannot be."""
     from ..search.engine import policy_prompt
 
-    meta = trace.meta
-    code = meta.get("task") == "code"
-    if code:
-        if not (isinstance(meta.get("test"), str) and isinstance(meta.get("entry_point"), str)):
-            raise ValueError(f"{trace.source or job_id}: a code trace needs meta 'test' and 'entry_point'")
-        steps = [s.rstrip() for s in trace.steps if s.strip()]
-    else:
-        if meta.get("gold") is None or not str(meta["gold"]).strip():
-            raise ValueError(f"{trace.source or job_id}: no gold answer to grade rollouts against")
-        steps = [s.strip() for s in trace.steps if s.strip()]
-    problem = Problem(job_id, trace.prompt, meta={"task": "code" if code else "math"})
+    problem = problem_of(trace, job_id)
+    task = task_of(problem)
+    if not task.gradable(problem):
+        raise ValueError(f"{trace.source or job_id}: nothing to grade rollouts against ({task.name} task)")
     prompt = policy_prompt(problem, tokenizer, cfg.prompt_template, cfg.system_prompt)
-    return LabelJob(
-        id=job_id,
-        trace=trace,
-        steps=steps,
-        task="code" if code else "math",
-        policy_prompt=prompt,
-        gold=None if code else gold_answer(str(meta["gold"])),
-        test=meta.get("test") if code else None,
-        entry_point=meta.get("entry_point") if code else None,
-    )
+    return LabelJob(id=job_id, trace=trace, steps=task.clean_steps(trace.steps), problem=problem, policy_prompt=prompt)
 
 
 def grade_outcomes(jobs: Sequence[LabelJob], cfg: LabelConfig) -> None:
@@ -136,25 +125,17 @@ def run_rollouts(requests: Sequence[tuple[LabelJob, int]], generator: Any, cfg: 
 
 
 def grade(items: Sequence[tuple[LabelJob, str]], cfg: LabelConfig) -> list[bool]:
-    """Whether each text is right: math answers through `compare_many` (one batch, cached), programs through
-    the code sandbox (`run_many`; each distinct program runs once)."""
+    """Whether each text solves its job's problem (`Task.grade`, one batch per task)."""
+    checks = Checks(timeout=cfg.grade_timeout, run_timeout=cfg.code_timeout, workers=cfg.code_workers)
     verdicts = [False] * len(items)
-    math = [i for i, (job, _) in enumerate(items) if job.task == "math"]
-    if math:
-        answers = extract_many([items[i][1] for i in math], timeout=cfg.grade_timeout)
-        golds = [items[i][0].gold or "" for i in math]
-        for i, (ok, _why) in zip(math, compare_many(answers, golds, timeout=cfg.grade_timeout), strict=True):
-            verdicts[i] = ok
-    code = [i for i, (job, _) in enumerate(items) if job.task == "code"]
-    if code:
-        from ..verifiers.code import run_many
-
-        programs = {(items[i][1], items[i][0].test, items[i][0].entry_point): None for i in code}
-        jobs = [{"program": p, "tests": t, "entry_point": e, "timeout": cfg.code_timeout} for p, t, e in programs]
-        results = run_many(jobs, workers=cfg.code_workers, progress=False)
-        passed = {key: r.passed for key, r in zip(programs, results, strict=True)}
-        for i in code:
-            verdicts[i] = passed[(items[i][1], items[i][0].test, items[i][0].entry_point)]
+    by_task: dict[str, list[int]] = {}
+    for i, (job, _) in enumerate(items):
+        by_task.setdefault(job.task.name, []).append(i)
+    for which in by_task.values():
+        task = items[which[0]][0].task
+        grades = task.grade([items[i][0].problem for i in which], [items[i][1] for i in which], checks)
+        for i, g in zip(which, grades, strict=True):
+            verdicts[i] = bool(g.correct)
     return verdicts
 
 
@@ -184,20 +165,27 @@ def sample_traces(
     fmt = cfg.step_format()
     traces = []
     for problem, outs in zip(problems, completions, strict=True):
-        code = problem.meta.get("task") == "code"
+        task = task_of(problem)
         for j, c in enumerate(outs[: cfg.sample]):
             if c.finish_reason == "length":
                 dropped["cut_samples"] += 1
                 continue
-            if code:
-                steps = [line.rstrip() for line in c.text.split(CODE_SEPARATOR) if line.strip()]
-                meta = {"task": "code", "test": problem.meta["test"], "entry_point": problem.meta["entry_point"]}
-            else:
-                steps = fmt.split(c.text)
-                meta = {"task": "math", "gold": problem.answer}
+            steps = task.split(c.text, fmt)
+            meta = trace_meta(problem)
             if not steps:
                 dropped["no_steps"] += 1
                 continue
             meta.update({"id": f"{problem.id}/{j}", "sample_tokens": c.num_tokens})
             traces.append(Trace(problem.prompt, steps, None, None, problem.id, f"{problem.id}/{j}", meta))
     return traces
+
+
+def trace_meta(problem: Problem) -> dict[str, Any]:
+    """What a trace sampled for `problem` carries to be graded later (`problem_of` reads it back): its task, and
+    the gold answer or the unit tests."""
+    meta: dict[str, Any] = {"task": task_of(problem).name}
+    if "test" in problem.meta:
+        meta.update(test=problem.meta["test"], entry_point=problem.meta["entry_point"])
+    else:
+        meta["gold"] = problem.answer
+    return meta

@@ -1,1 +1,0 @@
-"""bench: filled by later issues (see DESIGN.md)."""

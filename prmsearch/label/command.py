@@ -1,0 +1,264 @@
+"""`prmsearch label`: read (or sample) the traces, label them in chunks, append each chunk to the output, resume.
+
+Each chunk of traces is appended in one write, flushed and fsynced; `--resume` cuts a torn last line, skips the
+traces already written and ends with exactly the file an uninterrupted run writes. Provenance and the summary go to
+`<output>.label.json`, traces consensus dropped to `<output>.dropped.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..files import append_rows, read_rows
+from ..records import Problem, Trace
+from ..rows import ReadReport, get, parse_rows
+from ..tasks import load_problems, task_of
+from .config import LabelConfig
+from .rollouts import sample_traces
+from .traces import label_in_chunks, make_jobs, need_judge, progress_bar, summarize, usable_traces
+
+
+def sidecar_path(output: str | Path) -> Path:
+    return Path(f"{output}.label.json")
+
+
+def dropped_path(output: str | Path) -> Path:
+    return Path(f"{output}.dropped.jsonl")
+
+
+def run_label(
+    cfg: LabelConfig, *, resume: bool = False, progress: bool = True, generator: Any = None, judge: Any = None
+) -> dict[str, Any]:
+    """Label the traces `cfg` names (read with a reader, or sampled with `cfg.sample`) into `cfg.output`; returns
+    the summary also written to `<output>.label.json`. `generator` (and `judge`, a `CriticJudge`) may be given
+    already loaded (notebooks, tests); otherwise they come from `cfg.policy` / `cfg.backend` (and `cfg.judge`)."""
+    started = time.time()
+    out = _check_paths(cfg)
+    dropped: Counter = Counter()
+    report = ReadReport()
+    problems: list[Problem] = []
+    traces: list[Trace] = []
+    if cfg.sample:
+        problems = _gradable_problems(cfg, dropped)
+        traces_in = len(problems) * cfg.sample + dropped["no_gold"]
+    else:
+        traces = read_traces(cfg, report)
+        traces_in = len(traces)
+        usable_traces(traces, cfg, Counter())  # bad input stops the run before anything is written
+    done = _prepare_output(out, cfg, resume)
+    generator, judge = _load_models(cfg, generator, judge)
+    if cfg.sample:
+        _label_samples(problems, done, out, generator, judge, cfg, dropped, progress)
+    else:
+        jobs = make_jobs(traces, generator, cfg, dropped)
+        todo = [j for j in jobs if j.id not in done]
+        for kept, removed in label_in_chunks(todo, generator, cfg, progress=progress, judge=judge):
+            _append_chunk(append_rows, out, kept, removed)
+    summary = summarize(read_rows(out), read_rows(dropped_path(out)), cfg, traces_in=traces_in, dropped=dropped)
+    summary.update(
+        {
+            "bad_rows": report.bad_rows,
+            "bad_row_examples": report.bad_examples,
+            "input": cfg.input or cfg.problems,
+            "output": str(out),
+            "resumed": bool(done),
+            "seconds": round(time.time() - started, 2),
+            "step_format": cfg.step_format().to_dict(),
+            "config": dataclasses.asdict(cfg),
+            "status": "done",
+        }
+    )
+    _write_json(sidecar_path(out), summary)
+    return summary
+
+
+def _gradable_problems(cfg: LabelConfig, dropped: Counter) -> list[Problem]:
+    """The problems to sample from that carry what grading needs; the others stop the run, or with `skip_bad` are
+    left out and counted."""
+    problems = load_problems(cfg.problems, split=cfg.split, limit=cfg.limit)
+    no_gold = [p for p in problems if not task_of(p).gradable(p)]
+    if no_gold and not cfg.skip_bad:
+        raise ValueError(
+            f"{cfg.problems}: problem {no_gold[0].id!r} has no gold answer to grade rollouts against; "
+            "add one, or pass --skip-bad to leave such problems out"
+        )
+    dropped["no_gold"] += len(no_gold) * cfg.sample
+    return [p for p in problems if p not in no_gold]
+
+
+def _load_models(cfg: LabelConfig, generator: Any, judge: Any) -> tuple[Any, Any]:
+    """The policy (where rollouts or samples need one) and the critic (where labels or consensus use one), loaded
+    by name unless given."""
+    if generator is None and cfg.uses_policy:
+        from ..search.load import load_generator
+
+        if not cfg.policy:
+            raise ValueError("label needs --policy (the model that writes rollouts and samples)")
+        generator = load_generator(cfg)
+    if judge is None and cfg.uses_judge and cfg.judge:
+        from ..search.load import load_judge
+
+        judge = load_judge(cfg.judge, "critic", device=cfg.device, batch_size=cfg.generate_batch)
+        judge.max_tokens = cfg.judge_max_tokens
+    need_judge(cfg, judge)
+    return generator, judge
+
+
+def _label_samples(
+    problems: list[Problem],
+    done: set[str],
+    out: Path,
+    generator: Any,
+    judge: Any,
+    cfg: LabelConfig,
+    dropped: Counter,
+    progress: bool,
+) -> None:
+    """Sample `cfg.sample` solutions of each problem not done yet and label them, a few problems a `generate`
+    call, each chunk appended as it is labelled."""
+    per_call = max(1, cfg.batch_traces // cfg.sample)
+    todo = [p for p in problems if any(f"{p.id}/{j}" not in done for j in range(cfg.sample))]
+    bar = progress_bar(len(todo) * cfg.sample, progress)
+    rollouts, t0 = 0, time.time()
+    for at in range(0, len(todo), per_call):
+        sampled = sample_traces(todo[at : at + per_call], generator, cfg, dropped)
+        jobs = make_jobs([t for t in sampled if t.meta["id"] not in done], generator, cfg, dropped)
+        for kept, removed in label_in_chunks(jobs, generator, cfg, judge=judge):
+            _append_chunk(append_rows, out, kept, removed)
+        if bar is not None:
+            rollouts += sum(job.rollouts for job in jobs)
+            bar.update(len(todo[at : at + per_call]) * cfg.sample)
+            bar.set_postfix_str(f"{rollouts / max(time.time() - t0, 1e-9):.1f} rollouts/s")
+    if bar is not None:
+        bar.close()
+
+
+def _append_chunk(append: Any, out: Path, kept: list[dict], removed: list[dict]) -> None:
+    """Dropped records first: a kill between the two writes leaves the kept ones to redo, never a trace twice."""
+    if removed:
+        append(dropped_path(out), removed)
+    if kept:
+        append(out, kept)
+
+
+def _check_paths(cfg: LabelConfig) -> Path:
+    if not cfg.output:
+        raise ValueError("label needs --output (a .jsonl file)")
+    if not cfg.output.endswith(".jsonl"):
+        raise ValueError(f"--output {cfg.output}: labels are written as JSON lines; give a path ending in .jsonl")
+    if cfg.sample:
+        if not cfg.problems or cfg.input:
+            raise ValueError("--sample N samples from --problems (a problem file or dataset); drop --input")
+    elif not cfg.input:
+        raise ValueError("label needs --input (traces to label), or --sample N with --problems")
+    out = Path(cfg.output)
+    ours = {os.path.realpath(p) for p in (out, sidecar_path(out), dropped_path(out))}
+    for name in ("input", "problems"):
+        given = getattr(cfg, name)
+        if given and os.path.realpath(given) in ours:
+            raise ValueError(f"--output {cfg.output} would overwrite --{name} {given}; choose another output path")
+    return out
+
+
+def _prepare_output(out: Path, cfg: LabelConfig, resume: bool) -> set[str]:
+    """The ids already labelled (kept or dropped); refuses to overwrite a finished file without --resume and to
+    resume one written with other settings. Cuts a torn last line, then records the settings."""
+    side, removed = sidecar_path(out), dropped_path(out)
+    has_labels = out.exists() and out.stat().st_size > 0
+    if has_labels and not resume:
+        raise ValueError(f"{out} already holds labels: pass --resume to continue it, or choose a new --output")
+    if resume and has_labels:
+        if not side.exists():
+            raise ValueError(f"{out} has no {side.name}, so its settings are unknown: label into a new --output")
+        before = json.loads(side.read_text(encoding="utf-8")).get("config", {})
+        now = cfg.identity()
+        changed = sorted(k for k in now if k in before and before[k] != now[k])
+        if changed:
+            diff = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
+            raise ValueError(f"{out} was labelled with other settings ({diff}); resume it with the same ones")
+    if not resume or not has_labels:
+        for path in (out, removed):
+            if path.exists():
+                path.unlink()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {r["id"] for r in read_rows(out, repair=True)} | {r["id"] for r in read_rows(removed, repair=True)}
+    _write_json(side, {"status": "running", "config": dataclasses.asdict(cfg)})
+    return done
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_traces(cfg: LabelConfig, report: ReadReport) -> list[Trace]:
+    """The traces of `cfg.input` through `cfg.source`'s reader, each with its gold answer in `meta["gold"]`: from
+    the input row's `cfg.gold_field`, or from the `cfg.problems` problem whose prompt is the trace's."""
+    from ..data_builders.build import BuildConfig, read_source
+
+    build = BuildConfig(
+        target="stepwise",
+        source=cfg.source,
+        input=cfg.input,
+        separator=cfg.separator,
+        skip_bad=cfg.skip_bad,
+        split=cfg.split or "train",
+        neutral=cfg.neutral,
+        branches=cfg.branches,
+        prompt_field=cfg.prompt_field,
+        solution_fields=list(cfg.solution_fields),
+        solution_key=cfg.solution_key,
+        outcome_key=cfg.outcome_key,
+        gold_field=None,  # the gold answers are read below; outcomes are graded in batches while labelling
+    )
+    traces = []
+    for trace in read_source(build, report):
+        traces.append(trace)
+        if cfg.limit is not None and len(traces) >= cfg.limit:
+            break
+    by_line = _golds_by_line(cfg) if cfg.gold_field else {}
+    by_prompt = _golds_by_prompt(cfg) if cfg.problems else {}
+    for trace in traces:
+        if trace.meta.get("gold") is not None:
+            continue
+        gold = by_line.get(trace.source.rsplit(":", 1)[-1])
+        if gold is None:
+            gold = by_prompt.get(trace.prompt.strip())
+        if gold is not None:
+            trace.meta["gold"] = gold
+    return traces
+
+
+def _golds_by_line(cfg: LabelConfig) -> dict[str, str]:
+    """Row line -> gold answer, read from the same rows the reader numbered (`Trace.source` is "file:line")."""
+    golds = {}
+    rows = parse_rows(
+        cfg.input,
+        lambda row: get(row, cfg.gold_field, (str, int, float)),  # type: ignore[arg-type]
+        skip_bad=cfg.skip_bad,
+        report=ReadReport(),
+        split=cfg.split or "train",
+    )
+    for line, _row, gold in rows:
+        golds[str(line)] = str(gold)
+    return golds
+
+
+def _golds_by_prompt(cfg: LabelConfig) -> dict[str, str]:
+    golds = {}
+    for p in load_problems(cfg.problems):
+        if task_of(p).indented:
+            raise ValueError(
+                f"{cfg.problems}: problem {p.id!r} is a {task_of(p).name} task; label it with --sample (readers "
+                "split solutions into stripped steps, which loses the indentation its steps need)"
+            )
+        if p.answer is not None:
+            golds[p.prompt.strip()] = p.answer
+    return golds

@@ -1,0 +1,164 @@
+"""`LabelConfig`: everything `prmsearch label` takes, as flags and YAML recipe keys."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..data_builders.build import READERS
+from ..data_builders.prm800k import NEUTRAL_POLICIES
+from ..data_builders.processbench import AFTER_ERROR
+from ..recipes import option, read_recipe
+from ..steps import StepFormat
+
+LABEL_METHODS = ("mc", "first-error", "judge")
+
+
+SECOND_OPINIONS = ("arithmetic", "judge")
+
+
+LABELS = ("hard", "soft")
+
+
+CONSENSUS = ("off", "drop", "mark")
+
+
+@dataclass
+class LabelConfig:
+    """Everything `prmsearch label` needs; every field is a flag (`--gold-field` -> `gold_field`) and a key of a
+    YAML recipe (`--config`)."""
+
+    # where the traces come from, where the labels go
+    source: str = option("traces", "reader of --input, as in `prmsearch build`")
+    input: str = option("", "traces to label: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a hub id")
+    sample: int = option(0, "instead of reading traces, sample N solutions per problem of --problems from the policy")
+    problems: str = option(
+        "", "problem file or dataset (load_problems) to --sample from; without --sample, gold answers by prompt"
+    )
+    gold_field: str | None = option(None, "field of the input rows holding the gold answer (dotted: a.b)")
+    output: str = option("", "labelled traces (.jsonl, stepwise format); provenance in OUTPUT.label.json")
+    limit: int | None = option(None, "only the first N traces (with --sample: the first N problems)")
+    split: str | None = option(None, "split of a hub dataset or save_to_disk folder")
+    skip_bad: bool = option(False, "count and skip malformed rows and traces without a gold answer")
+    # how to label
+    method: str = option(
+        "mc", "mc: K rollouts from every step; first-error: binary search for the first bad step; judge: a step critic"
+    )
+    k: int = option(8, "rollouts per step prefix")
+    labels: str = option("hard", "hard: 1 if some rollout reached the gold answer; soft: the fraction that did (mc)")
+    after_error: str = option(
+        "negative", "first-error: steps after the first error are negative, unlabelled, or truncate (dropped)"
+    )
+    consensus: str = option("off", "drop or mark traces whose first error the second opinion places elsewhere")
+    second_opinion: str = option(
+        "arithmetic", "what consensus asks: arithmetic (check_arithmetic_steps) or judge (the step critic --judge)"
+    )
+    judge: str = option("", "the judge LM (folder, hub id or embedded name) of method=judge or second_opinion=judge")
+    judge_max_tokens: int = option(24, "tokens the judge writes after its prefilled verdict line")
+    # the policy that writes rollouts
+    policy: str = option("", "the policy: a hub id or a local folder")
+    backend: str = option("hf", "hf (transformers) or vllm")
+    prompt_template: str = option("auto", "auto, chat, plain, or a format string with {problem} (as in search)")
+    system_prompt: str | None = option(None, "system prompt of the chat template")
+    temperature: float = option(0.8, "sampling temperature of rollouts (and of --sample, unless sample_temperature)")
+    sample_temperature: float | None = option(
+        None, "sampling temperature of the traces --sample draws (default: temperature); rollouts keep temperature"
+    )
+    top_p: float = option(1.0, "nucleus sampling")
+    max_tokens: int = option(512, "tokens per rollout (or sample); a cut rollout counts as not reaching the answer")
+    seed: int = option(0, "run seed; rollout j of (trace, step) has seed derive_seed(seed, trace id, step), j")
+    batch_traces: int = option(16, "traces per chunk: one generate call per round, one write per chunk")
+    device: str | None = option(None, "device of the hf backend (default: cuda if available)")
+    dtype: str | None = option(None, "model dtype (bfloat16, float16, float32)")
+    policy_cache_tokens: int = option(200_000, "hf: tokens of prefix states the policy keeps (0: re-feed every prefix)")
+    generate_batch: int = option(
+        64, "hf: sequences the policy decodes in one forward pass (a small policy on a CPU runs faster with more)"
+    )
+    tensor_parallel_size: int = option(1, "vllm: GPUs per model")
+    max_model_len: int | None = option(None, "vllm: context length")
+    gpu_memory_utilization: float = option(0.9, "vllm: share of GPU memory")
+    kv_cache_gb: float | None = option(None, "vllm: KV cache size in GiB (CPU)")
+    # grading
+    grade_timeout: float = option(5.0, "seconds per answer comparison")
+    code_timeout: float = option(10.0, "seconds per program run (code tasks)")
+    code_workers: int | None = option(None, "sandboxed program runs in parallel (default: CPU count)")
+    # steps, and the readers' options (as in `prmsearch build`)
+    separator: str = option("\n\n", "step separator of math solutions (programs: lines)")
+    neutral: str = option("three-class", "prm800k: neutral rating policy (labels are replaced anyway)")
+    branches: bool = option(True, "prm800k: every rated alternative at a step becomes its own trace")
+    prompt_field: str = option("question", "traces: field of the prompt")
+    solution_fields: list[str] = option(["solution"], "traces: fields holding solutions")
+    solution_key: str = option("solution", "traces: key of the solution text in a solution object")
+    outcome_key: str = option("is_correct", "traces: key of the outcome in a solution object")
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "source": tuple(READERS),
+        "method": LABEL_METHODS,
+        "labels": LABELS,
+        "after_error": AFTER_ERROR,
+        "consensus": CONSENSUS,
+        "second_opinion": SECOND_OPINIONS,
+        "backend": ("hf", "vllm"),
+        "neutral": tuple(NEUTRAL_POLICIES),
+    }
+    # Settings that do not change the labels, so a resumed run may change them.
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset(
+        {"output", "limit", "batch_traces", "skip_bad", "device", "code_workers", "gpu_memory_utilization"}
+        | {"kv_cache_gb", "policy_cache_tokens", "generate_batch"}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.solution_fields, str):
+            self.solution_fields = [f for f in self.solution_fields.split(",") if f]
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name, low in (
+            ("k", 1),
+            ("sample", 0),
+            ("batch_traces", 1),
+            ("max_tokens", 1),
+            ("limit", 0),
+            ("policy_cache_tokens", 0),
+            ("generate_batch", 1),
+            ("judge_max_tokens", 1),
+        ):
+            value = getattr(self, name)
+            if name == "limit" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.labels == "soft" and self.method != "mc":
+            raise ValueError(
+                "labels=soft needs method=mc: first-error search only learns whether a step is recoverable"
+            )
+        if self.second_opinion == "judge" and (self.consensus == "off" or self.method == "judge"):
+            raise ValueError(
+                "second_opinion=judge compares rollout labels with the judge: it needs --consensus drop or mark and "
+                "--method mc or first-error"
+            )
+        if self.temperature < 0 or (self.sample_temperature or 0) < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(
+                "temperature and sample_temperature must be >= 0 and top_p in (0, 1]; "
+                f"got {self.temperature}, {self.sample_temperature}, {self.top_p}"
+            )
+
+    @classmethod
+    def from_yaml(cls, path: str, **overrides: Any) -> LabelConfig:
+        return cls(**{**read_recipe(path, cls), **overrides})
+
+    def step_format(self) -> StepFormat:
+        return StepFormat(separator=self.separator)
+
+    @property
+    def uses_judge(self) -> bool:
+        return self.method == "judge" or self.second_opinion == "judge"
+
+    @property
+    def uses_policy(self) -> bool:
+        """Rollouts or samples need the policy; a judge labelling given traces does not."""
+        return self.method != "judge" or self.sample > 0
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.NOT_IDENTITY}
