@@ -17,6 +17,7 @@ from typing import Any
 
 from ..files import append_rows, read_rows
 from ..records import Problem, Trace
+from ..resume import check_settings, refuse_overwrite
 from ..rows import ReadReport, get, parse_rows
 from ..tasks import load_problems, task_of
 from .config import LabelConfig
@@ -171,17 +172,13 @@ def _prepare_output(out: Path, cfg: LabelConfig, resume: bool) -> set[str]:
     resume one written with other settings. Cuts a torn last line, then records the settings."""
     side, removed = sidecar_path(out), dropped_path(out)
     has_labels = out.exists() and out.stat().st_size > 0
-    if has_labels and not resume:
-        raise ValueError(f"{out} already holds labels: pass --resume to continue it, or choose a new --output")
+    if not resume:
+        refuse_overwrite(out, "labels")
     if resume and has_labels:
         if not side.exists():
             raise ValueError(f"{out} has no {side.name}, so its settings are unknown: label into a new --output")
         before = json.loads(side.read_text(encoding="utf-8")).get("config", {})
-        now = cfg.identity()
-        changed = sorted(k for k in now if k in before and before[k] != now[k])
-        if changed:
-            diff = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
-            raise ValueError(f"{out} was labelled with other settings ({diff}); resume it with the same ones")
+        check_settings(out, before, cfg.identity(), verb="labelled", new_keys_free=True)
     if not resume or not has_labels:
         for path in (out, removed):
             if path.exists():

@@ -10,6 +10,7 @@ from ..data_builders.build import READERS
 from ..data_builders.prm800k import NEUTRAL_POLICIES
 from ..data_builders.processbench import AFTER_ERROR
 from ..recipes import option, read_recipe
+from ..search.load import PolicyConfig
 from ..steps import StepFormat
 
 LABEL_METHODS = ("mc", "first-error", "judge")
@@ -25,9 +26,10 @@ CONSENSUS = ("off", "drop", "mark")
 
 
 @dataclass
-class LabelConfig:
+class LabelConfig(PolicyConfig):
     """Everything `prmsearch label` needs; every field is a flag (`--gold-field` -> `gold_field`) and a key of a
-    YAML recipe (`--config`)."""
+    YAML recipe (`--config`). The policy's fields (model, backend, devices, prompt layout) are `PolicyConfig`'s,
+    shared with `prmsearch search`."""
 
     # where the traces come from, where the labels go
     source: str = option("traces", "reader of --input, as in `prmsearch build`")
@@ -56,11 +58,7 @@ class LabelConfig:
     )
     judge: str = option("", "the judge LM (folder, hub id or embedded name) of method=judge or second_opinion=judge")
     judge_max_tokens: int = option(24, "tokens the judge writes after its prefilled verdict line")
-    # the policy that writes rollouts
-    policy: str = option("", "the policy: a hub id or a local folder")
-    backend: str = option("hf", "hf (transformers) or vllm")
-    prompt_template: str = option("auto", "auto, chat, plain, or a format string with {problem} (as in search)")
-    system_prompt: str | None = option(None, "system prompt of the chat template")
+    # the policy that writes rollouts (the model, backend and prompt layout: `PolicyConfig`)
     temperature: float = option(0.8, "sampling temperature of rollouts (and of --sample, unless sample_temperature)")
     sample_temperature: float | None = option(
         None, "sampling temperature of the traces --sample draws (default: temperature); rollouts keep temperature"
@@ -69,16 +67,6 @@ class LabelConfig:
     max_tokens: int = option(512, "tokens per rollout (or sample); a cut rollout counts as not reaching the answer")
     seed: int = option(0, "run seed; rollout j of (trace, step) has seed derive_seed(seed, trace id, step), j")
     batch_traces: int = option(16, "traces per chunk: one generate call per round, one write per chunk")
-    device: str | None = option(None, "device of the hf backend (default: cuda if available)")
-    dtype: str | None = option(None, "model dtype (bfloat16, float16, float32)")
-    policy_cache_tokens: int = option(200_000, "hf: tokens of prefix states the policy keeps (0: re-feed every prefix)")
-    generate_batch: int = option(
-        64, "hf: sequences the policy decodes in one forward pass (a small policy on a CPU runs faster with more)"
-    )
-    tensor_parallel_size: int = option(1, "vllm: GPUs per model")
-    max_model_len: int | None = option(None, "vllm: context length")
-    gpu_memory_utilization: float = option(0.9, "vllm: share of GPU memory")
-    kv_cache_gb: float | None = option(None, "vllm: KV cache size in GiB (CPU)")
     # grading
     grade_timeout: float = option(5.0, "seconds per answer comparison")
     code_timeout: float = option(10.0, "seconds per program run (code tasks)")
@@ -93,19 +81,18 @@ class LabelConfig:
     outcome_key: str = option("is_correct", "traces: key of the outcome in a solution object")
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        **PolicyConfig.CHOICES,
         "source": tuple(READERS),
         "method": LABEL_METHODS,
         "labels": LABELS,
         "after_error": AFTER_ERROR,
         "consensus": CONSENSUS,
         "second_opinion": SECOND_OPINIONS,
-        "backend": ("hf", "vllm"),
         "neutral": tuple(NEUTRAL_POLICIES),
     }
     # Settings that do not change the labels, so a resumed run may change them.
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset(
-        {"output", "limit", "batch_traces", "skip_bad", "device", "code_workers", "gpu_memory_utilization"}
-        | {"kv_cache_gb", "policy_cache_tokens", "generate_batch"}
+        {"output", "limit", "batch_traces", "skip_bad", "code_workers", *PolicyConfig.RUNTIME}
     )
 
     def __post_init__(self) -> None:
@@ -120,8 +107,6 @@ class LabelConfig:
             ("batch_traces", 1),
             ("max_tokens", 1),
             ("limit", 0),
-            ("policy_cache_tokens", 0),
-            ("generate_batch", 1),
             ("judge_max_tokens", 1),
         ):
             value = getattr(self, name)
@@ -129,6 +114,7 @@ class LabelConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.check_policy()
         if self.labels == "soft" and self.method != "mc":
             raise ValueError(
                 "labels=soft needs method=mc: first-error search only learns whether a step is recoverable"

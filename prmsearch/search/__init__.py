@@ -9,31 +9,18 @@ from __future__ import annotations
 
 from ..lazy import lazy_names
 
-# name -> the module that defines (or re-exports) it
-_LAZY = {
-    "Scorer": "prmsearch.scoring",
-    "ScorerError": "prmsearch.scoring",
-    "TreeScorer": "prmsearch.scoring",
-    "AdapterScorer": "prmsearch.search.adapter_scorer",
-    "Search": "prmsearch.search.engine",
-    "SearchError": "prmsearch.search.engine",
-    "SearchParams": "prmsearch.search.engine",
-    "SearchSettings": "prmsearch.search.engine",
-    "State": "prmsearch.search.engine",
-    "Completion": "prmsearch.search.generators",
-    "Generator": "prmsearch.search.generators",
-    "GeneratorError": "prmsearch.search.generators",
-    "HFGenerator": "prmsearch.search.generators",
-    "derive_seed": "prmsearch.search.generators",
-    "load_scorer": "prmsearch.search.load",
-    "OutcomeScorer": "prmsearch.search.scorer",
-    "StepScorer": "prmsearch.search.scorer",
-    "STRATEGIES": "prmsearch.search.strategies",
-    "Strategy": "prmsearch.search.strategies",
-    "run_search": "prmsearch.search.strategies",
-    "Node": "prmsearch.search.tree",
-    "Tree": "prmsearch.search.tree",
+# module -> the names it defines (or re-exports)
+_MODULES = {
+    "prmsearch.scoring": ("Scorer", "ScorerError", "TreeScorer"),
+    "prmsearch.search.adapter_scorer": ("AdapterScorer",),
+    "prmsearch.search.engine": ("Search", "SearchError", "SearchParams", "SearchSettings", "State"),
+    "prmsearch.search.generators": ("Completion", "Generator", "GeneratorError", "HFGenerator", "derive_seed"),
+    "prmsearch.search.load": ("load_scorer",),
+    "prmsearch.search.scorer": ("OutcomeScorer", "StepScorer"),
+    "prmsearch.search.strategies": ("STRATEGIES", "Strategy", "run_search"),
+    "prmsearch.search.tree": ("Node", "Tree"),
 }
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = sorted(_LAZY)
 

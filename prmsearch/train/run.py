@@ -74,19 +74,22 @@ def prepare(
     tokenizer = load_data_tokenizer(spec)
     rm = build_reward_model(cfg, tokenizer, spec.step_format)
     train_set, eval_set = load_data(cfg, spec, rm.model.get_input_embeddings().num_embeddings)
+    from .trainers import make_collator
+
+    collate = make_collator(cfg.kind, rm.tokenizer.pad_token_id, cfg)
     if HEADS[cfg.head].calibrated and checkpoint is None:
-        calibrate(cfg, rm, train_set, progress=progress)
-    trainer = _make_trainer(cfg, rm, train_set, eval_set, callbacks=callbacks, progress=progress)
+        calibrate(cfg, rm, train_set, collate, progress=progress)
+    trainer = _make_trainer(cfg, rm, train_set, eval_set, collate, callbacks=callbacks, progress=progress)
     return Run(cfg, rm, trainer, train_set, eval_set, checkpoint)
 
 
-def calibrate(cfg: TrainConfig, rm: RewardModel, train_set: Any, *, rows: int = 1024, progress: bool = True) -> None:
-    """A likelihood head's scale and bias, fitted to (a seeded sample of) the training labels before the first step:
-    see `models.likelihood` for why. A resumed run reads them from its checkpoint instead."""
-    from .trainers import make_collator
-
+def calibrate(
+    cfg: TrainConfig, rm: RewardModel, train_set: Any, collate: Any, *, rows: int = 1024, progress: bool = True
+) -> None:
+    """A likelihood head's scale and bias, fitted to (a seeded sample of) the training labels before the first step,
+    in batches as `collate` (the trainer's collator) makes them: see `models.likelihood` for why. A resumed run
+    reads them from its checkpoint instead."""
     sample = train_set.shuffle(seed=cfg.seed).select(range(min(rows, len(train_set))))
-    collate = make_collator(cfg.kind, rm.tokenizer.pad_token_id, cfg)
     size = cfg.per_device_batch_size
     batches = (
         collate([sample[i] for i in range(at, min(at + size, len(sample)))]) for at in range(0, len(sample), size)
@@ -103,13 +106,14 @@ def _make_trainer(
     rm: RewardModel,
     train_set: Any,
     eval_set: Any | None,
+    collate: Any,
     *,
     callbacks: list[Any] | None,
     progress: bool,
 ) -> Any:
     """The Trainer for the kind (TRL's RewardTrainer underneath for BT), on the model as it will be trained: with
     prmsearch's attention for packed rows, the settings in its config, and LoRA adapters when asked for."""
-    from .trainers import PairRMTrainer, TokenRMTrainer, make_collator
+    from .trainers import PairRMTrainer, TokenRMTrainer
 
     if cfg.attn_implementation in (None, "sdpa", "prmsearch_varlen") and (cfg.kind == "bt" or cfg.packing):
         # Packed rows need per-example attention; right-padded pair batches get the same causal kernel without a
@@ -126,7 +130,7 @@ def _make_trainer(
     return trainer_cls(
         model=model,
         args=args,
-        data_collator=make_collator(cfg.kind, rm.tokenizer.pad_token_id, cfg),
+        data_collator=collate,
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=rm.tokenizer,

@@ -1,0 +1,40 @@
+"""What the resumable commands (`prmsearch search`, `prmsearch label`) share about their output: a finished output is
+never overwritten without `--resume`, and a resume must run with the settings the output was written with (the
+ones that change what it holds). Each command keeps its own files (search: a run folder of shards and trees;
+label: one JSONL file with its sidecar), appends its chunks with `files.append_rows` and reads back what is done
+with `files.read_rows(repair=True)`, which cuts a torn last line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError, PrmsearchError
+
+
+def refuse_overwrite(path: Path, holds: str, error: type[PrmsearchError] = OutputError) -> None:
+    """Refuse an output that already holds something (`holds`: "results", "labels") unless the run resumes it."""
+    if path.exists() and path.stat().st_size:
+        raise error(f"{path} already holds {holds}: pass --resume to continue it, or choose a new --output")
+
+
+def check_settings(
+    out: Path,
+    before: Mapping[str, Any],
+    now: Mapping[str, Any],
+    *,
+    verb: str,
+    free: Collection[str] = (),
+    new_keys_free: bool = False,
+    error: type[PrmsearchError] = OutputError,
+) -> None:
+    """Refuse a resume whose settings differ from those `out` was written with (`verb`: "run", "labelled"), naming
+    every change. `free`: settings a resume may change (speed, not results); `new_keys_free`: settings the stored
+    record lacks (an output written before they existed) are not compared."""
+    keys = [k for k in now if k in before] if new_keys_free else sorted(set(before) | set(now))
+    changed = sorted(k for k in keys if k not in free and before.get(k) != now.get(k))
+    if changed:
+        diff = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise error(f"{out} was {verb} with other settings ({diff}); resume it with the same ones")
