@@ -14,7 +14,7 @@ from typing import Any
 from .errors import OutputError, PrmsearchError
 
 
-def refuse_overwrite(path: Path, holds: str, error: type[PrmsearchError] = OutputError) -> None:
+def refuse_restart(path: Path, holds: str, error: type[PrmsearchError] = OutputError) -> None:
     """Refuse an output that already holds something (`holds`: "results", "labels") unless the run resumes it."""
     if path.exists() and path.stat().st_size:
         raise error(f"{path} already holds {holds}: pass --resume to continue it, or choose a new --output")

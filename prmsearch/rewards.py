@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import InputError
 from .records import Problem
+from .scoring import Scorer
 from .tasks import TASKS, Checks, get_task
 
 _FENCE = re.compile(r"```(?:python|py)?[^\n]*\n(.*?)```", re.S)
@@ -181,8 +182,6 @@ def _column(columns: dict[str, Any], name: str, rows: int) -> list[Any]:
 
 
 def _as_scorer(model: Any, *, agg: str, device: str | None) -> Any:
-    from .search.engine import Scorer
-
     if isinstance(model, Scorer):
         return model
     from .models.reward_model import RewardModel

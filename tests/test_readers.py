@@ -390,3 +390,33 @@ def test_extract_answer(text, answer):
 )
 def test_is_equivalent(pred, gold, same):
     assert is_equivalent(pred, gold) is same
+
+
+def test_read_source_passes_each_reader_its_own_options(monkeypatch):
+    """`read_source` gives every reader the options it takes, from the shared `ReaderOptions` part of the build and
+    label configs (or its keywords), and nothing else."""
+    import inspect
+
+    from prmsearch.data_builders import readers
+
+    seen = {}
+    for name, reader in list(readers.READERS.items()):
+        taken = inspect.signature(reader).parameters
+        assert set(readers.OPTIONS.get(name, ())) <= set(taken), name  # the table names options the reader takes
+        monkeypatch.setitem(readers.READERS, name, lambda path, name=name, **kw: seen.setdefault(name, kw))
+    opts = readers.ReaderOptions(
+        input="in.jsonl", skip_bad=True, neutral="negative", branches=False, prompt_field="q",
+        solution_fields=["a", "b"], solution_key="s", outcome_key="o",
+    )  # fmt: skip
+    for name in readers.READERS:
+        opts.source = name
+        readers.read_source(opts, ReadReport(), split="dev", separator="\n", after_error="truncate", gold_field="g")
+    common = {"skip_bad": True, "split": "dev"}
+    assert seen["prm800k"] == {**common, "report": seen["prm800k"]["report"], "neutral": "negative", "branches": False}
+    assert seen["processbench"]["after_error"] == seen["champ"]["after_error"] == "truncate"
+    traces = {k: v for k, v in seen["traces"].items() if k not in ("report", "skip_bad", "split")}
+    assert traces == {
+        "prompt_field": "q", "solution_fields": ("a", "b"), "solution_key": "s", "outcome_key": "o",
+        "gold_field": "g", "separator": "\n",
+    }  # fmt: skip
+    assert set(seen["stepwise"]) == set(seen["math-shepherd"]) == {"report", "skip_bad", "split"}

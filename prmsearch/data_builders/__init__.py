@@ -2,13 +2,14 @@
 (Automatic process labels from policy rollouts are `prmsearch.label`.)"""
 
 from ..rows import BadRowError, ReadReport
-from .build import READERS, BuildConfig, run_build
+from .build import BuildConfig, run_build
 from .champ import read_champ
 from .labels import BuildReport, build_orm, build_prm, build_stepwise
 from .math_shepherd import read_math_shepherd
 from .pairs import build_pairs
 from .prm800k import read_prm800k
 from .processbench import read_processbench
+from .readers import READERS, ReaderOptions, read_source
 from .stepwise import read_stepwise
 from .traces import read_traces_file
 
@@ -18,6 +19,7 @@ __all__ = [
     "BuildConfig",
     "BuildReport",
     "ReadReport",
+    "ReaderOptions",
     "build_orm",
     "build_pairs",
     "build_prm",
@@ -26,6 +28,7 @@ __all__ = [
     "read_champ",
     "read_math_shepherd",
     "read_prm800k",
+    "read_source",
     "read_processbench",
     "read_stepwise",
     "read_traces_file",

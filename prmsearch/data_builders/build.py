@@ -18,14 +18,10 @@ from ..files import replacing, write_atomic
 from ..recipes import option, read_recipe
 from ..rows import ReadReport
 from ..steps import StepFormat
-from .champ import read_champ
 from .labels import LABEL_KINDS, OUTCOME_TO_STEPS, BuildReport, build_orm, build_prm, build_stepwise
-from .math_shepherd import read_math_shepherd
 from .pairs import MARGINS, build_pairs
-from .prm800k import NEUTRAL_POLICIES, read_prm800k
-from .processbench import AFTER_ERROR, read_processbench
-from .stepwise import read_stepwise
-from .traces import read_traces_file
+from .processbench import AFTER_ERROR
+from .readers import ReaderOptions, read_source
 
 TARGETS = ("prm", "orm", "pairs", "stepwise")
 LONG_TOKENS = 32_768  # without --max-length, examples longer than this (or the tokenizer's limit) are reported
@@ -37,31 +33,18 @@ _DROP_HINTS = {
     "one_sided_group_traces": "pairs need a right and a wrong solution of the same problem",
     "no_steps": "the solutions are empty: check --solution-fields and --separator",
 }
-READERS = {
-    "prm800k": read_prm800k,
-    "math-shepherd": read_math_shepherd,
-    "stepwise": read_stepwise,
-    "processbench": read_processbench,
-    "champ": read_champ,
-    "traces": read_traces_file,
-}
 
 
 @dataclass
-class BuildConfig:
-    """Everything `prmsearch build` needs. Field names are the CLI flags (`--skip-bad` → `skip_bad`)."""
+class BuildConfig(ReaderOptions):
+    """Everything `prmsearch build` needs. Field names are the CLI flags (`--skip-bad` → `skip_bad`); how the input
+    is read is `ReaderOptions`' part, shared with `prmsearch label`."""
 
     target: str = option(
         "prm",
         "what to build: prm (step labels at step ends), orm (the outcome on every solution token), pairs (BT "
         "chosen/rejected of one problem), stepwise (TRL's prompt/completions/labels, not tokenized)",
     )
-    source: str = option(
-        "traces",
-        "reader of --input: prm800k, math-shepherd, stepwise (TRL's format, what `prmsearch label` writes), "
-        "processbench, traces (raw solutions, graded or not)",
-    )
-    input: str = option("", "data to read: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a hub id")
     output: str = option(
         "", "where the examples go: a .jsonl or .parquet file, or a save_to_disk folder; the summary beside it"
     )
@@ -88,36 +71,23 @@ class BuildConfig:
         "(dropped)",
     )
     margin: str = option("none", "pairs: none, or steps (a margin column: the pair's difference of mean step labels)")
-    skip_bad: bool = option(False, "count and skip malformed input rows instead of stopping at the first")
     split: str = option("train", "split of a hub dataset or save_to_disk folder (ProcessBench: gsm8k, math, ...)")
-    # PRM800K
-    neutral: str = option(
-        "three-class", "prm800k: a 0 rating becomes positive (1), negative (0) or stays 0 (three-class)"
-    )
-    branches: bool = option(True, "prm800k: every rated alternative at a step also becomes its own trace")
     # ProcessBench
     after_error: str = option(
         "negative", "processbench: steps after the first error are negative (0), unlabelled, or truncate (cut off)"
     )
     # raw traces
-    prompt_field: str = option("question", "traces: field of the prompt (dotted paths reach nested fields: a.b)")
-    solution_fields: list[str] = option(
-        ["solution"], "traces: fields holding a solution string, a {solution_key, outcome_key} object, or a list"
-    )
-    solution_key: str = option("solution", "traces: key of the solution text in a solution object")
-    outcome_key: str = option("is_correct", "traces: key of the true/false outcome in a solution object")
     gold_field: str | None = option(
         None, "traces: field of the gold answer (or a reference solution); grades solutions that carry no outcome"
     )
 
     # Allowed values of the fields that are a choice; the CLI shows them in --help.
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        **ReaderOptions.CHOICES,
         "target": TARGETS,
-        "source": tuple(READERS),
         "label_kind": LABEL_KINDS,
         "outcome_to_steps": OUTCOME_TO_STEPS,
         "margin": MARGINS,
-        "neutral": tuple(NEUTRAL_POLICIES),
         "after_error": AFTER_ERROR,
     }
 
@@ -125,8 +95,7 @@ class BuildConfig:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if isinstance(self.solution_fields, str):
-            self.solution_fields = [f for f in self.solution_fields.split(",") if f]
+        self.check_reader()
 
     @classmethod
     def from_yaml(cls, path: str, **overrides: Any) -> BuildConfig:
@@ -134,24 +103,6 @@ class BuildConfig:
 
     def step_format(self) -> StepFormat:
         return StepFormat(self.separator, self.marker, self.prompt_separator, self.gap)
-
-
-def read_source(cfg: BuildConfig, report: ReadReport):
-    """The reader for `cfg.source`, given the options that reader takes."""
-    options = {
-        "prm800k": {"neutral": cfg.neutral, "branches": cfg.branches},
-        "processbench": {"after_error": cfg.after_error},
-        "champ": {"after_error": cfg.after_error},
-        "traces": {
-            "prompt_field": cfg.prompt_field,
-            "solution_fields": tuple(cfg.solution_fields),
-            "solution_key": cfg.solution_key,
-            "outcome_key": cfg.outcome_key,
-            "gold_field": cfg.gold_field,
-            "separator": cfg.separator,
-        },
-    }.get(cfg.source, {})
-    return READERS[cfg.source](cfg.input, skip_bad=cfg.skip_bad, report=report, split=cfg.split, **options)
 
 
 def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
@@ -172,7 +123,14 @@ def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     if tokenizer is not None and cfg.max_length is None:
         limit = getattr(tokenizer, "model_max_length", None)
         build_report.long_limit = limit if isinstance(limit, int) and 0 < limit < LONG_TOKENS else LONG_TOKENS
-    traces = read_source(cfg, read_report)
+    traces = read_source(
+        cfg,
+        read_report,
+        split=cfg.split,
+        separator=cfg.separator,
+        after_error=cfg.after_error,
+        gold_field=cfg.gold_field,
+    )
     ds = _build_target(cfg, traces, tokenizer, fmt, build_report, progress)
     summary = _summary(cfg, read_report, build_report, fmt, start)
     if not build_report.examples:

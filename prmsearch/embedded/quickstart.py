@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..recipes import option
+from ..search.report import report
+from ..search.shard import Shard
+from ..tasks import load_problems
 
 # (run folder, reward model, strategies, N values). Larger N first: smaller N then reuse its samples from memory.
 PLAN: list[tuple[str, str, list[str], list[int]]] = [
@@ -72,8 +75,6 @@ def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: boo
     """Run the plan into `cfg.output` and return the summary rows (see `search.report`)."""
     import multiprocessing
 
-    from ..search.report import report
-
     out = Path(cfg.output)
     models = {"policy": cfg.policy, "prm": cfg.prm, "orm": cfg.orm}
     if cfg.retrain:
@@ -108,8 +109,6 @@ def run_plan(cfg: QuickstartConfig, models: dict[str, str], shard: str | None, *
     from ..search.load import load_scorer
     from ..search.memo import MemoGenerator
     from ..search.runner import SearchConfig, search_dataset
-    from ..search.shard import Shard
-    from ..tasks import load_problems
 
     count = Shard.parse(shard).count
     if count > 1:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import write_atomic
 from ..recipes import option
 
 FIELDS = {
@@ -186,7 +187,6 @@ def plot_reliability(bins: list[dict[str, float]], title: str, path: Path) -> No
 
 def run_canary(cfg: CanaryConfig) -> dict[str, Any]:
     """Read, score, compare, write OUTPUT/canary.json and OUTPUT/reliability.png; returns the result."""
-    from ..files import write_atomic
     from ..models.reward_model import RewardModel
 
     if not cfg.model or not cfg.data:

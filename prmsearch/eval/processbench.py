@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..files import write_atomic
 from ..recipes import option
 from ..records import Trace
 
@@ -175,8 +176,6 @@ def read_annotated(data: str, split: str = "train") -> list[Annotated]:
 def run_processbench(cfg: ProcessBenchConfig, scorer: Any = None) -> dict[str, Any]:
     """Read, score, evaluate; the result (without per-solution predictions) is written to `cfg.output`."""
     import json
-
-    from ..files import write_atomic
 
     if scorer is None and not (cfg.scorer or cfg.judge):
         raise ValueError("eval processbench needs --scorer (a PRM) or --judge (a causal LM)")

@@ -15,9 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..data_builders.readers import read_source
 from ..files import append_rows, read_rows
 from ..records import Problem, Trace
-from ..resume import check_settings, refuse_overwrite
+from ..resume import check_settings, refuse_restart
 from ..rows import ReadReport, get, parse_rows
 from ..tasks import load_problems, task_of
 from .config import LabelConfig
@@ -173,7 +174,7 @@ def _prepare_output(out: Path, cfg: LabelConfig, resume: bool) -> set[str]:
     side, removed = sidecar_path(out), dropped_path(out)
     has_labels = out.exists() and out.stat().st_size > 0
     if not resume:
-        refuse_overwrite(out, "labels")
+        refuse_restart(out, "labels")
     if resume and has_labels:
         if not side.exists():
             raise ValueError(f"{out} has no {side.name}, so its settings are unknown: label into a new --output")
@@ -198,25 +199,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def read_traces(cfg: LabelConfig, report: ReadReport) -> list[Trace]:
     """The traces of `cfg.input` through `cfg.source`'s reader, each with its gold answer in `meta["gold"]`: from
     the input row's `cfg.gold_field`, or from the `cfg.problems` problem whose prompt is the trace's."""
-    from ..data_builders.build import BuildConfig, read_source
-
-    build = BuildConfig(
-        target="stepwise",
-        source=cfg.source,
-        input=cfg.input,
-        separator=cfg.separator,
-        skip_bad=cfg.skip_bad,
-        split=cfg.split or "train",
-        neutral=cfg.neutral,
-        branches=cfg.branches,
-        prompt_field=cfg.prompt_field,
-        solution_fields=list(cfg.solution_fields),
-        solution_key=cfg.solution_key,
-        outcome_key=cfg.outcome_key,
-        gold_field=None,  # the gold answers are read below; outcomes are graded in batches while labelling
-    )
     traces = []
-    for trace in read_source(build, report):
+    # the gold answers are read below (not the traces reader's gold_field); outcomes are graded while labelling
+    for trace in read_source(cfg, report, split=cfg.split or "train", separator=cfg.separator):
         traces.append(trace)
         if cfg.limit is not None and len(traces) >= cfg.limit:
             break

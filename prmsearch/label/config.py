@@ -6,9 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..data_builders.build import READERS
-from ..data_builders.prm800k import NEUTRAL_POLICIES
 from ..data_builders.processbench import AFTER_ERROR
+from ..data_builders.readers import ReaderOptions
 from ..recipes import option, read_recipe
 from ..search.load import PolicyConfig
 from ..steps import StepFormat
@@ -26,14 +25,13 @@ CONSENSUS = ("off", "drop", "mark")
 
 
 @dataclass
-class LabelConfig(PolicyConfig):
+class LabelConfig(PolicyConfig, ReaderOptions):
     """Everything `prmsearch label` needs; every field is a flag (`--gold-field` -> `gold_field`) and a key of a
     YAML recipe (`--config`). The policy's fields (model, backend, devices, prompt layout) are `PolicyConfig`'s,
-    shared with `prmsearch search`."""
+    shared with `prmsearch search`; how `--input` is read is `ReaderOptions`', shared with `prmsearch build`
+    (`skip_bad` also leaves out traces without a gold answer)."""
 
     # where the traces come from, where the labels go
-    source: str = option("traces", "reader of --input, as in `prmsearch build`")
-    input: str = option("", "traces to label: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a hub id")
     sample: int = option(0, "instead of reading traces, sample N solutions per problem of --problems from the policy")
     problems: str = option(
         "", "problem file or dataset (load_problems) to --sample from; without --sample, gold answers by prompt"
@@ -42,7 +40,6 @@ class LabelConfig(PolicyConfig):
     output: str = option("", "labelled traces (.jsonl, stepwise format); provenance in OUTPUT.label.json")
     limit: int | None = option(None, "only the first N traces (with --sample: the first N problems)")
     split: str | None = option(None, "split of a hub dataset or save_to_disk folder")
-    skip_bad: bool = option(False, "count and skip malformed rows and traces without a gold answer")
     # how to label
     method: str = option(
         "mc", "mc: K rollouts from every step; first-error: binary search for the first bad step; judge: a step critic"
@@ -73,22 +70,15 @@ class LabelConfig(PolicyConfig):
     code_workers: int | None = option(None, "sandboxed program runs in parallel (default: CPU count)")
     # steps, and the readers' options (as in `prmsearch build`)
     separator: str = option("\n\n", "step separator of math solutions (programs: lines)")
-    neutral: str = option("three-class", "prm800k: neutral rating policy (labels are replaced anyway)")
-    branches: bool = option(True, "prm800k: every rated alternative at a step becomes its own trace")
-    prompt_field: str = option("question", "traces: field of the prompt")
-    solution_fields: list[str] = option(["solution"], "traces: fields holding solutions")
-    solution_key: str = option("solution", "traces: key of the solution text in a solution object")
-    outcome_key: str = option("is_correct", "traces: key of the outcome in a solution object")
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         **PolicyConfig.CHOICES,
-        "source": tuple(READERS),
+        **ReaderOptions.CHOICES,
         "method": LABEL_METHODS,
         "labels": LABELS,
         "after_error": AFTER_ERROR,
         "consensus": CONSENSUS,
         "second_opinion": SECOND_OPINIONS,
-        "neutral": tuple(NEUTRAL_POLICIES),
     }
     # Settings that do not change the labels, so a resumed run may change them.
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset(
@@ -96,8 +86,7 @@ class LabelConfig(PolicyConfig):
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.solution_fields, str):
-            self.solution_fields = [f for f in self.solution_fields.split(",") if f]
+        self.check_reader()
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")

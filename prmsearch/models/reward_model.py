@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..shipped import resolve
 from ..steps import EncodedSteps, StepFormat
 from .heads import HEADS, RewardModelError, get_head, num_outputs
 
@@ -91,8 +92,6 @@ class RewardModel(torch.nn.Module):
 
         build = get_head(head, kind, prm_loss).build  # checked before the weights load
         if not isinstance(backbone, PretrainedConfig):
-            from ..shipped import resolve
-
             backbone = resolve(backbone)
         model = build(backbone, tokenizer, kind, step_format, num_outputs(kind, prm_loss), beta, model_kwargs)
         return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation, head=head)
@@ -120,8 +119,6 @@ class RewardModel(torch.nn.Module):
         """Load a model saved by `save_pretrained` (a folder, a hub id or an embedded name such as
         `embedded:prm`), ready to score: eval mode, on `device`."""
         from transformers import AutoConfig, AutoTokenizer
-
-        from ..shipped import resolve
 
         path = resolve(path)
         config = AutoConfig.from_pretrained(path)

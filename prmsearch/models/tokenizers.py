@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..shipped import resolve
+
 SMOLLM2 = "smollm2"
 
 
@@ -30,8 +32,6 @@ def load_tokenizer(name_or_path: str, cache_dir: str | None = None) -> Any:
     """Load a tokenizer with `AutoTokenizer`. A GGUF tokenizer is converted once and cached as a normal
     tokenizer folder, because converting it takes seconds every time."""
     from transformers import AutoTokenizer
-
-    from ..shipped import resolve
 
     name_or_path = resolve(name_or_path)
     gguf = smollm2_gguf() if name_or_path == SMOLLM2 else Path(name_or_path)

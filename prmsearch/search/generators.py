@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import PrmsearchError, require_local
+from ..shipped import resolve
 from . import kv
 from .prefix_cache import PrefixCache
 
@@ -166,8 +167,6 @@ class HFGenerator:
         its LM head (a reward-model folder would otherwise generate through a randomly initialised head)."""
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-        from ..shipped import resolve
 
         require_local(path, "policy folder", "--policy")
         name, path = path, resolve(path)

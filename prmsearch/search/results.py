@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import PrmsearchError
 from ..files import read_rows, whole_lines, write_atomic
-from ..resume import check_settings, refuse_overwrite
+from ..resume import check_settings, refuse_restart
 from .report import result_files
 from .shard import Shard
 
@@ -45,7 +45,7 @@ def prepare(out: Path, identity: dict[str, Any], shard: Shard, resume: bool, fre
         siblings = {Shard(i, shard.count).name(RESULTS) for i in range(shard.count)}
         earlier = [p for p in result_files(out) if p.name not in siblings - {mine.name}]
         for path in earlier:
-            refuse_overwrite(path, "results", RunFolderError)
+            refuse_restart(path, "results", RunFolderError)
     out.mkdir(parents=True, exist_ok=True)
     stored = out / CONFIG
     if resume and stored.exists():

