@@ -187,6 +187,8 @@ def test_config_errors_and_overrides(tmp_path, data):
         TrainConfig.from_yaml(str(recipe), {"learnin_rate": 1.0})
     with pytest.raises(TrainConfigError, match="prm_loss"):
         TrainConfig.from_yaml(str(recipe), {"prm_loss": "hinge"})
+    with pytest.raises(TrainConfigError, match=r"warmup_ratio is a share of the steps, in \[0, 1\); got 5"):
+        TrainConfig.from_yaml(str(recipe), {"warmup_ratio": 5})  # the Trainer would read 5 as five steps
     with pytest.raises(TrainConfigError, match="data built for pairs"):
         train(TrainConfig.from_yaml(str(recipe), {"train_data": data["pairs"]}, kind="prm"), progress=False)
 

@@ -117,6 +117,8 @@ class TrainConfig:
             self.group_by_prompt = True  # a ranking needs its prompt's completions together
         if not 0 <= self.eval_fraction < 1:
             raise TrainConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not 0 <= self.warmup_ratio < 1:  # the Trainer reads 1 or more as a number of steps
+            raise TrainConfigError(f"warmup_ratio is a share of the steps, in [0, 1); got {self.warmup_ratio}")
         if self.prm_head != "linear" and self.kind != "prm":
             raise TrainConfigError(f"prm_head={self.prm_head} is a PRM's read-out; kind is {self.kind}")
         if self.orm_head != "linear" and self.kind != "orm":

@@ -192,7 +192,7 @@ def _training_args(cfg: TrainConfig) -> Any:
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "learning_rate": cfg.learning_rate,
         "weight_decay": cfg.weight_decay,
-        "warmup_steps": cfg.warmup_ratio,
+        "warmup_steps": cfg.warmup_ratio,  # transformers 5 reads a float in [0, 1) here as a share of the steps
         "lr_scheduler_type": cfg.lr_scheduler_type,
         "num_train_epochs": cfg.num_train_epochs,
         "max_steps": cfg.max_steps,
