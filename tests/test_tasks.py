@@ -140,3 +140,21 @@ def test_reward_function_and_rerank_use_the_new_task(registered):
     assert reward(["p", "p"], ["Answer: enots", "Answer: stone"], answer=["enots", "enots"]) == [1.0, 0.0]
     frame = pd.DataFrame({"problem_id": [0, 0, 0], "text": ["Answer: ab", "Answer: BA", "Answer: ba"]})
     assert rerank(frame, "majority", task="reverse").index.tolist() == [1]  # "BA" and "ba" are one answer
+
+
+class SaysSeven:
+    """A policy that answers 7 to everything."""
+
+    tokenizer = None
+
+    def generate(self, prompts, n=1, stop=None, max_tokens=256, temperature=1.0, top_p=1.0, seed=None):
+        return [[Completion("The answer is 7.", [0, 1, 2], "eos") for _ in range(n)] for _ in prompts]
+
+
+def test_a_readers_own_task_field_is_not_taken_for_a_task():
+    """Math-Shepherd's traces carry meta {"task": "GSM8K"} (its source benchmark): they are labelled as math."""
+    from prmsearch.label import LabelConfig, label_traces
+
+    trace = Trace("What is 3 + 4?", ["3 + 4 = 7", "The answer is 7."], meta={"task": "GSM8K", "gold": "7"})
+    (record,) = label_traces([trace], SaysSeven(), LabelConfig(method="mc", k=1)).records
+    assert (record["task"], record["labels"], record["outcome"]) == ("math", [True, True], True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import Problem, Trace
-from ..tasks import Checks, Task, task_of
+from ..tasks import DEFAULT_TASK, TASKS, Checks, Task, by_task, task_of
 from ..verifiers.math import gold_answer
 from .config import LabelConfig
 
@@ -64,10 +64,13 @@ class LabelJob:
 
 
 def problem_of(trace: Trace, job_id: str) -> Problem:
-    """The problem a trace's meta describes: `meta["task"]` (default math) with `gold` (a bare answer or a reference
-    solution) or, for code, `test` and `entry_point`. The task decides whether that is enough to grade."""
-    meta = {k: trace.meta[k] for k in ("task", "test", "entry_point") if k in trace.meta}
-    meta.setdefault("task", "math")
+    """The problem a trace's meta describes: its `gold` (a bare answer or a reference solution) and the rest of its
+    meta (a code trace's `test` and `entry_point`), under `meta["task"]` when that names one of our tasks (a reader's
+    own "task" field, such as Math-Shepherd's "GSM8K", does not: such a trace is math). The task decides whether
+    that is enough to grade."""
+    meta = {k: v for k, v in trace.meta.items() if k != "gold"}
+    if meta.get("task") not in TASKS:
+        meta["task"] = DEFAULT_TASK
     gold = trace.meta.get("gold")
     answer = gold_answer(str(gold)) if gold is not None and str(gold).strip() else None
     return Problem(job_id, trace.prompt, answer, meta)
@@ -128,11 +131,7 @@ def grade(items: Sequence[tuple[LabelJob, str]], cfg: LabelConfig) -> list[bool]
     """Whether each text solves its job's problem (`Task.grade`, one batch per task)."""
     checks = Checks(timeout=cfg.grade_timeout, run_timeout=cfg.code_timeout, workers=cfg.code_workers)
     verdicts = [False] * len(items)
-    by_task: dict[str, list[int]] = {}
-    for i, (job, _) in enumerate(items):
-        by_task.setdefault(job.task.name, []).append(i)
-    for which in by_task.values():
-        task = items[which[0]][0].task
+    for task, which in by_task([job.problem for job, _ in items]):
         grades = task.grade([items[i][0].problem for i in which], [items[i][1] for i in which], checks)
         for i, g in zip(which, grades, strict=True):
             verdicts[i] = bool(g.correct)
@@ -181,11 +180,6 @@ def sample_traces(
 
 
 def trace_meta(problem: Problem) -> dict[str, Any]:
-    """What a trace sampled for `problem` carries to be graded later (`problem_of` reads it back): its task, and
-    the gold answer or the unit tests."""
-    meta: dict[str, Any] = {"task": task_of(problem).name}
-    if "test" in problem.meta:
-        meta.update(test=problem.meta["test"], entry_point=problem.meta["entry_point"])
-    else:
-        meta["gold"] = problem.answer
-    return meta
+    """What a trace sampled for `problem` carries to be graded later (`problem_of` reads it back): the problem's
+    meta (its task, a code problem's unit tests) and its gold answer."""
+    return {**problem.meta, "task": task_of(problem).name, "gold": problem.answer}

@@ -30,7 +30,7 @@ from ..scoring import (
     aggregate_steps,
 )
 from ..steps import StepFormat
-from ..tasks import Checks, Task, task_of
+from ..tasks import Checks, Task, by_task, task_of
 from .generators import Completion, Generator, derive_seed
 from .select import SELECTIONS, select_from_groups
 from .tree import COMPLETE, CUT, EMPTY, STEP, Node, Tree
@@ -311,7 +311,7 @@ class Search:
         """What each candidate answers (`Task.answers`: a math solution's final answer, a program itself), one
         batch per task."""
         out: list[str | None] = [None] * len(items)
-        for task, which in _by_task([st for st, _ in items]):
+        for task, which in by_task([st.problem for st, _ in items]):
             solutions = [self.solution(*items[i]) for i in which]
             for i, answer in zip(which, task.answers(solutions, timeout=self.timeout), strict=True):
                 out[i] = answer
@@ -321,7 +321,7 @@ class Search:
         """How each state's chosen solution fares (`Task.grade`; no solution chosen: graded as none), one batch
         per task."""
         out: list[Grade | None] = [None] * len(states)
-        for task, which in _by_task(states):
+        for task, which in by_task([st.problem for st in states]):
             solutions = [
                 None if states[i].chosen is None else self.solution(states[i], states[i].chosen) for i in which
             ]
@@ -341,7 +341,7 @@ class Search:
             at += len(st.candidates)
         values = [[self.path_score(st, n) if scores == "path" else n.score for n in st.candidates] for st in states]
         groups: list[list[int | None]] = [[] for _ in states]
-        for task, which in _by_task(states):
+        for task, which in by_task([st.problem for st in states]):
             for i, g in zip(which, task.group([answers[i] for i in which], timeout=self.timeout), strict=True):
                 groups[i] = g
         for st, v, g in zip(states, values, groups, strict=True):
@@ -349,14 +349,6 @@ class Search:
             st.chosen = None if index is None else st.candidates[index]
             if st.chosen is not None:
                 st.chosen.selected = True
-
-
-def _by_task(states: Sequence[State]) -> list[tuple[Task, list[int]]]:
-    """The states' positions grouped by task, tasks in order of first appearance."""
-    which: dict[str, list[int]] = {}
-    for i, st in enumerate(states):
-        which.setdefault(st.task.name, []).append(i)
-    return [(states[idx[0]].task, idx) for idx in which.values()]
 
 
 def _finish(c: Completion) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PrmsearchError
 from ..scoring import STEP_AGGREGATIONS, aggregate_steps
-from ..tasks import TASKS, Task, get_task
+from ..tasks import Task, get_task
 from ..verifiers.math import DEFAULT_TIMEOUT
 from .select import SELECTIONS, best_of_n, group_answers_many, select_from_groups
 
@@ -116,8 +116,10 @@ def _check_arguments(frame: pd.DataFrame, method: str, agg: str, task: str, pref
         raise RerankError(f"unknown method {method!r}; choose one of {', '.join(SELECTIONS)}")
     if agg not in STEP_AGGREGATIONS:
         raise RerankError(f"unknown agg {agg!r}; choose one of {', '.join(STEP_AGGREGATIONS)}")
-    if task not in TASKS:
-        raise RerankError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    try:
+        get_task(task)
+    except ValueError as e:
+        raise RerankError(str(e)) from None
     out_names = {name: f"{prefix}{name}" for name in OUTPUT_COLUMNS}
     taken = [c for c in out_names.values() if c in frame.columns]
     if taken:

@@ -9,6 +9,7 @@ searches, labels, rewards or reranks asks `task_of(problem)` and never the kind'
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from ..records import Grade, Problem
 from . import chains, code, math
@@ -17,6 +18,7 @@ from .problems import DatasetUnavailableError, load_path, problems_from_rows
 
 TASKS: dict[str, Task] = {"math": math.MathTask(), "code": code.CodeTask()}
 DATASETS: dict[str, Loader] = {**math.DATASETS, **code.DATASETS, **chains.DATASETS}
+ALIASES: dict[str, str] = {**math.ALIASES}  # other names of datasets (hub ids), lowercase
 DEFAULT_TASK = "math"  # a problem whose meta names no task
 
 
@@ -32,6 +34,15 @@ def task_of(problem: Problem) -> Task:
     return get_task(problem.meta.get("task", DEFAULT_TASK))
 
 
+def by_task(problems: Sequence[Problem]) -> list[tuple[Task, list[int]]]:
+    """The positions of `problems` grouped by task, tasks in order of first appearance: what batches of answers,
+    groupings and grades are split by."""
+    which: dict[str, list[int]] = {}
+    for i, problem in enumerate(problems):
+        which.setdefault(problem.meta.get("task", DEFAULT_TASK), []).append(i)
+    return [(get_task(name), positions) for name, positions in which.items()]
+
+
 def load_problems(name_or_path: str, *, split: str | None = None, limit: int | None = None) -> list[Problem]:
     """The problems of a benchmark, in dataset order; `limit` keeps the first N (rows after them are not read).
 
@@ -44,8 +55,7 @@ def load_problems(name_or_path: str, *, split: str | None = None, limit: int | N
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
     if os.path.exists(name_or_path):
         return load_path(name_or_path, split, limit)
-    by_repo = {getattr(load, "repo", "").lower(): name for name, load in DATASETS.items() if hasattr(load, "repo")}
-    name = by_repo.get(name_or_path.lower(), name_or_path.lower().replace("-", "").replace("_", ""))
+    name = ALIASES.get(name_or_path.lower(), name_or_path.lower().replace("-", "").replace("_", ""))
     if name not in DATASETS:
         raise FileNotFoundError(
             f"{name_or_path!r} is neither an existing file or folder nor a known dataset name ({', '.join(DATASETS)})"
@@ -61,6 +71,7 @@ __all__ = [
     "Grade",
     "Loader",
     "Task",
+    "by_task",
     "get_task",
     "load_problems",
     "problems_from_rows",

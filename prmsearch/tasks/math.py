@@ -126,11 +126,9 @@ def hub(repo: str, config: str | None, default_split: str) -> Loader:
     def load(split: str | None, limit: int | None) -> list[Problem]:
         return load_hub(repo, config, split or default_split, limit)
 
-    load.repo = repo  # type: ignore[attr-defined]  # so a hub id works as a name too
     return load
 
 
-DATASETS: dict[str, Loader] = {
-    "math500": hub("HuggingFaceH4/MATH-500", None, "test"),
-    "gsm8k": hub("openai/gsm8k", "main", "test"),
-}
+HUB = {"math500": ("HuggingFaceH4/MATH-500", None, "test"), "gsm8k": ("openai/gsm8k", "main", "test")}
+DATASETS: dict[str, Loader] = {name: hub(*spec) for name, spec in HUB.items()}
+ALIASES = {repo.lower(): name for name, (repo, _, _) in HUB.items()}  # a hub id works as a name too
