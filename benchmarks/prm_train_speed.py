@@ -88,7 +88,7 @@ def run_ours(data: Path, work: Path, args, i: int) -> dict:
                 "output_dir": str(out),
                 "model_config": MODEL,
                 "learning_rate": args.learning_rate,
-                "per_device_batch_size": args.batch_size,
+                "per_device_train_batch_size": args.batch_size,
                 "packing": True,
                 "eval_fraction": 0.0,
                 "logging_steps": 1,

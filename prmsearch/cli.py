@@ -284,15 +284,23 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     # Recipe keys are not flags (they are key=value), so their help goes below the flags, one key a line.
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = textwrap.fill(p.description or "", 116)
-    p.epilog = "recipe keys (TrainConfig):\n" + _keys_help(TrainConfig)
+    p.epilog = (
+        "recipe keys (TrainConfig):\n"
+        + _keys_help(TrainConfig)
+        + "\n  ...and every other key of transformers' TrainingArguments (gradient_accumulation_steps, max_steps,\n"
+        "  lr_scheduler_type, weight_decay, seed, bf16, activation_checkpointing, deepspeed, save_steps, eval_steps,\n"
+        "  report_to, optim, ...), with transformers' defaults."
+    )
     p.set_defaults(func=_train)
 
 
 def _keys_help(config_cls: type) -> str:
-    """`  key  help (one of ...; default: ...)` per field, wrapped: the keys of a command that takes no flags."""
+    """`  key  help (one of ...; default: ...)` per field the class declares itself, wrapped: the keys of a command
+    that takes no flags (what it inherits, e.g. TrainingArguments', is documented where it is declared)."""
     choices = getattr(config_cls, "CHOICES", {})
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
     lines = []
-    for f in dataclasses.fields(config_cls):
+    for f in (fields[name] for name in vars(config_cls).get("__annotations__", {}) if name in fields):
         help, default = f.metadata.get("help", ""), _default(f)
         notes = [f"one of {', '.join(choices[f.name])}"] if f.name in choices else []
         notes += [] if default == "" or "default" in help else [f"default: {default!r}"]  # a YAML value, lists too

@@ -23,6 +23,10 @@ class OutputError(PrmsearchError):
     """An output would overwrite an input, or an existing result."""
 
 
+class FormatError(PrmsearchError):
+    """A reward-model checkpoint of no known format, or one that does not follow the format it was named as."""
+
+
 def looks_like_path(name: str) -> bool:
     """Whether `name` was meant as a local path, not a hub id ("org/name"): it starts with "/", "./", "../" or "~",
     or ends with a file suffix. A hub id never does, so such a name that does not exist is a typo, and saying so

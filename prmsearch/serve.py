@@ -46,7 +46,9 @@ class ServeConfig:
     """`prmsearch serve`: every flag is a field."""
 
     scorer: str = option("", "the reward model: a folder, hub id or embedded name (embedded:prm), or a public PRM")
-    adapter: str | None = option(None, "read --scorer as this public PRM format (see models.adapters)")
+    adapter: str | None = option(
+        None, "read --scorer in this public PRM format: qwen2.5-math-prm, math-shepherd or rlhflow (models.formats)"
+    )
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = option(8000, "port to listen on (0: any free port)")
     agg: str = option("min", "a PRM's step scores to one reward: last, min, prod, mean")

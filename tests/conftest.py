@@ -145,3 +145,24 @@ def chains_critic():
         return f"Earliest wrong step: {'none' if first < 0 else first + 1}"
 
     return rule
+
+
+def save_tiny_causal_lm(path, tokenizer, seed):
+    """A user's pretrained causal LM (a 2-layer Llama with tied embeddings, as the embedded policy), seeded, saved
+    with `tokenizer` in `path`: the backbone of the heads that read the LM (implicit, likelihood)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    LlamaForCausalLM(tiny_config(LlamaConfig, tokenizer, tie_word_embeddings=True)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def token_logprobs(model, ids):
+    """log p(token i | tokens before it) under `model`, 0 for the first token: the reference a read-out is checked
+    against, one plain forward pass."""
+    import torch
+
+    logits = model(torch.tensor([ids])).logits[0]
+    return [0.0] + [torch.log_softmax(logits[i - 1], -1)[ids[i]].item() for i in range(1, len(ids))]

@@ -6,13 +6,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from prmsearch.models.adapters import (
-    AdapterError,
-    MathShepherdPRM,
-    QwenMathPRM,
-    RLHFlowPRM,
-    load_adapter,
-)
+from prmsearch.errors import FormatError
+from prmsearch.models.adapters import AdapterError, MathShepherdPRM, QwenMathPRM, RLHFlowPRM
+from prmsearch.models.formats import load_adapter
 
 PROBLEM = "Natalia sold clips to 48 friends in April and half as many in May. How many in all?"
 STEPS = ["In May she sold 48 / 2 = 24 clips.", "In all 48 + 24 = 72 clips.", "The answer is 72."]
@@ -300,6 +296,28 @@ def test_qwen_loads_the_public_state_dict(adapters, qwen_dir):
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
 
 
+def test_the_format_registry_loads_a_checkpoint_as_its_config_declares(adapters, qwen_dir, rlhflow_dir):
+    """Loading asks `models.formats`: a Qwen2.5-Math-PRM checkpoint declares its format (its architecture) and
+    loads unnamed, as its adapter, into the whole-path scorer; a plain causal LM declares none and is refused in one
+    line that names the formats."""
+    from prmsearch.models.formats import detect
+    from prmsearch.scoring import ScorerError
+    from prmsearch.search.adapter_scorer import AdapterScorer
+    from prmsearch.search.load import load_scorer
+
+    path = str(qwen_dir[0])
+    assert detect(path) == "qwen2.5-math-prm"
+    scorer = load_scorer(path, device="cpu")
+    assert isinstance(scorer, AdapterScorer) and isinstance(scorer.adapter, QwenMathPRM)
+    expected = adapters["qwen2.5-math-prm"].score_steps(PROBLEM, STEPS)
+    assert scorer.adapter.score_steps(PROBLEM, STEPS) == pytest.approx(expected, abs=1e-6)
+    named = "a public PRM loads when its format is named: qwen2.5-math-prm, math-shepherd, rlhflow"
+    with pytest.raises(FormatError, match=f"declares no other reward-model format; {named}"):
+        detect(str(rlhflow_dir))
+    with pytest.raises(ScorerError, match="has no prmsearch settings in its config"):
+        load_scorer(str(rlhflow_dir), device="cpu")
+
+
 def test_qwen_checkpoint_without_the_head_is_refused(tmp_path, qwen_dir):
     from safetensors.torch import save_file
 
@@ -332,7 +350,7 @@ def test_tokenizers_without_the_format_are_refused(adapters, smollm2_tokenizer):
     gpt2_split.chat_template = LLAMA31_TEMPLATE
     with pytest.raises(AdapterError, match="does not split at message boundaries"):
         RLHFlowPRM(rlhflow.model, gpt2_split)
-    with pytest.raises(AdapterError, match="unknown adapter"):
+    with pytest.raises(FormatError, match="unknown adapter"):
         load_adapter("prm800k", "x")
 
 

@@ -7,9 +7,8 @@ import os
 
 import pytest
 import torch
-from conftest import build_gsm8k_sets, tiny_config
+from conftest import build_gsm8k_sets, save_tiny_causal_lm, token_logprobs
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from prmsearch.cli import main
 from prmsearch.models.reward_model import RewardModel
@@ -23,22 +22,12 @@ STEPS = ["He buys 4, so 3 + 4 = 7.", "The answer is 7."]
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory, smollm2_tokenizer):
-    """A user's pretrained causal LM (tied embeddings, as the embedded policy), saved with its tokenizer."""
-    path = tmp_path_factory.mktemp("policy")
-    torch.manual_seed(7)
-    LlamaForCausalLM(tiny_config(LlamaConfig, smollm2_tokenizer, tie_word_embeddings=True)).save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("policy"), smollm2_tokenizer, seed=7)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, policy):
     return build_gsm8k_sets(tmp_path_factory.mktemp("built"), 12, max_length=512, tokenizer=policy)
-
-
-def _logprobs(model, ids):
-    logits = model(torch.tensor([ids])).logits[0]
-    return [0.0] + [torch.log_softmax(logits[i - 1], -1)[ids[i]].item() for i in range(1, len(ids))]
 
 
 def test_q_values_sum_the_completion_log_ratio_and_skip_the_prompt(policy):
@@ -51,7 +40,7 @@ def test_q_values_sum_the_completion_log_ratio_and_skip_the_prompt(policy):
             p.add_(0.05 * torch.randn_like(p))
         rm.model.bias.fill_(0.3)
     enc = rm.encode(PROMPT, STEPS)
-    theta, ref = _logprobs(rm.model.policy, enc.input_ids), _logprobs(rm.model.ref, enc.input_ids)
+    theta, ref = token_logprobs(rm.model.policy, enc.input_ids), token_logprobs(rm.model.ref, enc.input_ids)
     want = []
     for end in enc.step_ends:
         q = 0.5 * sum(theta[s] - ref[s] for s in range(enc.prompt_length, end + 1)) + 0.3
@@ -75,7 +64,7 @@ def _config(data, policy, out, **kw):
         "implicit_beta": 1.0,
         "packing": False,
         "learning_rate": 3e-3,
-        "per_device_batch_size": 8,
+        "per_device_train_batch_size": 8,
         "logging_steps": 1,
         "save_steps": 1000,
         "eval_fraction": 0.0,
@@ -88,7 +77,7 @@ def test_trains_from_a_pretrained_folder_saves_loads_and_scores_as_in_a_search(d
     out, recipe = tmp_path / "prm", tmp_path / "implicit.yaml"
     recipe.write_text("prm_head: implicit\nimplicit_beta: 1.0\npacking: false\n")
     argv = ["train", "prm", str(recipe), "--quiet", f"model={policy}", f"train_data={data['prm']}"]
-    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_batch_size=8"]
+    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_train_batch_size=8"]
     argv += ["max_steps=12", "logging_steps=1", "save_steps=1000", "eval_fraction=0"]
     assert main(argv) == 0
     losses = [h["loss"] for h in json.loads((out / "metrics.json").read_text())["log_history"] if "loss" in h]

@@ -9,9 +9,9 @@ import os
 
 import pytest
 import torch
-from conftest import build_gsm8k_sets, tiny_config
+from conftest import build_gsm8k_sets, save_tiny_causal_lm, token_logprobs
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from prmsearch.cli import main
 from prmsearch.models.reward_model import RewardModel
@@ -25,21 +25,12 @@ STEPS = ["He buys 4, so 3 + 4 = 7.", "The answer is 7."]
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory, smollm2_tokenizer):
-    path = tmp_path_factory.mktemp("policy")
-    torch.manual_seed(11)
-    LlamaForCausalLM(tiny_config(LlamaConfig, smollm2_tokenizer, tie_word_embeddings=True)).save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("policy"), smollm2_tokenizer, seed=11)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, policy):
     return build_gsm8k_sets(tmp_path_factory.mktemp("built"), 12, max_length=512, tokenizer=policy)
-
-
-def _logprobs(model, ids):
-    logits = model(torch.tensor([ids])).logits[0]
-    return [0.0] + [torch.log_softmax(logits[i - 1], -1)[ids[i]].item() for i in range(1, len(ids))]
 
 
 def test_a_step_reads_its_least_likely_token_without_the_prompt_or_markers(policy):
@@ -49,7 +40,7 @@ def test_a_step_reads_its_least_likely_token_without_the_prompt_or_markers(polic
         rm.model.bias.fill_(2.0)
     enc = rm.encode(PROMPT, STEPS)
     markers = set(rm.model.marker_ids)
-    lp = _logprobs(rm.model.policy, enc.input_ids)
+    lp = token_logprobs(rm.model.policy, enc.input_ids)
     want, start = [], enc.prompt_length
     for end in enc.step_ends:
         own = [lp[s] for s in range(start, end + 1) if enc.input_ids[s] not in markers]
@@ -87,7 +78,7 @@ def _config(data, policy, out, **kw):
         "prm_head": "likelihood",
         "packing": False,
         "learning_rate": 3e-3,
-        "per_device_batch_size": 8,
+        "per_device_train_batch_size": 8,
         "logging_steps": 1,
         "save_steps": 1000,
         "eval_fraction": 0.0,
@@ -100,7 +91,7 @@ def test_trains_from_a_pretrained_folder_saves_loads_and_scores_as_in_a_search(d
     out, recipe = tmp_path / "prm", tmp_path / "likelihood.yaml"
     recipe.write_text("prm_head: likelihood\npacking: false\n")
     argv = ["train", "prm", str(recipe), f"model={policy}", f"train_data={data['prm']}"]
-    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_batch_size=8"]
+    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_train_batch_size=8"]
     argv += ["max_steps=12", "logging_steps=1", "save_steps=1000", "eval_fraction=0"]
     assert main(argv) == 0
     assert "likelihood head calibrated on" in capsys.readouterr().out  # fitted before the first step
@@ -165,7 +156,7 @@ def test_an_orm_reads_its_completions_least_likely_token(policy):
         rm.model.scale.fill_(0.7)
         rm.model.bias.fill_(2.0)
     enc = rm.encode(PROMPT, STEPS)
-    lp = _logprobs(rm.model.policy, enc.input_ids)
+    lp = token_logprobs(rm.model.policy, enc.input_ids)
     own = [lp[s] for s in range(enc.prompt_length, len(enc.input_ids)) if enc.input_ids[s] not in rm.model.marker_ids]
     want = torch.sigmoid(torch.tensor(0.7 * min(own) + 2.0)).item()
     got = rm.score_batch([PROMPT, PROMPT], [STEPS, [*STEPS, "Then some more words follow here."]])
@@ -178,7 +169,7 @@ def test_an_orm_trains_from_a_pretrained_folder_on_outcomes_saves_and_loads(data
     out, recipe = tmp_path / "orm", tmp_path / "orm.yaml"
     recipe.write_text("orm_head: likelihood\naggregation: min\npacking: false\n")
     argv = ["train", "orm", str(recipe), f"model={policy}", f"train_data={data['orm']}"]
-    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_batch_size=8"]
+    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_train_batch_size=8"]
     argv += ["max_steps=12", "logging_steps=1", "save_steps=1000", "eval_fraction=0"]
     assert main(argv) == 0
     printed = capsys.readouterr().out

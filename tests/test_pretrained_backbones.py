@@ -106,7 +106,7 @@ def _train_cli(kind, folder, data, output, *extra):
     checkpointing, its batching) cut down to two small steps."""
     argv = ["train", kind, str(ROOT / "train" / f"qwen2.5-math-1.5b_{kind}.yaml"), "--quiet", f"model={folder}"]
     argv += [f"train_data={data[kind]}", f"output_dir={output}", f"max_steps={STEPS}", f"learning_rate={LR}"]
-    argv += ["warmup_ratio=0", "per_device_batch_size=4", "gradient_accumulation_steps=1", "eval_fraction=0"]
+    argv += ["warmup_ratio=0", "per_device_train_batch_size=4", "gradient_accumulation_steps=1", "eval_fraction=0"]
     argv += ["logging_steps=1", "save_steps=1000", *extra]
     return main(argv)
 
@@ -126,7 +126,7 @@ def test_train_from_a_pretrained_folder(arch, kind, lora, checkpoints, data, tmp
         pytest.importorskip("peft")
     extra = ["lora_r=4", "lora_alpha=8"] if lora else []
     if arch != "qwen2":  # the recipe's bf16 autocast and gradient checkpointing run once per kind, on its own arch
-        extra += ["bf16=false", "gradient_checkpointing=false"]
+        extra += ["bf16=false", "activation_checkpointing=false"]
     assert _train_cli(kind, checkpoints[arch], data, tmp_path / "rm", *extra) == 0
     rm = RewardModel.from_pretrained(str(tmp_path / "rm"))
     assert rm.kind == kind and rm.model.config.prmsearch["kind"] == kind
@@ -195,7 +195,7 @@ def test_smollm2_lora_prm(tmp_path):
     build = ["build", "prm", "--config", recipe, "--input", str(source), "--tokenizer", folder, "--quiet"]
     assert main([*build, "--output", str(tmp_path / "prm")]) == 0
     # the recipe's bf16 autocast and gradient checkpointing on a GPU; on a CPU without bf16 units they cost ~10x
-    device = [] if torch.cuda.is_available() else ["bf16=false", "gradient_checkpointing=false"]
+    device = [] if torch.cuda.is_available() else ["bf16=false", "activation_checkpointing=false"]
     start = time.perf_counter()
     code = main(
         [
@@ -207,7 +207,7 @@ def test_smollm2_lora_prm(tmp_path):
             f"train_data={tmp_path / 'prm'}",
             f"output_dir={tmp_path / 'rm'}",
             "max_steps=5",
-            "per_device_batch_size=8",
+            "per_device_train_batch_size=8",
             "gradient_accumulation_steps=1",
             "learning_rate=1e-4",
             "lora_r=8",

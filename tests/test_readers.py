@@ -405,12 +405,12 @@ def test_read_source_passes_each_reader_its_own_options(monkeypatch):
         assert set(readers.OPTIONS.get(name, ())) <= set(taken), name  # the table names options the reader takes
         monkeypatch.setitem(readers.READERS, name, lambda path, name=name, **kw: seen.setdefault(name, kw))
     opts = readers.ReaderOptions(
-        input="in.jsonl", skip_bad=True, neutral="negative", branches=False, prompt_field="q",
+        input="in.jsonl", skip_bad=True, neutral="negative", branches=False, after_error="truncate", prompt_field="q",
         solution_fields=["a", "b"], solution_key="s", outcome_key="o",
     )  # fmt: skip
     for name in readers.READERS:
         opts.source = name
-        readers.read_source(opts, ReadReport(), split="dev", separator="\n", after_error="truncate", gold_field="g")
+        readers.read_source(opts, ReadReport(), split="dev", separator="\n", gold_field="g")
     common = {"skip_bad": True, "split": "dev"}
     assert seen["prm800k"] == {**common, "report": seen["prm800k"]["report"], "neutral": "negative", "branches": False}
     assert seen["processbench"]["after_error"] == seen["champ"]["after_error"] == "truncate"

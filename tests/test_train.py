@@ -18,7 +18,7 @@ from prmsearch.models.reward_model import RewardModel
 from prmsearch.train.collators import GroupBatchSampler, PairCollator, TokenBudgetSampler, TokenCollator, sequences
 from prmsearch.train.config import TrainConfig, TrainConfigError, parse_overrides
 from prmsearch.train.losses import prm_losses
-from prmsearch.train.run import train
+from prmsearch.train.run import finalize, fit, prepare, train
 
 ROOT = Path(__file__).resolve().parent.parent
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_test_model_solutions.jsonl"
@@ -38,7 +38,7 @@ def config(data, kind, tmp_path, **kw):
         "train_data": data["pairs" if kind == "bt" else kind],
         "output_dir": str(tmp_path / kind),
         "learning_rate": 3e-3,
-        "per_device_batch_size": 8,
+        "per_device_train_batch_size": 8,
         "logging_steps": 1,
         "save_steps": 1000,
         "eval_fraction": 0.15,
@@ -134,7 +134,7 @@ def test_resume_gives_the_uninterrupted_weights(data, tmp_path):
 
 def test_bt_plackett_luce_and_prompt_groups(data, tmp_path):
     result = train(
-        config(data, "bt", tmp_path, bt_loss="plackett_luce", per_device_batch_size=16, num_train_epochs=3),
+        config(data, "bt", tmp_path, bt_loss="plackett_luce", per_device_train_batch_size=16, num_train_epochs=3),
         progress=False,
     )
     assert _falls(result.losses), result.losses
@@ -191,6 +191,31 @@ def test_config_errors_and_overrides(tmp_path, data):
         TrainConfig.from_yaml(str(recipe), {"warmup_ratio": 5})  # the Trainer would read 5 as five steps
     with pytest.raises(TrainConfigError, match="data built for pairs"):
         train(TrainConfig.from_yaml(str(recipe), {"train_data": data["pairs"]}, kind="prm"), progress=False)
+    with pytest.raises(TrainConfigError, match=r"unknown keys \['adam_beta'\] \(did you mean adam_beta2\?\)"):
+        TrainConfig.from_yaml(str(recipe), {"adam_beta": 0.5})
+    with pytest.raises(TrainConfigError, match="--logging_steps must be an integer if bigger than 1: 2.5"):
+        TrainConfig.from_yaml(str(recipe), {"logging_steps": 2.5})  # the Trainer's own check, as one line
+
+
+def test_the_config_is_the_trainers_arguments_and_its_record_a_recipe(data, tmp_path):
+    """TrainConfig is a TrainingArguments: any of the Trainer's keys is a recipe key and reaches the optimiser; the
+    old key per_device_batch_size still reads; train_config.yaml, given back as a recipe, is the same run."""
+    from transformers import TrainingArguments
+
+    extra = {"adam_beta2": 0.95, "per_device_batch_size": 4, "warmup_ratio": 0.25, "max_steps": 2}
+    cfg = config(data, "prm", tmp_path, **extra)
+    assert isinstance(cfg, TrainingArguments) and cfg.per_device_train_batch_size == cfg.per_device_eval_batch_size == 4
+    assert cfg.warmup_steps == 0.25  # transformers 5 reads a float below 1 as a share of the steps
+    run = prepare(cfg, progress=False)
+    run.trainer.create_optimizer()
+    assert run.trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    assert run.trainer.args is not cfg  # the Trainer works on its own copy
+    fit(run)
+    saved = tmp_path / "prm" / "train_config.yaml"
+    finalize(run, {})
+    again = TrainConfig.from_yaml(str(saved))
+    assert again.recipe() == cfg.recipe() and again.adam_beta2 == 0.95 and again.max_steps == 2
+    assert "hub_token" not in saved.read_text()  # unset: not written (and a secret would be masked)
 
 
 def _cli(args, env=None, cwd=None):
@@ -297,7 +322,7 @@ def _two_process_recipe(data, tmp_path):
                 "train_data": data["prm"],
                 "model_config": TINY,
                 "learning_rate": 3e-3,
-                "per_device_batch_size": 4,
+                "per_device_train_batch_size": 4,
                 "max_steps": 3,
                 "logging_steps": 1,
                 "eval_fraction": 0.0,
@@ -378,7 +403,7 @@ class Probe(TrainerCallback):
 
 def test_bf16_and_gradient_checkpointing_run_on_cpu(data, tmp_path):
     probe = Probe()
-    cfg = config(data, "orm", tmp_path, bf16=True, gradient_checkpointing=True, max_steps=2)
+    cfg = config(data, "orm", tmp_path, bf16=True, activation_checkpointing=True, max_steps=2)
     result = train(cfg, callbacks=[probe], progress=False)
     assert len(result.losses) == 2 and all(0 < v < 10 for v in result.losses)
     assert probe.head_dtypes == {torch.bfloat16}  # the forward ran under bf16 autocast

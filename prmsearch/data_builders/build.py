@@ -20,7 +20,6 @@ from ..rows import ReadReport
 from ..steps import StepFormat
 from .labels import LABEL_KINDS, OUTCOME_TO_STEPS, BuildReport, build_orm, build_prm, build_stepwise
 from .pairs import MARGINS, build_pairs
-from .processbench import AFTER_ERROR
 from .readers import ReaderOptions, read_source
 
 TARGETS = ("prm", "orm", "pairs", "stepwise")
@@ -72,10 +71,6 @@ class BuildConfig(ReaderOptions):
     )
     margin: str = option("none", "pairs: none, or steps (a margin column: the pair's difference of mean step labels)")
     split: str = option("train", "split of a hub dataset or save_to_disk folder (ProcessBench: gsm8k, math, ...)")
-    # ProcessBench
-    after_error: str = option(
-        "negative", "processbench: steps after the first error are negative (0), unlabelled, or truncate (cut off)"
-    )
     # raw traces
     gold_field: str | None = option(
         None, "traces: field of the gold answer (or a reference solution); grades solutions that carry no outcome"
@@ -88,7 +83,6 @@ class BuildConfig(ReaderOptions):
         "label_kind": LABEL_KINDS,
         "outcome_to_steps": OUTCOME_TO_STEPS,
         "margin": MARGINS,
-        "after_error": AFTER_ERROR,
     }
 
     def __post_init__(self) -> None:
@@ -128,7 +122,6 @@ def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         read_report,
         split=cfg.split,
         separator=cfg.separator,
-        after_error=cfg.after_error,
         gold_field=cfg.gold_field,
     )
     ds = _build_target(cfg, traces, tokenizer, fmt, build_report, progress)

@@ -17,7 +17,7 @@ from ..rows import ReadReport
 from .champ import read_champ
 from .math_shepherd import read_math_shepherd
 from .prm800k import NEUTRAL_POLICIES, read_prm800k
-from .processbench import read_processbench
+from .processbench import AFTER_ERROR, read_processbench
 from .stepwise import read_stepwise
 from .traces import read_traces_file
 
@@ -54,6 +54,12 @@ class ReaderOptions:
         "three-class", "prm800k: a 0 rating becomes positive (1), negative (0) or stays 0 (three-class)"
     )
     branches: bool = option(True, "prm800k: every rated alternative at a step also becomes its own trace")
+    # ProcessBench, CHAMP (and `prmsearch label`'s first-error and judge labels: one meaning, the steps after a
+    # first error, annotated or found)
+    after_error: str = option(
+        "negative",
+        "steps after the first error (annotated or found) are negative (0), unlabelled, or truncate (cut off)",
+    )
     # raw traces
     prompt_field: str = option("question", "traces: field of the prompt (dotted paths reach nested fields: a.b)")
     solution_fields: list[str] = option(
@@ -62,7 +68,11 @@ class ReaderOptions:
     solution_key: str = option("solution", "traces: key of the solution text in a solution object")
     outcome_key: str = option("is_correct", "traces: key of the true/false outcome in a solution object")
 
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"source": tuple(READERS), "neutral": tuple(NEUTRAL_POLICIES)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "source": tuple(READERS),
+        "neutral": tuple(NEUTRAL_POLICIES),
+        "after_error": AFTER_ERROR,
+    }
 
     def check_reader(self) -> None:
         """What `CHOICES` cannot say; `solution_fields` may come as "a,b" from a flag."""
@@ -76,11 +86,10 @@ def read_source(
     *,
     split: str,
     separator: str,
-    after_error: str = "negative",
     gold_field: str | None = None,
 ) -> Iterator[Trace]:
     """The traces of `opts.input` through `opts.source`'s reader, given the options that reader takes."""
-    given: dict[str, Any] = {"after_error": after_error, "gold_field": gold_field, "separator": separator}
+    given: dict[str, Any] = {"gold_field": gold_field, "separator": separator}
     values = {name: given[name] if name in given else getattr(opts, name) for name in OPTIONS.get(opts.source, ())}
     if "solution_fields" in values:
         values["solution_fields"] = tuple(values["solution_fields"])

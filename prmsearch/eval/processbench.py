@@ -137,7 +137,9 @@ class ProcessBenchConfig:
         "champ", "annotated solutions: 'champ' (the champ-dataset package), or a ProcessBench file / hub id"
     )
     split: str = option("train", "the split of a hub dataset (ProcessBench's: gsm8k, math, olympiadbench, omnimath)")
-    adapter: str | None = option(None, "read --scorer as this public PRM format (see models.adapters)")
+    adapter: str | None = option(
+        None, "read --scorer in this public PRM format: qwen2.5-math-prm, math-shepherd or rlhflow (models.formats)"
+    )
     judge: str | None = option(
         None, "instead of --scorer, this causal LM as the step critic judge (judges.CriticJudge); threshold 0.5"
     )
@@ -151,17 +153,14 @@ def load_step_scorer(path: str, *, adapter: str | None = None, device: str | Non
     """What `score_steps_batch` is called on: a prmsearch PRM, or a public PRM through its adapter."""
     import torch
 
+    from ..models.formats import load_reward_model
+    from ..models.heads import RewardModelError
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if adapter is not None:
-        from ..models.adapters import load_adapter
-
-        return load_adapter(adapter, path, device=device)
-    from ..models.reward_model import RewardModel, RewardModelError
-
-    rm = RewardModel.from_pretrained(path, device=device)
-    if rm.kind != "prm":
-        raise RewardModelError(f"{path} is not a PRM (its kind: {rm.kind}); ProcessBench evaluates step scorers")
-    return rm
+    model = load_reward_model(path, adapter, device=device)
+    if model.kind != "prm":
+        raise RewardModelError(f"{path} is not a PRM (its kind: {model.kind}); ProcessBench evaluates step scorers")
+    return model
 
 
 def read_annotated(data: str, split: str = "train") -> list[Annotated]:

@@ -6,10 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..data_builders.processbench import AFTER_ERROR
 from ..data_builders.readers import ReaderOptions
 from ..recipes import option, read_recipe
-from ..search.load import PolicyConfig
+from ..search.load import PolicyConfig, Sampling
 from ..steps import StepFormat
 
 LABEL_METHODS = ("mc", "first-error", "judge")
@@ -25,11 +24,12 @@ CONSENSUS = ("off", "drop", "mark")
 
 
 @dataclass
-class LabelConfig(PolicyConfig, ReaderOptions):
+class LabelConfig(PolicyConfig, ReaderOptions, Sampling):
     """Everything `prmsearch label` needs; every field is a flag (`--gold-field` -> `gold_field`) and a key of a
     YAML recipe (`--config`). The policy's fields (model, backend, devices, prompt layout) are `PolicyConfig`'s,
     shared with `prmsearch search`; how `--input` is read is `ReaderOptions`', shared with `prmsearch build`
-    (`skip_bad` also leaves out traces without a gold answer)."""
+    (`skip_bad` also leaves out traces without a gold answer); how rollouts are sampled is `Sampling`'s, shared with
+    `prmsearch search`."""
 
     # where the traces come from, where the labels go
     sample: int = option(0, "instead of reading traces, sample N solutions per problem of --problems from the policy")
@@ -46,23 +46,17 @@ class LabelConfig(PolicyConfig, ReaderOptions):
     )
     k: int = option(8, "rollouts per step prefix")
     labels: str = option("hard", "hard: 1 if some rollout reached the gold answer; soft: the fraction that did (mc)")
-    after_error: str = option(
-        "negative", "first-error: steps after the first error are negative, unlabelled, or truncate (dropped)"
-    )
     consensus: str = option("off", "drop or mark traces whose first error the second opinion places elsewhere")
     second_opinion: str = option(
         "arithmetic", "what consensus asks: arithmetic (check_arithmetic_steps) or judge (the step critic --judge)"
     )
     judge: str = option("", "the judge LM (folder, hub id or embedded name) of method=judge or second_opinion=judge")
     judge_max_tokens: int = option(24, "tokens the judge writes after its prefilled verdict line")
-    # the policy that writes rollouts (the model, backend and prompt layout: `PolicyConfig`)
-    temperature: float = option(0.8, "sampling temperature of rollouts (and of --sample, unless sample_temperature)")
+    # the policy that writes rollouts (the model, backend and prompt layout: `PolicyConfig`; its sampling: `Sampling`)
     sample_temperature: float | None = option(
         None, "sampling temperature of the traces --sample draws (default: temperature); rollouts keep temperature"
     )
-    top_p: float = option(1.0, "nucleus sampling")
     max_tokens: int = option(512, "tokens per rollout (or sample); a cut rollout counts as not reaching the answer")
-    seed: int = option(0, "run seed; rollout j of (trace, step) has seed derive_seed(seed, trace id, step), j")
     batch_traces: int = option(16, "traces per chunk: one generate call per round, one write per chunk")
     # grading
     grade_timeout: float = option(5.0, "seconds per answer comparison")
@@ -76,7 +70,6 @@ class LabelConfig(PolicyConfig, ReaderOptions):
         **ReaderOptions.CHOICES,
         "method": LABEL_METHODS,
         "labels": LABELS,
-        "after_error": AFTER_ERROR,
         "consensus": CONSENSUS,
         "second_opinion": SECOND_OPINIONS,
     }

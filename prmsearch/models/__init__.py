@@ -1,4 +1,5 @@
-"""Reward models: heads on causal-LM backbones (one registry, `heads.HEADS`), load/save with their scoring settings,
+"""Reward models: the checkpoint formats a reward model loads from (one registry, `formats.FORMATS`:
+`load_reward_model`), prmsearch's heads on causal-LM backbones (`heads.HEADS`), load/save with their scoring settings,
 the scoring API, tokenizer loading, and adapters that score with public PRMs in their own formats (`load_adapter`).
 
 `RewardModel` is imported on first use: it needs torch (~1.5 s to import), which `prmsearch build` and the
@@ -7,6 +8,7 @@ verifiers' worker processes should not pay."""
 from .tokenizers import load_tokenizer
 
 __all__ = [
+    "FORMATS",
     "HEADS",
     "KINDS",
     "TOKEN_AGGREGATIONS",
@@ -14,6 +16,7 @@ __all__ = [
     "RewardModel",
     "RewardModelError",
     "load_adapter",
+    "load_reward_model",
     "load_tokenizer",
 ]
 
@@ -27,8 +30,12 @@ def __getattr__(name: str):
         from . import reward_model
 
         return getattr(reward_model, name)
-    if name in ("AdapterError", "load_adapter"):
+    if name in ("FORMATS", "load_adapter", "load_reward_model"):
+        from . import formats
+
+        return getattr(formats, name)
+    if name == "AdapterError":
         from . import adapters
 
-        return getattr(adapters, name)
+        return adapters.AdapterError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
 """Adapters for public process reward models: each is a StepFormat plus a read-out, not a copy of its scoring code.
+Each is a format in `models.formats.FORMATS`, which loads it (`load_reward_model`, `load_adapter`).
 
 - `qwen2.5-math-prm` (Qwen/Qwen2.5-Math-PRM-7B, -72B): a chat of system prompt, user = problem, assistant = every
   step followed by `<extra_0>`; read-out: softmax of the 2-way head at each `<extra_0>`, P(class 1).
@@ -38,11 +39,11 @@ from torch import nn
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
-from ..errors import PrmsearchError
+from ..errors import FormatError
 from ..steps import EncodedSteps, StepFormat
 
 
-class AdapterError(PrmsearchError):
+class AdapterError(FormatError):
     """A checkpoint or tokenizer that does not follow the public format its adapter reads."""
 
 
@@ -74,6 +75,7 @@ class PRMAdapter:
     the same scores (a regression test checks it)."""
 
     name = ""
+    kind = "prm"  # what it scores, as `RewardModel.kind` says it
     step_format = StepFormat()
     padding_side = "right"
 
@@ -360,24 +362,6 @@ class RLHFlowPRM(PRMAdapter):
 
 
 # ---- shared pieces ------------------------------------------------------------------------------------------------
-
-ADAPTERS: dict[str, type[PRMAdapter]] = {a.name: a for a in (QwenMathPRM, MathShepherdPRM, RLHFlowPRM)}
-
-
-def load_adapter(
-    name: str,
-    path_or_id: str,
-    *,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
-    **kwargs: Any,
-) -> PRMAdapter:
-    """A public PRM ready to score: `load_adapter("qwen2.5-math-prm", "Qwen/Qwen2.5-Math-PRM-7B", device="cuda",
-    dtype=torch.bfloat16)`. Names: see `ADAPTERS`; `kwargs` go to the adapter's `from_pretrained`."""
-    if name not in ADAPTERS:
-        raise AdapterError(f"unknown adapter {name!r}: choose one of {sorted(ADAPTERS)}")
-    return ADAPTERS[name].from_pretrained(path_or_id, device=device, dtype=dtype, **kwargs)
-
 
 _SLOT = "@@prmsearch-content-{}@@"
 _SLOT_RE = re.compile(r"@@prmsearch-content-(\d+)@@")

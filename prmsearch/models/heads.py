@@ -7,7 +7,8 @@ in the trainer, the saver and the scorer.
 - `implicit` (PRM): no head, the LM's own log-likelihood ratio to a frozen copy of its start (`models.implicit`).
 - `likelihood` (PRM, ORM): the log-probability of a step's (or the solution's) least likely token, scaled
   (`models.likelihood`).
-The public PRMs scored in their own formats (Qwen2.5-Math-PRM, Math-Shepherd, RLHFlow) are `models.adapters.ADAPTERS`.
+These are the read-outs of prmsearch's own checkpoint format; the formats a reward model loads from, public PRMs
+scored as published (Qwen2.5-Math-PRM, Math-Shepherd, RLHFlow) among them, are `models.formats.FORMATS`.
 """
 
 from __future__ import annotations

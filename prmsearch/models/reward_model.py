@@ -126,7 +126,7 @@ class RewardModel(torch.nn.Module):
         if not isinstance(settings, dict) or "kind" not in settings:
             raise RewardModelError(
                 f"{path} has no prmsearch settings in its config: not saved by RewardModel.save_pretrained "
-                "(for a public PRM use an adapter from prmsearch.models.adapters)"
+                "(a public PRM loads when its format is named: prmsearch.models.formats)"
             )
         head = settings.get("head", "linear")
         load = get_head(head, settings["kind"], settings.get("prm_loss", "ce")).load

@@ -32,6 +32,7 @@ from ..scoring import (
 from ..steps import StepFormat
 from ..tasks import Checks, Task, by_task, task_of
 from .generators import Completion, Generator, derive_seed
+from .load import Sampling
 from .select import SELECTIONS, select_from_groups
 from .tree import COMPLETE, CUT, EMPTY, STEP, Node, Tree
 
@@ -42,7 +43,7 @@ class SearchError(PrmsearchError):
 
 
 @dataclass
-class SearchSettings:
+class SearchSettings(Sampling):
     """What a strategy runs with, at any N; `SearchParams` adds N, and `runner.SearchConfig` (recipes and CLI flags)
     takes these same fields. `width` (M): children per expansion in beam / DVTS / MCTS. `max_tokens` bounds a whole
     solution (greedy, sampling, the last step, rollouts), `max_step_tokens` one step. `agg` turns a path's step
@@ -53,9 +54,6 @@ class SearchSettings:
     max_steps: int = option(40, "beam, DVTS: depth limit; the expansion at this depth writes the rest of the solution")
     max_step_tokens: int = option(256, "tokens per step of a tree search")
     max_tokens: int = option(1024, "tokens per whole solution: greedy, sampling, a tree search's last step, rollouts")
-    temperature: float = option(0.8, "sampling temperature of the policy (greedy decodes at 0)")
-    top_p: float = option(1.0, "nucleus sampling: only the most likely tokens whose probabilities sum to top_p")
-    seed: int = option(0, "run seed; each sample's seed comes from (seed, problem id, node), never from the batch")
     agg: str = option("last", "a path's step scores to one score: last step, min, prod (of probabilities), mean")
     final: str = option(
         "weighted_best_of_n", "how a tree search picks the answer among the complete solutions it found"

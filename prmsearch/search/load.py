@@ -20,6 +20,16 @@ BACKENDS = ("hf", "vllm")
 
 
 @dataclass
+class Sampling:
+    """How the policy samples: the settings of `generate` that a search run and a label run share (each adds its
+    own `max_tokens`, whose budget means a different thing in each)."""
+
+    temperature: float = option(0.8, "sampling temperature of the policy (greedy decodes at 0)")
+    top_p: float = option(1.0, "nucleus sampling: only the most likely tokens whose probabilities sum to top_p")
+    seed: int = option(0, "run seed; each sample's seed comes from (seed, problem id, node), never from the batch")
+
+
+@dataclass
 class PolicyConfig:
     """The policy a command runs, as `prmsearch search` and `prmsearch label` both take it (their configs include
     this part): the model, its backend and devices, and how a problem becomes its prompt. `load_generator` reads
@@ -108,34 +118,41 @@ def load_scorer(
     max_cache_tokens: int = 2_000_000,
     max_batch_tokens: int = 16_384,
 ) -> Scorer:
-    """A scorer for a reward model saved by `RewardModel.save_pretrained` (folder or hub id): PRMs score steps
-    incrementally, ORM / BT models score whole solutions. With `adapter` (a name in `models.adapters.ADAPTERS`),
-    `path` is a public PRM read in its own format, through `AdapterScorer`."""
+    """A scorer for the reward model at `path` (folder, hub id or embedded name), loaded through the format registry
+    (`models.formats`): the format `adapter` names (a public PRM's), or the one its config declares. The format says
+    how search scores with it (`SCORERS`)."""
     import torch
 
-    from ..models.reward_model import RewardModel, RewardModelError
+    from ..errors import PrmsearchError
+    from ..models.formats import FORMATS, detect, load_reward_model
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        name = adapter or detect(path)
+        model = load_reward_model(path, name, device=device, dtype=dtype)
+    except PrmsearchError as e:
+        raise ScorerError(str(e)) from e
+    options = {"full_rescore": full_rescore, "max_cache_tokens": max_cache_tokens, "max_batch_tokens": max_batch_tokens}
+    return SCORERS[FORMATS[name].scoring](model, agg, options)
+
+
+def _reward_model_scorer(rm: Any, agg: str, options: dict[str, Any]) -> Scorer:
+    """A `RewardModel`: a PRM scores steps (on its prefixes' cached states when its head is incremental), an ORM or
+    BT model whole solutions."""
     from .scorer import OutcomeScorer, StepScorer
 
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if adapter is not None:
-        from ..models.adapters import AdapterError, load_adapter
-        from .adapter_scorer import AdapterScorer
+    return StepScorer(rm, agg=agg, **options) if rm.kind == "prm" else OutcomeScorer(rm)
 
-        try:
-            return AdapterScorer(load_adapter(adapter, path, device=device, dtype=dtype), agg=agg)
-        except AdapterError as e:
-            raise ScorerError(str(e)) from e
-    try:
-        rm = RewardModel.from_pretrained(path, device=device, dtype=dtype)
-    except RewardModelError as e:
-        raise ScorerError(str(e)) from e
-    if rm.kind == "prm":
-        return StepScorer(
-            rm, full_rescore=full_rescore, agg=agg, max_cache_tokens=max_cache_tokens, max_batch_tokens=max_batch_tokens
-        )
-    return OutcomeScorer(rm)
+
+def _whole_path_scorer(adapter: Any, agg: str, options: dict[str, Any]) -> Scorer:
+    """A public PRM's adapter: each path re-read whole, in the format it was published with."""
+    from .adapter_scorer import AdapterScorer
+
+    return AdapterScorer(adapter, agg=agg)
+
+
+# How search scores with each format's models, by the format's `scoring` (models.formats.SCORING).
+SCORERS = {"reward-model": _reward_model_scorer, "whole-path": _whole_path_scorer}
 
 
 def load_judge(

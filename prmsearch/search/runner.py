@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..files import append_rows
-from ..models.adapters import ADAPTERS
+from ..models.formats import PUBLIC
 from ..recipes import option, read_recipe
 from ..records import Problem
 from ..scoring import STEP_AGGREGATIONS
@@ -80,7 +80,7 @@ class SearchConfig(SearchSettings, PolicyConfig):
         **PolicyConfig.CHOICES,
         "agg": STEP_AGGREGATIONS,
         "final": SELECTIONS,
-        "scorer_adapter": tuple(ADAPTERS),
+        "scorer_adapter": PUBLIC,
         "judge_protocol": JUDGE_PROTOCOLS,
     }
 

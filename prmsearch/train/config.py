@@ -1,15 +1,21 @@
-"""`TrainConfig`: everything `prmsearch train {bt,orm,prm}` needs, as one dataclass loaded from a YAML recipe
-(`train/*.yaml`) with `key=value` overrides from the command line, the way TRL's `*Config` classes are used."""
+"""`TrainConfig`: everything `prmsearch train {bt,orm,prm}` needs, loaded from a YAML recipe (`train/*.yaml`) with
+`key=value` overrides from the command line. It is transformers' `TrainingArguments` with the reward model's keys
+added, the way TRL's configs are built: the optimiser, schedule, precision, logging, saving and DeepSpeed keys are
+the Trainer's own (inherited, documented by transformers), and the ones whose defaults suit reward models differently
+are re-declared with ours."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 import yaml
+from transformers import TrainingArguments
 
 from ..errors import InputError, PrmsearchError, require_local
 from ..models.heads import KINDS, RewardModelError, get_head, heads_for
@@ -18,6 +24,8 @@ from ..recipes import option, read_recipe, yaml_problem
 from .losses import PRM_LOSSES
 
 BT_LOSSES = ("bt", "plackett_luce")
+# Keys of earlier prmsearch recipes, read as the TrainingArguments keys that replaced them.
+RENAMED = {"per_device_batch_size": "per_device_train_batch_size"}
 
 
 class TrainConfigError(PrmsearchError):
@@ -25,8 +33,10 @@ class TrainConfigError(PrmsearchError):
 
 
 @dataclass
-class TrainConfig:
-    """Everything `prmsearch train` needs: the keys of a recipe (`train/*.yaml`), each overridable as key=value."""
+class TrainConfig(TrainingArguments):
+    """Everything `prmsearch train` needs: the keys of a recipe (`train/*.yaml`), each overridable as key=value.
+    Any `TrainingArguments` key is a recipe key too; those declared here are the reward model's own, or the
+    Trainer's with a default that suits reward models."""
 
     kind: str = option("prm", "bt (pairs, sequence head), orm (outcome on every completion token), prm (step ends)")
     # the backbone: a hub id or folder with weights, or `model_config` (a transformers config as a dict, with
@@ -40,7 +50,6 @@ class TrainConfig:
     eval_data: str | None = option(None, "held-out data in the same form (default: eval_fraction of train_data)")
     eval_fraction: float = option(0.05, "share of train_data held out, by prompt group, when eval_data is not given")
     eval_max_examples: int | None = option(2000, "evaluate on at most this many examples (None: all)")
-    output_dir: str = option("runs/rm", "checkpoints, the final model, metrics.json and train_config.yaml")
     # heads and losses
     prm_loss: str = option("ce", "prm: ce (0/1), ce3 (-1/0/+1, PRM800K), bce (soft labels), mse (sigmoid regression)")
     aggregation: str = option("mean", "orm: how token scores become a solution's score, stored with the model")
@@ -59,22 +68,10 @@ class TrainConfig:
     group_by_prompt: bool = option(False, "bt: all pairs of a prompt in one batch, each prompt weighted once")
     center_rewards_coefficient: float | None = option(None, "bt: weight of TRL's penalty that centres rewards on 0")
     # batching
-    per_device_batch_size: int = option(8, "examples (bt: pairs) per micro-batch on each device")
     packing: bool = option(True, "orm, prm: one packed row per micro-batch, no padding")
     max_tokens_per_batch: int = option(8192, "packed row length cap, in tokens")
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimiser step")
-    # optimisation
-    learning_rate: float = option(1e-5, "peak learning rate")
-    weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.0, "share of the steps over which the learning rate warms up from 0")
-    lr_scheduler_type: str = option("linear", "transformers' scheduler: linear, cosine, constant, ...")
-    num_train_epochs: float = option(1.0, "passes over train_data (max_steps > 0 wins)")
-    max_steps: int = option(-1, "optimiser steps in all (-1: from num_train_epochs)")
-    max_grad_norm: float = option(1.0, "gradient clipping norm")
-    seed: int = option(42, "seed of initialisation, data order and the eval split")
-    # model memory and precision
-    bf16: bool = option(False, "bfloat16 mixed precision")
-    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, more time")
+    # the backbone's memory
     attn_implementation: str | None = option(
         None, "the backbone's attention: eager, sdpa, flash_attention_2 (packed rows never attend across examples)"
     )
@@ -82,14 +79,16 @@ class TrainConfig:
     lora_alpha: int = option(16, "LoRA scaling")
     lora_dropout: float = option(0.0, "LoRA dropout")
     lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules given LoRA adapters")
-    deepspeed: str | None = option(None, "a DeepSpeed JSON config (or launch with an accelerate config that sets one)")
-    # bookkeeping
-    logging_steps: int = option(10, "log the loss every N optimiser steps")
-    eval_steps: int | None = option(None, "evaluate every N steps (None: once, at the end)")
-    save_steps: int = option(500, "save a checkpoint every N steps (--resume continues from one)")
+    # TrainingArguments' keys, with a reward model's defaults
+    output_dir: str | None = option("runs/rm", "checkpoints, the final model, metrics.json and train_config.yaml")
+    per_device_train_batch_size: int = option(8, "examples (bt: pairs) per micro-batch on each device")
+    per_device_eval_batch_size: int | None = option(None, "evaluation micro-batch (default: the training one)")
+    learning_rate: float = option(1e-5, "peak learning rate")
+    num_train_epochs: float = option(1.0, "passes over train_data (max_steps > 0 wins)")
+    logging_steps: float = option(10, "log the loss every N optimiser steps")
+    logging_first_step: bool = option(True, "log the loss of the first step too")
     save_total_limit: int | None = option(2, "checkpoints kept, the oldest deleted first (None: all)")
-    report_to: str = option("none", "where logs go besides metrics.json: none, tensorboard, wandb, ...")
-    dataloader_num_workers: int = option(0, "data-loading processes (0: in the training process)")
+    remove_unused_columns: bool = option(False, "keep the built columns: the collators read them all")
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "kind": KINDS,
@@ -101,6 +100,15 @@ class TrainConfig:
     }
 
     def __post_init__(self) -> None:
+        check_launch()  # before the Trainer's arguments set up the devices (and a process group) below
+        self._check_ours()
+        self._derive()
+        try:
+            super().__post_init__()
+        except ValueError as e:  # the Trainer's own checks (`logging_steps=2.5`, ...), in one line
+            raise TrainConfigError(" ".join(str(e).split())) from None
+
+    def _check_ours(self) -> None:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise TrainConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -117,8 +125,6 @@ class TrainConfig:
             self.group_by_prompt = True  # a ranking needs its prompt's completions together
         if not 0 <= self.eval_fraction < 1:
             raise TrainConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if not 0 <= self.warmup_ratio < 1:  # the Trainer reads 1 or more as a number of steps
-            raise TrainConfigError(f"warmup_ratio is a share of the steps, in [0, 1); got {self.warmup_ratio}")
         if self.prm_head != "linear" and self.kind != "prm":
             raise TrainConfigError(f"prm_head={self.prm_head} is a PRM's read-out; kind is {self.kind}")
         if self.orm_head != "linear" and self.kind != "orm":
@@ -129,6 +135,22 @@ class TrainConfig:
             raise TrainConfigError(f"{self.kind}_head={self.head}: {e}") from None
         if head.reads_lm:
             self._check_lm_head()
+
+    def _derive(self) -> None:
+        """The Trainer's keys that follow from ours: one micro-batch size unless told apart, warmup as a share of
+        the steps, evaluation every eval_steps when they are set, and the CPU when no accelerator is present."""
+        if self.per_device_eval_batch_size is None:
+            self.per_device_eval_batch_size = self.per_device_train_batch_size
+        if not 0 <= self.warmup_ratio < 1:  # the Trainer reads 1 or more as a number of steps
+            raise TrainConfigError(f"warmup_ratio is a share of the steps, in [0, 1); got {self.warmup_ratio}")
+        if self.warmup_ratio:
+            if self.warmup_steps not in (0, self.warmup_ratio):
+                raise TrainConfigError("set one of warmup_ratio (a share of the steps) and warmup_steps")
+            self.warmup_steps = self.warmup_ratio  # transformers reads a float in [0, 1) here as a share
+        if self.eval_steps and self.eval_strategy == "no":
+            self.eval_strategy = "steps"
+        if not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())):
+            self.use_cpu = True  # without an accelerator the Trainer joins a (gloo) process group only when told
 
     @property
     def head(self) -> str:
@@ -177,16 +199,44 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        values = {RENAMED.get(k, k): v for k, v in values.items()}
+        known = [f.name for f in dataclasses.fields(cls) if f.init]
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise TrainConfigError(f"{source}: unknown keys {unknown}; known: {sorted(known)}")
-        hints = typing.get_type_hints(cls)
-        values = {k: _coerce(v, hints[k], f"{source}: {k}") for k, v in values.items()}
+            near = [m for k in unknown for m in difflib.get_close_matches(k, known, 1)]
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise TrainConfigError(f"{source}: unknown keys {unknown}{hint}; the keys: `prmsearch train --help`")
+        hints, own = typing.get_type_hints(cls), cls.__annotations__
+        values = {k: _coerce(v, hints[k], f"{source}: {k}", numbers=k in own) for k, v in values.items()}
         return cls(**values)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def recipe(self) -> dict[str, Any]:
+        """This run as a recipe (`train_config.yaml`; `prmsearch train KIND train_config.yaml` runs it again): every
+        key declared here, and the Trainer's keys whose values differ from transformers' defaults. (The Trainer's
+        full arguments are in each checkpoint's training_args.bin.)"""
+        values = self.to_dict()  # the Trainer's serialisation: enums as strings, secrets masked
+        own = {k: values[k] for k in type(self).__annotations__ if k in values}
+        inherited = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+        base = TrainingArguments(**{k: v for k, v in own.items() if k in inherited}, use_cpu=self.use_cpu).to_dict()
+        return {**own, **{k: v for k, v in values.items() if k not in own and k in base and v != base[k]}}
+
+
+def check_launch() -> None:
+    """`accelerate launch --cpu --num_processes N` (N > 1) starts ONE process unless MPI is used (accelerate's
+    simple launcher): refuse rather than silently train on one process. Its trace: a rendezvous address is set
+    for more than one process, but no rank was given."""
+    env = os.environ
+    launched_alone = env.get("MASTER_ADDR") and not any(
+        k in env for k in ("RANK", "WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_RANK")
+    )
+    if launched_alone and env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
+        raise TrainConfigError(
+            "`accelerate launch --cpu --num_processes N` starts only one process (accelerate runs N CPU processes "
+            "only through mpirun, --mpirun_hostfile). For N processes on CPU use "
+            "`accelerate launch --multi_gpu --num_processes N -m prmsearch train …` (torchrun + gloo when no GPU "
+            "is present) or `torchrun --nproc_per_node N -m prmsearch train …`; for DeepSpeed on CPU use an "
+            "accelerate config without --cpu (train/accelerate/zero2.yaml)."
+        )
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -217,8 +267,10 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """YAML reads `1e-5` as a string (YAML 1.1 wants `1.0e-5`); numbers are accepted in either spelling."""
+def _coerce(value: Any, hint: Any, where: str, numbers: bool = True) -> Any:
+    """YAML reads `1e-5` as a string (YAML 1.1 wants `1.0e-5`); numbers are accepted in either spelling. An int
+    becomes a float for our float keys (`numbers`); the Trainer's own keys keep it (its `*_steps` read an int as
+    steps and a float below 1 as a share)."""
     allowed = typing.get_args(hint) or (hint,)
     if isinstance(value, str) and str not in allowed:
         for kind in (int, float):
@@ -228,6 +280,6 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 except ValueError:
                     continue
         raise TrainConfigError(f"{where}: expected {hint}, got {value!r}")
-    if isinstance(value, int) and not isinstance(value, bool) and float in allowed and int not in allowed:
+    if numbers and isinstance(value, int) and not isinstance(value, bool) and float in allowed and int not in allowed:
         return float(value)
     return value

@@ -8,6 +8,7 @@ labels were made with, so the saved model scores with the same step boundaries i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -67,7 +68,6 @@ def prepare(
     built with, the model, the rows (checked against the model's vocabulary) and the Trainer."""
     from transformers import set_seed
 
-    check_launch()
     set_seed(cfg.seed)
     spec = inspect_data(cfg)
     checkpoint = _checkpoint(cfg, resume)
@@ -90,7 +90,7 @@ def calibrate(
     in batches as `collate` (the trainer's collator) makes them: see `models.likelihood` for why. A resumed run
     reads them from its checkpoint instead."""
     sample = train_set.shuffle(seed=cfg.seed).select(range(min(rows, len(train_set))))
-    size = cfg.per_device_batch_size
+    size = cfg.per_device_train_batch_size
     batches = (
         collate([sample[i] for i in range(at, min(at + size, len(sample)))]) for at in range(0, len(sample), size)
     )
@@ -123,9 +123,7 @@ def _make_trainer(
         rm.model.set_attn_implementation(packed_attention.register())
     write_settings(rm.model, rm)  # now, so every checkpoint loads with RewardModel.from_pretrained
     model = _with_lora(cfg, rm.model) if cfg.lora_r > 0 else rm.model
-    args = _training_args(cfg)
-    if not progress:
-        args.disable_tqdm = True
+    args = _trainer_args(cfg, progress)
     trainer_cls = PairRMTrainer if cfg.kind == "bt" else TokenRMTrainer
     return trainer_cls(
         model=model,
@@ -180,71 +178,16 @@ def build_reward_model(cfg: TrainConfig, tokenizer: Any, fmt: StepFormat | None)
     )
 
 
-def _training_args(cfg: TrainConfig) -> Any:
-    """The recipe in the Trainer's own terms (TRL's RewardConfig for BT, which adds the centring coefficient)."""
-    from transformers import TrainingArguments
+def _trainer_args(cfg: TrainConfig, progress: bool) -> Any:
+    """The Trainer's copy of the config (the Trainer may change its arguments; the caller's config stays as it
+    was): the config itself for ORM / PRM, TRL's `RewardConfig` for BT, which reads a few keys of its own."""
+    quiet = {"disable_tqdm": True} if not progress else {}
+    if cfg.kind != "bt":
+        return dataclasses.replace(cfg, **quiet)
     from trl import RewardConfig
 
-    common = {
-        "output_dir": cfg.output_dir,
-        "per_device_train_batch_size": cfg.per_device_batch_size,
-        "per_device_eval_batch_size": cfg.per_device_batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "learning_rate": cfg.learning_rate,
-        "weight_decay": cfg.weight_decay,
-        "warmup_steps": cfg.warmup_ratio,  # transformers 5 reads a float in [0, 1) here as a share of the steps
-        "lr_scheduler_type": cfg.lr_scheduler_type,
-        "num_train_epochs": cfg.num_train_epochs,
-        "max_steps": cfg.max_steps,
-        "max_grad_norm": cfg.max_grad_norm,
-        "seed": cfg.seed,
-        "bf16": cfg.bf16,
-        "activation_checkpointing": cfg.gradient_checkpointing,
-        "deepspeed": cfg.deepspeed,
-        "logging_steps": cfg.logging_steps,
-        "logging_first_step": True,
-        "save_strategy": "steps",
-        "save_steps": cfg.save_steps,
-        "save_total_limit": cfg.save_total_limit,
-        "eval_strategy": "steps" if cfg.eval_steps else "no",
-        "eval_steps": cfg.eval_steps,
-        "report_to": cfg.report_to,
-        "dataloader_num_workers": cfg.dataloader_num_workers,
-        "remove_unused_columns": False,
-        "average_tokens_across_devices": True,
-        # Without an accelerator the Trainer only joins a multi-process (gloo) group when told it is on CPU.
-        "use_cpu": not _has_accelerator(),
-    }
-    if cfg.kind == "bt":
-        return RewardConfig(
-            **common,
-            center_rewards_coefficient=cfg.center_rewards_coefficient,
-            max_length=None,
-            disable_dropout=True,
-        )
-    return TrainingArguments(**common)
-
-
-def _has_accelerator() -> bool:
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-def check_launch() -> None:
-    """`accelerate launch --cpu --num_processes N` (N > 1) starts ONE process unless MPI is used (accelerate's
-    simple launcher): refuse rather than silently train on one process. Its trace: a rendezvous address is set
-    for more than one process, but no rank was given."""
-    env = os.environ
-    launched_alone = env.get("MASTER_ADDR") and not any(
-        k in env for k in ("RANK", "WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_RANK")
-    )
-    if launched_alone and env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
-        raise TrainConfigError(
-            "`accelerate launch --cpu --num_processes N` starts only one process (accelerate runs N CPU processes "
-            "only through mpirun, --mpirun_hostfile). For N processes on CPU use "
-            "`accelerate launch --multi_gpu --num_processes N -m prmsearch train …` (torchrun + gloo when no GPU "
-            "is present) or `torchrun --nproc_per_node N -m prmsearch train …`; for DeepSpeed on CPU use an "
-            "accelerate config without --cpu (train/accelerate/zero2.yaml)."
-        )
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RewardConfig) if f.init and hasattr(cfg, f.name)}
+    return RewardConfig(**{**shared, **quiet}, max_length=None, disable_dropout=True)
 
 
 def _with_lora(cfg: TrainConfig, model: Any) -> Any:
@@ -333,7 +276,7 @@ def _save_records(trainer, cfg: TrainConfig, result: TrainResult) -> None:
     record = {"train": result.train_metrics, "eval": result.eval_metrics, "launch": launch}
     record["log_history"] = trainer.state.log_history
     write_atomic(os.path.join(cfg.output_dir, "metrics.json"), json.dumps(record, indent=2))
-    write_atomic(os.path.join(cfg.output_dir, "train_config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_atomic(os.path.join(cfg.output_dir, "train_config.yaml"), yaml.safe_dump(cfg.recipe(), sort_keys=False))
 
 
 def _losses(trainer) -> list[float]:

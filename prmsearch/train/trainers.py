@@ -114,7 +114,7 @@ class TokenRMTrainer(_RMTrainerMixin, Trainer):
         lengths = [len(x) for x in dataset["input_ids"]]
         return TokenBudgetSampler(
             lengths,
-            batch_size=self.cfg.per_device_batch_size,
+            batch_size=self.cfg.per_device_train_batch_size,
             max_tokens=self.cfg.max_tokens_per_batch if self.cfg.packing else None,
             shuffle=shuffle,
             seed=self.args.seed,
@@ -206,10 +206,13 @@ class PairRMTrainer(_RMTrainerMixin, RewardTrainer):
     def _batch_sampler(self, dataset, shuffle: bool) -> TokenBudgetSampler:
         if self.cfg.group_by_prompt:
             return GroupBatchSampler(
-                dataset["group_id"], batch_size=self.cfg.per_device_batch_size, shuffle=shuffle, seed=self.args.seed
+                dataset["group_id"],
+                batch_size=self.cfg.per_device_train_batch_size,
+                shuffle=shuffle,
+                seed=self.args.seed,
             )
         return TokenBudgetSampler(
-            [1] * len(dataset), batch_size=self.cfg.per_device_batch_size, shuffle=shuffle, seed=self.args.seed
+            [1] * len(dataset), batch_size=self.cfg.per_device_train_batch_size, shuffle=shuffle, seed=self.args.seed
         )
 
     def _rewards(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
