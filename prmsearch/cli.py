@@ -201,7 +201,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(ServeConfig, args)
     app = load_app(cfg)
-    print(f"serving {cfg.scorer} on http://{cfg.host}:{cfg.port} (POST /score, POST /score_steps, GET /health)")
+    routes = ", ".join(f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path}" for r in app.routes)
+    print(f"serving {cfg.scorer} on http://{cfg.host}:{cfg.port} ({routes})")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
     return 0
 

@@ -58,7 +58,7 @@ class RewardFunction:
         self,
         model: Any,
         *,
-        agg: str = "min",
+        agg: str | None = None,
         reference: Sequence[tuple[str, str]] | None = None,
         answer_column: str = "answer",
         empty: float = 0.0,
@@ -146,7 +146,7 @@ _GRADED_ROWS = {"code": _code_rows}
 def reward_function(
     model: Any,
     *,
-    agg: str = "min",
+    agg: str | None = None,
     reference: Sequence[tuple[str, str]] | None = None,
     answer_column: str = "answer",
     empty: float = 0.0,
@@ -156,8 +156,9 @@ def reward_function(
     """A TRL reward function (`(prompts, completions, **columns) -> list[float]`) for a reward model or verifier.
 
     `model`: a path, hub id or embedded name of a reward model saved by prmsearch, a `RewardModel`, any `Scorer`,
-    or "math" / "code" for a verifier. `agg`: how a PRM's step scores make one reward (min, prod, mean, last).
-    `reference`: (prompt, completion) pairs whose score statistics centre and scale every reward. `answer_column`:
+    or "math" / "code" for a verifier. `agg`: how a PRM's step scores make one reward (min, prod, mean, last;
+    default: the model's own). `reference`: (prompt, completion) pairs whose score statistics centre and scale
+    every reward. `answer_column`:
     the dataset column with the gold answer ("math"); "code" reads the columns `test` and `entry_point`
     (HumanEval's). `empty`: the reward of a completion with no steps to score. `name`: what TRL logs it as.
 
@@ -181,7 +182,7 @@ def _column(columns: dict[str, Any], name: str, rows: int) -> list[Any]:
     return list(values)
 
 
-def _as_scorer(model: Any, *, agg: str, device: str | None) -> Any:
+def _as_scorer(model: Any, *, agg: str | None, device: str | None) -> Any:
     if isinstance(model, Scorer):
         return model
     from .models.reward_model import RewardModel

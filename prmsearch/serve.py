@@ -10,7 +10,12 @@ Endpoints (JSON in, JSON out; errors are `{"error": message}` with a 4xx status)
   `empty`.
 - `POST /score_steps`: `{"prompts": [...], "steps": [[step, ...], ...]}` → `{"scores": [...], "step_scores":
   [[...], ...]}` (step scores empty for an ORM / BT model; a solution with no steps scores null).
+- `POST /get_reward`: the same as `/score` (the path OpenRLHF's own reward server answers on).
 - `GET /health`: `{"status": "ok", "model", "kind", "queued", "requests", "batches"}`.
+
+`--scorer math` (or `code`, any task name) serves verifiable rewards instead of a model: `/score` and `/get_reward`
+grade each response against its `labels` entry with the task's grader (`reward_function(task)`): 1.0 right, 0.0
+not. A label is the gold answer, or an object of the task's columns (a code task's `{"test", "entry_point"}`).
 
 What this adds over a handler that calls the model: dynamic batching. One worker thread owns the model; requests
 queue, and whatever has queued by the time the model is free is scored in one forward pass (up to `max_batch_tokens`
@@ -45,13 +50,17 @@ if TYPE_CHECKING:  # starlette is imported by create_app, when a server is built
 class ServeConfig:
     """`prmsearch serve`: every flag is a field."""
 
-    scorer: str = option("", "the reward model: a folder, hub id or embedded name (embedded:prm), or a public PRM")
+    scorer: str = option(
+        "", "the reward model (a folder, hub id or embedded name: embedded:prm), or a task (math, code): its grader"
+    )
     adapter: str | None = option(
-        None, "read --scorer in this public PRM format: qwen2.5-math-prm, math-shepherd or rlhflow (models.formats)"
+        None, "read --scorer in this format (models.formats; default: the one its config declares)"
     )
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = option(8000, "port to listen on (0: any free port)")
-    agg: str = option("min", "a PRM's step scores to one reward: last, min, prod, mean")
+    agg: str | None = option(
+        None, "a PRM's step scores to one reward: last, min, prod, mean (default: the model's own, saved with it)"
+    )
     empty: float = option(0.0, "the reward of a response with no steps to score")
     max_batch_tokens: int = option(16_384, "tokens scored in one forward pass, at most (a larger request goes alone)")
     max_batch_requests: int = option(256, "requests scored together, at most (1: one at a time)")
@@ -355,6 +364,7 @@ def create_app(scorer: Any, cfg: ServeConfig) -> Any:
     app = Starlette(
         routes=[
             Route("/score", _guarded(score), methods=["POST"]),
+            Route("/get_reward", _guarded(score), methods=["POST"]),
             Route("/score_steps", _guarded(score_steps), methods=["POST"]),
             Route("/health", _guarded(health), methods=["GET"]),
         ],
@@ -364,12 +374,72 @@ def create_app(scorer: Any, cfg: ServeConfig) -> Any:
     return app
 
 
+def label_columns(labels: list) -> dict[str, list]:
+    """OpenRLHF's `labels` as a reward function's dataset columns: a string (or number) is the gold answer
+    (`answer`); an object, or its JSON text, gives columns by name (a code task's `test` and `entry_point`)."""
+    rows = []
+    for i, label in enumerate(labels):
+        if isinstance(label, str) and label.lstrip().startswith("{"):
+            with contextlib.suppress(ValueError):  # not JSON: an answer that starts with "{"
+                label = json.loads(label)
+        if isinstance(label, dict):
+            rows.append(label)
+        elif isinstance(label, (str, int, float)) and not isinstance(label, bool):
+            rows.append({"answer": str(label)})
+        else:
+            raise RequestError(f'"labels"[{i}] must be a gold answer or an object of columns, got {label!r}')
+    return {k: [row.get(k) for row in rows] for k in dict.fromkeys(k for row in rows for k in row)}
+
+
+def create_verifier_app(task: str, cfg: ServeConfig) -> Any:
+    """The Starlette application grading responses against their labels with `task`'s grader: verifiable rewards
+    for an RL framework that calls a remote reward server (OpenRLHF's `--remote_rm_url`), with no model."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from .rewards import reward_function
+
+    reward, served = reward_function(task), {"requests": 0}
+
+    async def score(request: Request) -> JSONResponse:
+        data = await _read_json(request, cfg.max_body_bytes)
+        queries = _check_texts(_strings(data, "query"), "query")
+        if len(queries) > cfg.max_queries:
+            raise RequestError(f"{len(queries)} queries, more than max_queries {cfg.max_queries}", 413)
+        given = _strings(data, "prompts", rows=len(queries), required=False)
+        columns = label_columns(_strings(data, "labels", rows=len(queries)))
+        pairs = []
+        for i, q in enumerate(queries):
+            try:
+                pairs.append(split_query(q, given[i], "") if given is not None else ("", q))
+            except RequestError as e:
+                raise RequestError(f'"query"[{i}] {e}') from None
+        try:
+            rewards = await asyncio.to_thread(reward, [p for p, _ in pairs], [r for _, r in pairs], **columns)
+        except PrmsearchError as e:
+            raise RequestError(str(e), 422) from None
+        served["requests"] += 1
+        return JSONResponse({"rewards": rewards})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "model": task, "kind": "verifier", **served})
+
+    routes = [Route(path, _guarded(score), methods=["POST"]) for path in ("/score", "/get_reward")]
+    return Starlette(routes=[*routes, Route("/health", _guarded(health), methods=["GET"])])
+
+
 def load_app(cfg: ServeConfig) -> Any:
-    """Load `cfg.scorer` and build its app."""
+    """Load `cfg.scorer` and build its app: a task's grader when it names a task (and no folder of that name)."""
+    import os
+
     from .search.load import load_scorer
+    from .tasks import TASKS
 
     if not cfg.scorer:
-        raise RequestError("--scorer is required: a reward model folder, hub id or embedded name")
+        raise RequestError("--scorer is required: a reward model folder, hub id or embedded name, or a task")
+    if cfg.scorer in TASKS and not os.path.exists(cfg.scorer):
+        return create_verifier_app(cfg.scorer, cfg)
     if cfg.threads is not None:
         # A small model's operators are too short to share: with more torch threads than idle cores (the HTTP
         # side and the clients run on the same ones) every operator waits for a descheduled thread.

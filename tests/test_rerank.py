@@ -216,8 +216,8 @@ def test_errors_name_column_and_row(frame, change, kwargs, message):
 
 
 def test_not_a_dataframe():
-    with pytest.raises(TypeError, match="expects a pandas DataFrame, got list"):
-        rerank([{"problem_id": 1, "answer": "2", "score": 0.5}])
+    with pytest.raises(RerankError, match="takes a pandas DataFrame, a datasets.Dataset or a list of dicts, got str"):
+        rerank("samples.jsonl")
 
 
 @pytest.mark.skipif(not GSM8K_SOLUTIONS.exists(), reason=f"needs the shared data ({GSM8K_SOLUTIONS})")
@@ -361,3 +361,18 @@ def test_scorer_input_errors_name_the_column_and_row():
     with pytest.raises(RerankError, match="negative score .*use method='best_of_n'"):
         rerank(frame, method="weighted_best_of_n", scorer=Centred())
     assert rerank(frame, method="best_of_n", scorer=Centred())["rerank_score"].tolist() == [-4.0, -4.0]
+
+
+def test_a_dataset_or_a_list_of_dicts_comes_back_as_it_was_given():
+    from datasets import Dataset
+
+    rows = [
+        {"problem_id": "q1", "answer": "4", "score": 0.2},
+        {"problem_id": "q1", "answer": "5", "score": 0.9},
+        {"problem_id": "q2", "answer": "7", "score": 0.4},
+    ]
+    as_list = rerank(rows, "best_of_n")
+    assert isinstance(as_list, list) and [r["rerank_answer"] for r in as_list] == ["5", "7"]
+    as_dataset = rerank(Dataset.from_list(rows), "best_of_n")
+    assert isinstance(as_dataset, Dataset) and as_dataset["rerank_answer"] == ["5", "7"]
+    assert as_dataset["problem_id"] == ["q1", "q2"]

@@ -108,6 +108,31 @@ def test_save_and_load_score_the_same(tok, tmp_path):
     assert again.center == 0.25 and again.score(PROMPT, SOLUTION) == pytest.approx(bt.score(PROMPT, SOLUTION), abs=1e-6)
 
 
+def test_the_saved_step_aggregation_is_every_consumers_default(tok, tmp_path):
+    """A PRM saves how its step scores make a solution's score; load_scorer, rerank, reward_function and search use
+    it unless told otherwise, and a model that saved none (the embedded PRM) gets min."""
+    import pandas as pd
+
+    from prmsearch.rewards import reward_function
+    from prmsearch.search.engine import Search, SearchParams
+    from prmsearch.search.load import load_scorer
+    from prmsearch.search.rerank import rerank
+
+    make(tok, "prm", step_aggregation="last").save_pretrained(tmp_path / "prm")
+    assert RewardModel.from_pretrained(str(tmp_path / "prm")).step_aggregation == "last"
+    scorer = load_scorer(str(tmp_path / "prm"), device="cpu")
+    assert scorer.agg == "last" and load_scorer(str(tmp_path / "prm"), agg="mean", device="cpu").agg == "mean"
+    assert reward_function(str(tmp_path / "prm"), device="cpu").scorer.agg == "last"
+    assert Search(None, scorer, SearchParams()).agg == "last"  # a tree search ranks paths the same way
+    assert Search(None, scorer, SearchParams(agg="prod")).agg == "prod"
+    embedded = load_scorer("embedded:prm", device="cpu")
+    assert embedded.agg == "min" and embedded.rm.step_aggregation is None
+    steps = [[0.9, 0.1, 0.9], [0.6, 0.6, 0.6]]  # last prefers the first row, min the second
+    frame = pd.DataFrame({"problem_id": ["q", "q"], "answer": ["1", "2"], "step_scores": steps})
+    assert rerank(frame, "best_of_n")["rerank_answer"].tolist() == ["2"]
+    assert rerank(frame, "best_of_n", agg="last")["rerank_answer"].tolist() == ["1"]
+
+
 def test_wrong_use_is_a_clear_error(tok, tmp_path):
     with pytest.raises(RewardModelError, match="scores steps"):
         make(tok, "prm").score(PROMPT, SOLUTION)

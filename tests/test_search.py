@@ -108,7 +108,8 @@ def test_best_of_one_is_plain_sampling(policy, prm):
 
 
 def test_beam_of_width_n_takes_the_best_expansion_at_every_step(policy, prm):
-    states, _ = run(policy, prm, "beam", budget=4, width=4, max_steps=6, final="best_of_n")
+    # agg=last: a path's score is its newest step's, so the best expansion is the child with the highest score
+    states, _ = run(policy, prm, "beam", budget=4, width=4, max_steps=6, final="best_of_n", agg="last")
     deep = 0
     for st in states:
         tree, node = st.tree, st.tree.root

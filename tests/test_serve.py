@@ -126,6 +126,35 @@ def test_an_orm_is_served_too(texts):
         assert Client(url).score(texts[:4]) == pytest.approx(score_alone(orm, texts[:4]), abs=TOL)
 
 
+def test_an_orm_answers_on_get_reward_as_on_score(texts):
+    from prmsearch.search.load import load_scorer
+
+    orm = load_scorer("embedded:orm", device="cpu")
+    with running(create_app(orm, ServeConfig())) as url:
+        status, answer = Client(url).post("/get_reward", {"query": texts[:3]})
+    assert status == 200 and answer["rewards"] == pytest.approx(score_alone(orm, texts[:3]), abs=TOL)
+
+
+def test_serve_math_grades_responses_against_their_labels():
+    """`--scorer math`: verifiable rewards from OpenRLHF's `labels` (the gold answers), on /score and /get_reward,
+    with no model; a request without labels is refused in one line."""
+    from prmsearch.serve import load_app
+
+    prompts = ["What is 2 + 3?\n", "What is half of 1?\n", "What is 10 - 4?\n"]
+    responses = ["2 + 3 = 5, so the answer is $\\boxed{5}$.", "Half of 1 is $\\frac{1}{2}$.", "It is 7."]
+    queries = [p + r for p, r in zip(prompts, responses, strict=True)]
+    with running(load_app(ServeConfig(scorer="math"))) as url:
+        c = Client(url)
+        for path in ("/score", "/get_reward"):
+            status, answer = c.post(path, {"query": queries, "prompts": prompts, "labels": ["5", "0.5", "6"]})
+            assert status == 200 and answer["rewards"] == [1.0, 1.0, 0.0]
+        assert c.post("/score", {"query": queries[:1], "labels": ["6"]})[1]["rewards"] == [0.0]  # no prompts
+        status, answer = c.post("/score", {"query": queries})
+        assert status == 400 and answer["error"] == 'the body has no "labels" field: send {"labels": [...]}'
+        status, health = c.get("/health")
+        assert health["kind"] == "verifier" and health["requests"] == 3
+
+
 def test_prmsearch_serve_runs_as_a_command(tmp_path, texts, alone):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,6 +2,7 @@
 solutions, through the same `train()` the CLI runs."""
 
 import copy
+import importlib.util
 import json
 import os
 import subprocess
@@ -195,6 +196,11 @@ def test_config_errors_and_overrides(tmp_path, data):
         TrainConfig.from_yaml(str(recipe), {"adam_beta": 0.5})
     with pytest.raises(TrainConfigError, match="--logging_steps must be an integer if bigger than 1: 2.5"):
         TrainConfig.from_yaml(str(recipe), {"logging_steps": 2.5})  # the Trainer's own check, as one line
+    with pytest.raises(TrainConfigError, match="report_to=tensorbord: not a logger; one of none, .*tensorboard"):
+        TrainConfig.from_yaml(str(recipe), {"report_to": "tensorbord"})
+    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+        with pytest.raises(TrainConfigError, match=r"tensorboard is not installed; `pip install tensorboard`"):
+            TrainConfig.from_yaml(str(recipe), {"report_to": "tensorboard"})  # before a model loads
 
 
 def test_the_config_is_the_trainers_arguments_and_its_record_a_recipe(data, tmp_path):

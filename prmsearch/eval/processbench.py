@@ -138,7 +138,7 @@ class ProcessBenchConfig:
     )
     split: str = option("train", "the split of a hub dataset (ProcessBench's: gsm8k, math, olympiadbench, omnimath)")
     adapter: str | None = option(
-        None, "read --scorer in this public PRM format: qwen2.5-math-prm, math-shepherd or rlhflow (models.formats)"
+        None, "read --scorer in this format (models.formats; default: the one its config declares)"
     )
     judge: str | None = option(
         None, "instead of --scorer, this causal LM as the step critic judge (judges.CriticJudge); threshold 0.5"

@@ -8,6 +8,10 @@ loader, not another branch in each of them.
   prefix's cached states (incremental) or re-reads the path.
 - `qwen2.5-math-prm`, `math-shepherd`, `rlhflow`: public PRMs read as published (`models.adapters`); search re-reads
   each path whole, as their formats lay a path out anew when it grows.
+- `trl-reward`, `trl-prm`: models trained by TRL (or by anyone in its conventions): a one-label sequence classifier
+  read as TRL's reward trainer lays out a row (`models.trl_reward`), a two-label token classifier read where TRL's
+  PRM trainer puts a step's label (`models.trl_prm`). Their configs declare them (the architecture, the number of
+  labels and no prmsearch settings), so they load unnamed.
 """
 
 from __future__ import annotations
@@ -37,17 +41,14 @@ class Format:
     declares: Callable[[dict[str, Any]], bool]
 
 
-def _load_prmsearch(path: str, *, device: Any = None, dtype: Any = None) -> Any:
-    from .reward_model import RewardModel
+def _loader(module: str, class_name: str) -> Callable[..., Any]:
+    """`class_name.from_pretrained` of `prmsearch.models.<module>`, imported when a model of the format loads."""
 
-    return RewardModel.from_pretrained(path, device=device, dtype=dtype)
-
-
-def _adapter(class_name: str) -> Callable[..., Any]:
     def load(path: str, *, device: Any = None, dtype: Any = None, **kwargs: Any) -> Any:
-        from . import adapters
+        import importlib
 
-        return getattr(adapters, class_name).from_pretrained(path, device=device, dtype=dtype, **kwargs)
+        cls = getattr(importlib.import_module(f"{__package__}.{module}"), class_name)
+        return cls.from_pretrained(path, device=device, dtype=dtype, **kwargs)
 
     return load
 
@@ -56,13 +57,24 @@ def _never(config: dict[str, Any]) -> bool:
     return False
 
 
+def _trl(head: str, labels: int) -> Callable[[dict[str, Any]], bool]:
+    """A transformers classifier (`*For{head}Classification` with `labels` labels) that prmsearch did not save."""
+
+    def declares(config: dict[str, Any]) -> bool:
+        archs = config.get("architectures") or ()
+        named = any(a.endswith(f"For{head}Classification") for a in archs)
+        return named and len(config.get("id2label") or {}) == labels and "prmsearch" not in config
+
+    return declares
+
+
 FORMATS: dict[str, Format] = {
     "prmsearch": Format(
         "prmsearch",
         "saved by prmsearch (train, RewardModel.save_pretrained): PRM, ORM or BT, any head",
         ("prm", "orm", "bt"),
         "reward-model",
-        _load_prmsearch,
+        _loader("reward_model", "RewardModel"),
         lambda config: isinstance(config.get("prmsearch"), dict),
     ),
     "qwen2.5-math-prm": Format(
@@ -70,7 +82,7 @@ FORMATS: dict[str, Format] = {
         "Qwen/Qwen2.5-Math-PRM-7B, -72B: a 2-way head read at each <extra_0>",
         ("prm",),
         "whole-path",
-        _adapter("QwenMathPRM"),
+        _loader("adapters", "QwenMathPRM"),
         lambda config: "Qwen2ForProcessRewardModel" in (config.get("architectures") or ()),
     ),
     "math-shepherd": Format(
@@ -78,7 +90,7 @@ FORMATS: dict[str, Format] = {
         "peiyi9979/math-shepherd-mistral-7b-prm: the LM's '+' against '-' at each ки (a causal LM: name it)",
         ("prm",),
         "whole-path",
-        _adapter("MathShepherdPRM"),
+        _loader("adapters", "MathShepherdPRM"),
         _never,
     ),
     "rlhflow": Format(
@@ -86,11 +98,27 @@ FORMATS: dict[str, Format] = {
         "RLHFlow/Llama3.1-8B-PRM-*: the LM's '+' against '-' after each user turn (a causal LM: name it)",
         ("prm",),
         "whole-path",
-        _adapter("RLHFlowPRM"),
+        _loader("adapters", "RLHFlowPRM"),
         _never,
     ),
+    "trl-reward": Format(
+        "trl-reward",
+        "a one-label sequence classifier (TRL's RewardTrainer, public BT reward models), read on TRL's row layout",
+        ("bt",),
+        "reward-model",
+        _loader("trl_reward", "SequenceRewardModel"),
+        _trl("Sequence", 1),
+    ),
+    "trl-prm": Format(
+        "trl-prm",
+        "a two-label token classifier in TRL's stepwise convention (its PRM trainer), read at each step's end",
+        ("prm",),
+        "whole-path",
+        _loader("trl_prm", "StepwisePRM"),
+        _trl("Token", 2),
+    ),
 }
-PUBLIC = tuple(name for name in FORMATS if name != "prmsearch")  # what `--scorer-adapter` / `--adapter` may name
+NAMED_ONLY = tuple(name for name, f in FORMATS.items() if f.declares is _never)  # a config cannot tell them apart
 
 
 def load_reward_model(path: str, format: str | None = None, *, device: Any = None, dtype: Any = None) -> Any:
@@ -120,16 +148,16 @@ def detect(path: str) -> str:
     found = [name for name, f in FORMATS.items() if f.declares(config)]
     if not found:
         raise FormatError(
-            f"{path} has no prmsearch settings in its config and declares no other reward-model format; "
-            f"a public PRM loads when its format is named: {', '.join(PUBLIC)}"
+            f"{path} has no prmsearch settings in its config and declares no other reward-model format "
+            f"({', '.join(FORMATS)}); a causal-LM PRM loads when its format is named: {', '.join(NAMED_ONLY)}"
         )
     return found[0]
 
 
 def load_adapter(name: str, path_or_id: str, *, device: Any = None, dtype: Any = None, **kwargs: Any) -> Any:
     """A public PRM ready to score: `load_adapter("qwen2.5-math-prm", "Qwen/Qwen2.5-Math-PRM-7B", device="cuda",
-    dtype=torch.bfloat16)`. Names: `PUBLIC`; `kwargs` go to the adapter's `from_pretrained` (tokenizer,
-    separator, transformers keywords)."""
-    if name not in PUBLIC:
-        raise FormatError(f"unknown adapter {name!r}: choose one of {sorted(PUBLIC)}")
+    dtype=torch.bfloat16)`. Names: any format but prmsearch's own; `kwargs` go to its `from_pretrained` (a PRM
+    adapter's: tokenizer, separator, transformers keywords)."""
+    if name not in FORMATS or name == "prmsearch":
+        raise FormatError(f"unknown adapter {name!r}: choose one of {sorted(set(FORMATS) - {'prmsearch'})}")
     return FORMATS[name].load(path_or_id, device=device, dtype=dtype, **kwargs)

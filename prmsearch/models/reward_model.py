@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..scoring import STEP_AGGREGATIONS
 from ..shipped import resolve
 from ..steps import EncodedSteps, StepFormat
 from .heads import HEADS, RewardModelError, get_head, num_outputs
@@ -42,15 +43,21 @@ class RewardModel(torch.nn.Module):
         aggregation: str = "mean",
         center: float = 0.0,
         head: str = "linear",
+        step_aggregation: str | None = None,
     ) -> None:
         super().__init__()
         get_head(head, kind, prm_loss)
         if aggregation not in TOKEN_AGGREGATIONS:
             raise RewardModelError(f"aggregation must be one of {TOKEN_AGGREGATIONS}, got {aggregation!r}")
+        if step_aggregation is not None and step_aggregation not in STEP_AGGREGATIONS:
+            raise RewardModelError(f"step_aggregation must be one of {STEP_AGGREGATIONS}, got {step_aggregation!r}")
         self.model, self.tokenizer, self.kind = model, tokenizer, kind
         self.step_format = step_format or StepFormat()
         self.prm_loss, self.aggregation, self.center = prm_loss, aggregation, float(center)
         self.head = head  # a name in `heads.HEADS`
+        # A PRM's step scores to a solution's score, as it was trained (and evaluated) for: what scorers use when
+        # not told otherwise (None in a model saved before it was recorded: `scoring.DEFAULT_STEP_AGGREGATION`).
+        self.step_aggregation = step_aggregation
 
     @property
     def reads_lm(self) -> bool:
@@ -75,6 +82,7 @@ class RewardModel(torch.nn.Module):
         aggregation: str = "mean",
         head: str = "linear",
         beta: float = 1.0,
+        step_aggregation: str | None = None,
         **model_kwargs: Any,
     ) -> RewardModel:
         """A new reward head on a causal-LM backbone: a hub id or folder (pretrained weights), or a
@@ -94,7 +102,16 @@ class RewardModel(torch.nn.Module):
         if not isinstance(backbone, PretrainedConfig):
             backbone = resolve(backbone)
         model = build(backbone, tokenizer, kind, step_format, num_outputs(kind, prm_loss), beta, model_kwargs)
-        return cls(model, tokenizer, kind, step_format, prm_loss=prm_loss, aggregation=aggregation, head=head)
+        return cls(
+            model,
+            tokenizer,
+            kind,
+            step_format,
+            prm_loss=prm_loss,
+            aggregation=aggregation,
+            head=head,
+            step_aggregation=step_aggregation,
+        )
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -104,6 +121,7 @@ class RewardModel(torch.nn.Module):
             "aggregation": self.aggregation,
             "center": self.center,
             "head": self.head,
+            "step_aggregation": self.step_aggregation,
         }
 
     def save_pretrained(self, path: str, **kwargs: Any) -> None:
@@ -126,7 +144,7 @@ class RewardModel(torch.nn.Module):
         if not isinstance(settings, dict) or "kind" not in settings:
             raise RewardModelError(
                 f"{path} has no prmsearch settings in its config: not saved by RewardModel.save_pretrained "
-                "(a public PRM loads when its format is named: prmsearch.models.formats)"
+                "(prmsearch.models.load_reward_model reads the other formats too: TRL's, public PRMs')"
             )
         head = settings.get("head", "linear")
         load = get_head(head, settings["kind"], settings.get("prm_loss", "ce")).load
@@ -141,6 +159,7 @@ class RewardModel(torch.nn.Module):
             aggregation=settings.get("aggregation", "mean"),
             center=settings.get("center", 0.0),
             head=head,
+            step_aggregation=settings.get("step_aggregation"),
         )
         if device is not None:
             rm.to(device)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from ..models.adapters import PRMAdapter
-from ..scoring import Key, ScoreCounts, ScorerError, SolutionScores, aggregate_steps
+from ..scoring import DEFAULT_STEP_AGGREGATION, Key, ScoreCounts, ScorerError, SolutionScores, aggregate_steps
 from .keytree import KeyTree
 
 
@@ -22,9 +22,9 @@ class AdapterScorer:
     """Step scores from a `PRMAdapter`. A step the adapter does not score (whitespace only) takes the score of the
     step before it in its path, or 0 if it is the first."""
 
-    def __init__(self, adapter: PRMAdapter, *, agg: str = "last", batch_size: int = 16) -> None:
+    def __init__(self, adapter: PRMAdapter, *, agg: str | None = None, batch_size: int = 16) -> None:
         self.steps: KeyTree[str] = KeyTree(error=ScorerError)  # a root holds its prompt, a step its text
-        self.adapter, self.agg, self.batch_size = adapter, agg, batch_size
+        self.adapter, self.agg, self.batch_size = adapter, agg or DEFAULT_STEP_AGGREGATION, batch_size
         self.format = adapter.step_format
         self.stats = {"scored_tokens": 0, "forward_passes": 0, "evicted_tokens": 0, "seconds": 0.0}
 

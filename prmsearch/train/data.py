@@ -9,7 +9,9 @@ Two moments, because the model sits between them:
   into training and evaluation halves.
 
 Data without a `build.json` (made elsewhere, or by hand) is judged by its columns and, where that is decisive, by
-the shape of its labels; when the shape cannot tell, it is accepted as it is.
+the shape of its labels; when the shape cannot tell, it is accepted as it is. TRL's preference rows (`chosen` /
+`rejected`) train a BT model as they are, tokenized on the fly as TRL's reward trainer tokenizes them
+(`preferences`); `train_data` may also be a `datasets.Dataset` in Python.
 """
 
 from __future__ import annotations
@@ -56,8 +58,11 @@ class DataSpec:
 # ---- before the model: build.json ---------------------------------------------------------------------------------
 
 
-def build_summary(path: str) -> dict[str, Any]:
-    """The `build.json` next to built data, or {} for data from elsewhere (a hub dataset, hand-made files)."""
+def build_summary(path: Any) -> dict[str, Any]:
+    """The `build.json` next to built data, or {} for data from elsewhere (a hub dataset, hand-made files, a
+    `Dataset` object)."""
+    if not isinstance(path, str):
+        return {}
     for meta in (os.path.join(path, "build.json"), path + ".build.json"):
         if os.path.isfile(meta):
             with open(meta, encoding="utf-8") as f:
@@ -124,24 +129,53 @@ def load_data_tokenizer(spec: DataSpec) -> Any:
 # ---- after the model: the rows ------------------------------------------------------------------------------------
 
 
-def load_data(cfg: TrainConfig, spec: DataSpec, vocab_size: int) -> tuple[Any, Any | None]:
-    """The training set and the evaluation set (or None), checked row by row against the model's vocabulary."""
-    data = load_built(cfg.train_data, cfg.kind)
-    check_rows(data, cfg, cfg.train_data, vocab_size, spec.summary)
-    if cfg.eval_data:
-        train_set, eval_set = data, load_built(cfg.eval_data, cfg.kind)
-        check_rows(eval_set, cfg, cfg.eval_data, vocab_size, build_summary(cfg.eval_data))
+def load_data(cfg: TrainConfig, spec: DataSpec, vocab_size: int, tokenizer: Any = None) -> tuple[Any, Any | None]:
+    """The training set and the evaluation set (or None), checked row by row against the model's vocabulary;
+    `tokenizer` tokenizes preference rows."""
+    data = load_built(cfg.train_data, cfg.kind, tokenizer)
+    check_rows(data, cfg, _name(cfg.train_data), vocab_size, spec.summary)
+    if cfg.eval_data is not None:
+        train_set, eval_set = data, load_built(cfg.eval_data, cfg.kind, tokenizer)
+        check_rows(eval_set, cfg, _name(cfg.eval_data), vocab_size, build_summary(cfg.eval_data))
     else:
         train_set, eval_set = split_eval(data, cfg.eval_fraction, cfg.seed)
     if eval_set is not None and cfg.eval_max_examples is not None and len(eval_set) > cfg.eval_max_examples:
         eval_set = eval_set.select(range(cfg.eval_max_examples))
     if len(train_set) == 0:
-        raise TrainConfigError(f"{cfg.train_data}: no training examples")
+        raise TrainConfigError(f"{_name(cfg.train_data)}: no training examples")
     return train_set, eval_set
 
 
-def load_built(path: str, kind: str):
-    """A dataset written by `prmsearch build` (folder, .jsonl, .parquet), or a hub dataset id."""
+def _name(source: Any) -> str:
+    """What an error calls the data: its path, or what a `Dataset` object is."""
+    return source if isinstance(source, str) else f"the {type(source).__name__} given as data"
+
+
+def load_built(source: Any, kind: str, tokenizer: Any = None):
+    """A dataset written by `prmsearch build` (folder, .jsonl, .parquet), a hub dataset id or a `Dataset`; TRL
+    preference rows are tokenized for BT (`preferences`)."""
+    import datasets
+
+    from .preferences import is_preference, tokenize_preferences
+
+    ds, path = (source, _name(source)) if not isinstance(source, str) else (_read(source, kind), source)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"]
+    if kind == "bt" and is_preference(ds.column_names) and tokenizer is not None:
+        return tokenize_preferences(ds, tokenizer)
+    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in ds.column_names]
+    if missing:
+        also = " or TRL's preference columns chosen / rejected" if kind == "bt" else ""
+        raise TrainConfigError(
+            f"{path}: a {kind} training set needs columns {list(REQUIRED_COLUMNS[kind])}{also}, missing {missing} "
+            f"(has {ds.column_names}); build it with `prmsearch build {BUILD_TARGET[kind]} --tokenizer …`"
+        )
+    if kind == "bt":
+        ds = ds.rename_columns({"chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"})
+    return ds
+
+
+def _read(path: str, kind: str):
     import datasets
 
     if os.path.isdir(path):
@@ -160,16 +194,6 @@ def load_built(path: str, kind: str):
                 f"{path}: not a local folder or file (from {os.getcwd()}), nor a hub dataset that loads "
                 f"({type(e).__name__}); build it with `prmsearch build {BUILD_TARGET[kind]} --output {path}`"
             ) from None
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds["train"]
-    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in ds.column_names]
-    if missing:
-        raise TrainConfigError(
-            f"{path}: a {kind} training set needs columns {list(REQUIRED_COLUMNS[kind])}, missing {missing} "
-            f"(has {ds.column_names}); build it with `prmsearch build {BUILD_TARGET[kind]} --tokenizer …`"
-        )
-    if kind == "bt":
-        ds = ds.rename_columns({"chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"})
     return ds
 
 

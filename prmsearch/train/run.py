@@ -73,7 +73,7 @@ def prepare(
     checkpoint = _checkpoint(cfg, resume)
     tokenizer = load_data_tokenizer(spec)
     rm = build_reward_model(cfg, tokenizer, spec.step_format)
-    train_set, eval_set = load_data(cfg, spec, rm.model.get_input_embeddings().num_embeddings)
+    train_set, eval_set = load_data(cfg, spec, rm.model.get_input_embeddings().num_embeddings, rm.tokenizer)
     from .trainers import make_collator
 
     collate = make_collator(cfg.kind, rm.tokenizer.pad_token_id, cfg)
@@ -172,6 +172,7 @@ def build_reward_model(cfg: TrainConfig, tokenizer: Any, fmt: StepFormat | None)
         fmt,
         prm_loss=cfg.prm_loss,
         aggregation=cfg.aggregation,
+        step_aggregation=cfg.step_aggregation if cfg.kind == "prm" else None,
         head=cfg.head,
         beta=cfg.implicit_beta,
         **kwargs,
@@ -181,13 +182,18 @@ def build_reward_model(cfg: TrainConfig, tokenizer: Any, fmt: StepFormat | None)
 def _trainer_args(cfg: TrainConfig, progress: bool) -> Any:
     """The Trainer's copy of the config (the Trainer may change its arguments; the caller's config stays as it
     was): the config itself for ORM / PRM, TRL's `RewardConfig` for BT, which reads a few keys of its own."""
-    quiet = {"disable_tqdm": True} if not progress else {}
+    changed: dict[str, Any] = {"disable_tqdm": True} if not progress else {}
+    for key in ("train_data", "eval_data"):  # a Dataset object stays out of the Trainer's saved arguments
+        value = getattr(cfg, key)
+        if value is not None and not isinstance(value, str):
+            changed[key] = f"<{type(value).__name__}>"
     if cfg.kind != "bt":
-        return dataclasses.replace(cfg, **quiet)
+        return dataclasses.replace(cfg, **changed)
     from trl import RewardConfig
 
     shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RewardConfig) if f.init and hasattr(cfg, f.name)}
-    return RewardConfig(**{**shared, **quiet}, max_length=None, disable_dropout=True)
+    shared.update((k, v) for k, v in changed.items() if k in shared)
+    return RewardConfig(**shared, max_length=None, disable_dropout=True)
 
 
 def _with_lora(cfg: TrainConfig, model: Any) -> Any:
