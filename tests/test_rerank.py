@@ -376,3 +376,17 @@ def test_a_dataset_or_a_list_of_dicts_comes_back_as_it_was_given():
     as_dataset = rerank(Dataset.from_list(rows), "best_of_n")
     assert isinstance(as_dataset, Dataset) and as_dataset["rerank_answer"] == ["5", "7"]
     assert as_dataset["problem_id"] == ["q1", "q2"]
+
+
+def test_a_gold_column_grades_the_chosen_rows():
+    frame = pd.DataFrame(
+        {
+            "problem_id": ["q1", "q1", "q2", "q3"],
+            "text": ["So $\\boxed{\\frac{1}{2}}$.", "It is 3.", "The answer is 7.", "No idea."],
+            "score": [0.9, 0.1, 0.8, 0.5],
+            "gold": ["0.5", "0.5", "8", None],
+        }
+    )
+    out = rerank(frame, "best_of_n")
+    assert out["rerank_correct"].tolist() == [True, False, None]  # q3 has no gold answer to be right about
+    assert "rerank_correct" not in rerank(frame.drop(columns="gold"), "best_of_n").columns

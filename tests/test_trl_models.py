@@ -177,3 +177,54 @@ def test_train_bt_on_trl_preference_rows_as_trls_reward_trainer_does(tmp_path, s
     assert main(argv + [f"{k}={json.dumps(v)}" for k, v in ours.items() if k != "kind"]) == 0
     logged = json.loads((tmp_path / "cli" / "metrics.json").read_text())["log_history"]
     assert next(h["loss"] for h in logged if "loss" in h) == pytest.approx(trl_loss, abs=1e-5)
+
+
+def test_trl_stepwise_and_unpaired_rows_train_as_built_data(tmp_path, smollm2_tokenizer):
+    """A PRM trains on TRL stepwise rows (a file or a Dataset) on exactly the examples `prmsearch build prm --source
+    stepwise` makes of them; an ORM on unpaired rows (completion + bool label) gets the label on every completion
+    token and none on the prompt."""
+    from conftest import TINY_SIZES
+    from datasets import Dataset
+
+    from prmsearch.data_builders.build import BuildConfig, run_build
+    from prmsearch.train.config import TrainConfig
+    from prmsearch.train.losses import IGNORE
+    from prmsearch.train.run import prepare
+
+    tok_dir = tmp_path / "tok"
+    smollm2_tokenizer.save_pretrained(tok_dir)
+    rows = [
+        {"prompt": q, "completions": [f"{a} + {b} = {a + b + i % 2}.", f"The answer is {a + b + i % 2}."],
+         "labels": [i % 2 == 0, i % 2 == 0]}
+        for i, ((q, _, _), (a, b)) in enumerate(zip(PAIRS, SUMS, strict=True))
+    ]  # fmt: skip
+    path = tmp_path / "stepwise.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build = BuildConfig(
+        target="prm", source="stepwise", input=str(path), output=str(tmp_path / "built"), tokenizer=str(tok_dir)
+    )
+    run_build(build, progress=False)
+    common = {"model_config": {"model_type": "llama", **TINY_SIZES}, "eval_fraction": 0.0, "max_steps": 1}
+    built = prepare(TrainConfig.from_dict({**common, "kind": "prm", "train_data": str(tmp_path / "built"),
+                                           "output_dir": str(tmp_path / "a")}), progress=False)  # fmt: skip
+    for data in (str(path), Dataset.from_list(rows)):
+        cfg = {
+            **common,
+            "kind": "prm",
+            "train_data": data,
+            "tokenizer": str(tok_dir),
+            "output_dir": str(tmp_path / "b"),
+        }
+        direct = prepare(TrainConfig.from_dict(cfg), progress=False)
+        assert direct.train_set["input_ids"] == built.train_set["input_ids"]
+        assert direct.train_set["labels"] == built.train_set["labels"]
+    unpaired = [
+        {"prompt": q, "completion": good if i % 2 else bad, "label": bool(i % 2)}
+        for i, (q, good, bad) in enumerate(PAIRS)
+    ]
+    cfg = {**common, "kind": "orm", "train_data": Dataset.from_list(unpaired), "tokenizer": str(tok_dir),
+           "output_dir": str(tmp_path / "c")}  # fmt: skip
+    orm = prepare(TrainConfig.from_dict(cfg), progress=False).train_set
+    for row, ids, labels, start in zip(unpaired, orm["input_ids"], orm["labels"], orm["prompt_length"], strict=True):
+        assert len(labels) == len(ids) and set(labels[:start]) == {IGNORE}
+        assert set(labels[start:]) == {float(row["label"])}

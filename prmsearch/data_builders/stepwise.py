@@ -26,31 +26,33 @@ def read_stepwise(
     TRL's format cannot say "unknown", so `prmsearch label --after-error unlabelled` cuts `completions` at the
     first error and keeps the whole solution in `steps` with `step_labels` (null after the first error); such a row
     is read whole, so a PRM learns the same labels and an ORM sees the solution it grades."""
+    return read_traces(source, stepwise_traces, skip_bad=skip_bad, report=report, split=split)
 
-    def parse(row: dict[str, Any]) -> list[Trace]:
-        prompt = get(row, "prompt", str)
-        whole = "steps" in row and "step_labels" in row
-        steps_key, labels_key = ("steps", "step_labels") if whole else ("completions", "labels")
-        completions = get_strings(row, steps_key)
-        raw = get(row, labels_key, list)
-        if len(raw) != len(completions):
-            raise RowError(labels_key, f"{len(raw)} labels for {len(completions)} {steps_key}")
-        labels: list[float | None] = []
-        for i, y in enumerate(raw):
-            if isinstance(y, bool):
-                labels.append(1.0 if y else 0.0)
-            elif isinstance(y, (int, float)) and 0.0 <= y <= 1.0:
-                labels.append(float(y))
-            elif y is None and whole:
-                labels.append(None)
-            else:
-                raise RowError(f"{labels_key}[{i}]", f"expected a bool or a number in [0, 1], got {y!r}")
-        outcome = row.get("outcome")
-        if outcome is not None and not isinstance(outcome, bool):
-            raise RowError("outcome", f"expected true, false or null, got {outcome!r}")
-        group = row.get("group_id") or stable_id(prompt)
-        if not isinstance(group, str):
-            raise RowError("group_id", f"expected a string, got {group!r}")
-        return [Trace(prompt, completions, labels, outcome, group)]
 
-    return read_traces(source, parse, skip_bad=skip_bad, report=report, split=split)
+def stepwise_traces(row: dict[str, Any]) -> list[Trace]:
+    """The trace of one stepwise row (a `RowError` naming the field when it is malformed): what `read_stepwise`
+    reads from each row of a file, and `prmsearch train prm` from each row of TRL stepwise data it is given."""
+    prompt = get(row, "prompt", str)
+    whole = "steps" in row and "step_labels" in row
+    steps_key, labels_key = ("steps", "step_labels") if whole else ("completions", "labels")
+    completions = get_strings(row, steps_key)
+    raw = get(row, labels_key, list)
+    if len(raw) != len(completions):
+        raise RowError(labels_key, f"{len(raw)} labels for {len(completions)} {steps_key}")
+    labels: list[float | None] = []
+    for i, y in enumerate(raw):
+        if isinstance(y, bool):
+            labels.append(1.0 if y else 0.0)
+        elif isinstance(y, (int, float)) and 0.0 <= y <= 1.0:
+            labels.append(float(y))
+        elif y is None and whole:
+            labels.append(None)
+        else:
+            raise RowError(f"{labels_key}[{i}]", f"expected a bool or a number in [0, 1], got {y!r}")
+    outcome = row.get("outcome")
+    if outcome is not None and not isinstance(outcome, bool):
+        raise RowError("outcome", f"expected true, false or null, got {outcome!r}")
+    group = row.get("group_id") or stable_id(prompt)
+    if not isinstance(group, str):
+        raise RowError("group_id", f"expected a string, got {group!r}")
+    return [Trace(prompt, completions, labels, outcome, group)]

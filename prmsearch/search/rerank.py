@@ -45,6 +45,7 @@ def rerank(
     timeout: float = DEFAULT_TIMEOUT,
     scorer: Any = None,
     prompt_column: str = "prompt",
+    gold_column: str | None = "gold",
 ) -> pd.DataFrame:
     """One chosen row per problem, chosen by `method` among that problem's rows ("majority", "best_of_n",
     "weighted_best_of_n"; see `prmsearch.search.select` for the rules and tie-breaking). `frame` is a pandas
@@ -53,16 +54,13 @@ def rerank(
     Input columns (rename with the *_column arguments; None ignores a column):
       problem_id: which problem a row answers.
       answer, or else text: the final answer, or the solution it is extracted from (`Task.answers`: a math
-        solution's final answer; for task="code" the program itself). None/NaN or an empty string: no answer
-        (it never wins a vote).
+        solution's final answer; for task="code" the program). None/NaN or "": no answer (it never wins a vote).
       step_scores, or else score: a list of step scores aggregated by `agg` (last/min/prod/mean; default min), or
-        one float.
-        Needed by best_of_n and weighted_best_of_n; majority works without.
+        one float. Needed by best_of_n and weighted_best_of_n; majority works without.
       With `scorer=` (a search `Scorer`: `load_scorer(...)`, `StepScorer`, `OutcomeScorer`, a judge), the scores
-        come from it instead: prompt (the problem, as the scorer reads it) and text (the solution, split into
-        steps by `scorer.format`) are needed, and a step scorer's step scores are aggregated by `agg` (default: as the
-        scorer aggregates them, its model's own). The frame's
-        own score columns are then not read. A judge's invalid verdicts are counted in `scorer.stats`.
+        come from it instead: prompt (the problem, as the scorer reads it) and text (the solution, split into steps
+        by `scorer.format`) are needed, and a step scorer's step scores are aggregated by `agg` (default: as the
+        scorer does, its model's own). The frame's own score columns are then not read.
     Any other column is carried through unchanged.
 
     Output: the chosen rows with their original index labels (so `frame.loc[out.index]` finds them), problems in
@@ -71,6 +69,7 @@ def rerank(
     chosen row; 0 when it has no answer), {prefix}weight (the sum of their scores) and {prefix}candidates (the
     problem's row count). Answers are grouped by the task (math: by equivalence, "0.5" and "\\frac{1}{2}" are one).
     A problem where no row has an answer still gets a row: its best-scoring one (or its first, without scores).
+    Where the frame has `gold_column`, {prefix}correct says whether the chosen row is right (graded by the task).
     """
     frame, same_kind = _as_frame(frame)
     agg = agg or getattr(scorer, "agg", None) or DEFAULT_STEP_AGGREGATION
@@ -89,7 +88,25 @@ def rerank(
         scores = _score_rows(frame, labels, scorer, agg, prompt_column, text_column, method)
     groups = group_answers_many([[answers[p] for p in ps] for ps in rows], task, timeout=timeout)
     chosen, extra = _choose(method, rows, groups, answers, scores if columns.scored else None)
-    return same_kind(_with_columns(frame.iloc[chosen].copy(), out_names, extra))
+    out = _with_columns(frame.iloc[chosen].copy(), out_names, extra)
+    return same_kind(_with_gold(out, gold_column, text_column, out_names["answer"], task, timeout))
+
+
+def _with_gold(out: pd.DataFrame, gold: str | None, text: str | None, answer: str, task: str, timeout: float) -> Any:
+    """The chosen rows with `{prefix}correct`: each graded by the task against its gold answer (its text where the
+    frame has one, else its answer; None where the gold answer is missing). Without a gold column, as they are."""
+    if gold is None or gold not in out.columns:
+        return out
+    from ..records import Problem
+    from ..tasks import Checks
+
+    golds = out[gold].tolist()
+    problems = [Problem(str(i), "", None if _missing(g) else str(g), {"task": task}) for i, g in enumerate(golds)]
+    solved = out[text] if text is not None and text in out.columns else out[answer]
+    solutions = [None if _missing(s) else str(s) for s in solved.tolist()]
+    grades = get_task(task).grade(problems, solutions, Checks(timeout=timeout))
+    out[answer.removesuffix("answer") + "correct"] = [g.correct for g in grades]
+    return out
 
 
 def _as_frame(rows: Any) -> tuple[pd.DataFrame, Any]:

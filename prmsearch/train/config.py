@@ -49,8 +49,9 @@ class TrainConfig(TrainingArguments):
     tokenizer: str | None = option(None, "default: the one the data was built with (its build.json), else model")
     train_data: Any = option(
         "",
-        "what `prmsearch build` wrote, or (bt) TRL's preference rows (chosen / rejected, optional prompt; plain or "
-        "chat messages): a folder, a .jsonl or .parquet file, a hub id, or in Python a datasets.Dataset",
+        "what `prmsearch build` wrote, or TRL's rows (bt: chosen / rejected, optional prompt, plain or chat; prm: "
+        "prompt / completions / labels; orm: prompt / completion / label): a folder, a .jsonl or .parquet file, a hub "
+        "id, or in Python a datasets.Dataset",
     )
     eval_data: Any = option(None, "held-out data in the same form (default: eval_fraction of train_data)")
     eval_fraction: float = option(0.05, "share of train_data held out, by prompt group, when eval_data is not given")

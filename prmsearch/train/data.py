@@ -9,9 +9,9 @@ Two moments, because the model sits between them:
   into training and evaluation halves.
 
 Data without a `build.json` (made elsewhere, or by hand) is judged by its columns and, where that is decisive, by
-the shape of its labels; when the shape cannot tell, it is accepted as it is. TRL's preference rows (`chosen` /
-`rejected`) train a BT model as they are, tokenized on the fly as TRL's reward trainer tokenizes them
-(`preferences`); `train_data` may also be a `datasets.Dataset` in Python.
+the shape of its labels; when the shape cannot tell, it is accepted as it is. TRL's formats train as they are,
+tokenized on the fly (`trl_data`): preference rows (BT, as TRL's reward trainer tokenizes them), stepwise rows (PRM)
+and unpaired rows (ORM); `train_data` may also be a `datasets.Dataset` in Python.
 """
 
 from __future__ import annotations
@@ -132,10 +132,11 @@ def load_data_tokenizer(spec: DataSpec) -> Any:
 def load_data(cfg: TrainConfig, spec: DataSpec, vocab_size: int, tokenizer: Any = None) -> tuple[Any, Any | None]:
     """The training set and the evaluation set (or None), checked row by row against the model's vocabulary;
     `tokenizer` tokenizes preference rows."""
-    data = load_built(cfg.train_data, cfg.kind, tokenizer)
+    soft = cfg.prm_loss in ("bce", "mse")
+    data = load_built(cfg.train_data, cfg.kind, tokenizer, spec.step_format, soft)
     check_rows(data, cfg, _name(cfg.train_data), vocab_size, spec.summary)
     if cfg.eval_data is not None:
-        train_set, eval_set = data, load_built(cfg.eval_data, cfg.kind, tokenizer)
+        train_set, eval_set = data, load_built(cfg.eval_data, cfg.kind, tokenizer, spec.step_format, soft)
         check_rows(eval_set, cfg, _name(cfg.eval_data), vocab_size, build_summary(cfg.eval_data))
     else:
         train_set, eval_set = split_eval(data, cfg.eval_fraction, cfg.seed)
@@ -151,21 +152,32 @@ def _name(source: Any) -> str:
     return source if isinstance(source, str) else f"the {type(source).__name__} given as data"
 
 
-def load_built(source: Any, kind: str, tokenizer: Any = None):
-    """A dataset written by `prmsearch build` (folder, .jsonl, .parquet), a hub dataset id or a `Dataset`; TRL
-    preference rows are tokenized for BT (`preferences`)."""
+def load_built(source: Any, kind: str, tokenizer: Any = None, fmt: StepFormat | None = None, soft: bool = False) -> Any:
+    """A dataset written by `prmsearch build` (folder, .jsonl, .parquet), a hub dataset id or a `Dataset`. Given a
+    tokenizer, TRL's formats are tokenized on the fly (`trl_data`): preference rows for BT, stepwise rows for a PRM
+    (`soft`: labels as given), unpaired rows for an ORM, through `fmt`."""
     import datasets
 
-    from .preferences import is_preference, tokenize_preferences
+    from . import trl_data
 
     ds, path = (source, _name(source)) if not isinstance(source, str) else (_read(source, kind), source)
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
-    if kind == "bt" and is_preference(ds.column_names) and tokenizer is not None:
-        return tokenize_preferences(ds, tokenizer)
+    if tokenizer is not None:
+        fmt, columns = fmt or StepFormat(), ds.column_names
+        try:
+            if kind == "bt" and trl_data.is_preference(columns):
+                return trl_data.tokenize_preferences(ds, tokenizer)
+            if kind == "prm" and trl_data.is_stepwise(columns):
+                return trl_data.build_stepwise_rows(ds, tokenizer, fmt, soft, path)
+            if kind == "orm" and trl_data.is_unpaired(columns):
+                return trl_data.build_unpaired_rows(ds, tokenizer, fmt, path)
+        except ValueError as e:  # a label the loss cannot read, as the builders say it
+            raise TrainConfigError(f"{path}: {' '.join(str(e).split())}") from None
     missing = [c for c in REQUIRED_COLUMNS[kind] if c not in ds.column_names]
     if missing:
-        also = " or TRL's preference columns chosen / rejected" if kind == "bt" else ""
+        also = {"bt": "chosen / rejected", "prm": "prompt / completions / labels", "orm": "prompt / completion / label"}
+        also = f" or TRL's {also[kind]}"
         raise TrainConfigError(
             f"{path}: a {kind} training set needs columns {list(REQUIRED_COLUMNS[kind])}{also}, missing {missing} "
             f"(has {ds.column_names}); build it with `prmsearch build {BUILD_TARGET[kind]} --tokenizer …`"
