@@ -208,13 +208,15 @@ def _resolve(future: asyncio.Future, result: Any) -> None:
         future.set_result(result)
 
 
-def split_query(query: str, prompt: str | None, prompt_separator: str) -> tuple[str, str]:
+def split_query(query: str, prompt: str | None, prompt_separator: str | None) -> tuple[str, str]:
     """(prompt, response) of a full text: what follows `prompt`, or without one, the text cut at the first
-    `prompt_separator`."""
+    `prompt_separator` (None: all of it is the response)."""
     if prompt is not None:
         if not query.startswith(prompt):
             raise RequestError("does not start with its prompt")
         return prompt, query[len(prompt) :]
+    if prompt_separator is None:
+        return "", query
     head, sep, rest = query.partition(prompt_separator)
     return (head, rest) if sep else (query, "")
 
@@ -277,7 +279,7 @@ async def _score_job(
 
 
 def _queries_to_steps(
-    data: dict, separator: str, split: Callable[[str], list[str]]
+    data: dict, separator: str | None, split: Callable[[str], list[str]]
 ) -> tuple[list[str], list[list[str]]]:
     """(prompts, steps) of a `/score` body: each query cut into its prompt and its response's steps."""
     queries = _check_texts(_strings(data, "query"), "query")
@@ -404,19 +406,12 @@ def create_verifier_app(task: str, cfg: ServeConfig) -> Any:
 
     async def score(request: Request) -> JSONResponse:
         data = await _read_json(request, cfg.max_body_bytes)
-        queries = _check_texts(_strings(data, "query"), "query")
-        if len(queries) > cfg.max_queries:
-            raise RequestError(f"{len(queries)} queries, more than max_queries {cfg.max_queries}", 413)
-        given = _strings(data, "prompts", rows=len(queries), required=False)
-        columns = label_columns(_strings(data, "labels", rows=len(queries)))
-        pairs = []
-        for i, q in enumerate(queries):
-            try:
-                pairs.append(split_query(q, given[i], "") if given is not None else ("", q))
-            except RequestError as e:
-                raise RequestError(f'"query"[{i}] {e}') from None
+        prompts, responses = _queries_to_steps(data, None, lambda response: [response])
+        if len(prompts) > cfg.max_queries:
+            raise RequestError(f"{len(prompts)} queries, more than max_queries {cfg.max_queries}", 413)
+        columns = label_columns(_strings(data, "labels", rows=len(prompts)))
         try:
-            rewards = await asyncio.to_thread(reward, [p for p, _ in pairs], [r for _, r in pairs], **columns)
+            rewards = await asyncio.to_thread(reward, prompts, [r for (r,) in responses], **columns)
         except PrmsearchError as e:
             raise RequestError(str(e), 422) from None
         served["requests"] += 1

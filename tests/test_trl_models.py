@@ -228,3 +228,34 @@ def test_trl_stepwise_and_unpaired_rows_train_as_built_data(tmp_path, smollm2_to
     for row, ids, labels, start in zip(unpaired, orm["input_ids"], orm["labels"], orm["prompt_length"], strict=True):
         assert len(labels) == len(ids) and set(labels[:start]) == {IGNORE}
         assert set(labels[start:]) == {float(row["label"])}
+
+
+def test_bad_trl_rows_are_refused_in_one_line_naming_row_and_field(tmp_path, smollm2_tokenizer):
+    from conftest import TINY_SIZES
+    from datasets import Dataset
+
+    from prmsearch.train.config import TrainConfig, TrainConfigError
+    from prmsearch.train.run import prepare
+
+    tok_dir = tmp_path / "tok"
+    smollm2_tokenizer.save_pretrained(tok_dir)
+    common = {"model_config": {"model_type": "llama", **TINY_SIZES}, "tokenizer": str(tok_dir), "eval_fraction": 0.0}
+    bad = [
+        (
+            "bt",
+            {"chosen": "a", "rejected": 5},
+            r"row 0: field 'rejected' must be text or a list of chat messages, got 5",
+        ),
+        (
+            "bt",
+            {"prompt": "p", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"},
+            "row 0: mixes text",
+        ),
+        ("prm", {"prompt": "p", "completions": ["a"], "labels": [7]}, r"row 0: field 'labels\[0\]': expected a bool"),
+    ]
+    for kind, row, message in bad:
+        cfg = TrainConfig.from_dict(
+            {**common, "kind": kind, "train_data": Dataset.from_list([row]), "output_dir": str(tmp_path / kind)}
+        )
+        with pytest.raises(TrainConfigError, match=message):
+            prepare(cfg, progress=False)

@@ -89,10 +89,12 @@ def rerank(
     groups = group_answers_many([[answers[p] for p in ps] for ps in rows], task, timeout=timeout)
     chosen, extra = _choose(method, rows, groups, answers, scores if columns.scored else None)
     out = _with_columns(frame.iloc[chosen].copy(), out_names, extra)
-    return same_kind(_with_gold(out, gold_column, text_column, out_names["answer"], task, timeout))
+    return same_kind(_with_gold(out, gold_column, text_column, out_names["answer"], prefix, task, timeout))
 
 
-def _with_gold(out: pd.DataFrame, gold: str | None, text: str | None, answer: str, task: str, timeout: float) -> Any:
+def _with_gold(
+    out: pd.DataFrame, gold: str | None, text: str | None, answer: str, prefix: str, task: str, timeout: float
+) -> Any:
     """The chosen rows with `{prefix}correct`: each graded by the task against its gold answer (its text where the
     frame has one, else its answer; None where the gold answer is missing). Without a gold column, as they are."""
     if gold is None or gold not in out.columns:
@@ -105,7 +107,7 @@ def _with_gold(out: pd.DataFrame, gold: str | None, text: str | None, answer: st
     solved = out[text] if text is not None and text in out.columns else out[answer]
     solutions = [None if _missing(s) else str(s) for s in solved.tolist()]
     grades = get_task(task).grade(problems, solutions, Checks(timeout=timeout))
-    out[answer.removesuffix("answer") + "correct"] = [g.correct for g in grades]
+    out[prefix + "correct"] = [g.correct for g in grades]
     return out
 
 

@@ -61,7 +61,7 @@ class GymTask(MathTask):
         out = []
         for s in solutions:
             answer = extract(s) if s else None
-            out.append(answer.strip() or None if answer is not None else None)
+            out.append((answer.strip() or None) if answer is not None else None)
         return out
 
     def group(self, answer_lists: Sequence[Sequence[str | None]], *, timeout: float) -> list[list[int | None]]:

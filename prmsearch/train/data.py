@@ -163,23 +163,19 @@ def load_built(source: Any, kind: str, tokenizer: Any = None, fmt: StepFormat | 
     ds, path = (source, _name(source)) if not isinstance(source, str) else (_read(source, kind), source)
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
-    if tokenizer is not None:
-        fmt, columns = fmt or StepFormat(), ds.column_names
+    is_trl, build = trl_data.ROWS[kind]
+    if tokenizer is not None and is_trl(ds.column_names):
         try:
-            if kind == "bt" and trl_data.is_preference(columns):
-                return trl_data.tokenize_preferences(ds, tokenizer)
-            if kind == "prm" and trl_data.is_stepwise(columns):
-                return trl_data.build_stepwise_rows(ds, tokenizer, fmt, soft, path)
-            if kind == "orm" and trl_data.is_unpaired(columns):
-                return trl_data.build_unpaired_rows(ds, tokenizer, fmt, path)
+            return build(ds, tokenizer, fmt or StepFormat(), soft, path)
+        except TrainConfigError:  # a bad row, named already
+            raise
         except ValueError as e:  # a label the loss cannot read, as the builders say it
             raise TrainConfigError(f"{path}: {' '.join(str(e).split())}") from None
     missing = [c for c in REQUIRED_COLUMNS[kind] if c not in ds.column_names]
     if missing:
-        also = {"bt": "chosen / rejected", "prm": "prompt / completions / labels", "orm": "prompt / completion / label"}
-        also = f" or TRL's {also[kind]}"
         raise TrainConfigError(
-            f"{path}: a {kind} training set needs columns {list(REQUIRED_COLUMNS[kind])}{also}, missing {missing} "
+            f"{path}: a {kind} training set needs columns {list(REQUIRED_COLUMNS[kind])} or TRL's "
+            f"{trl_data.NAMES[kind]}, missing {missing} "
             f"(has {ds.column_names}); build it with `prmsearch build {BUILD_TARGET[kind]} --tokenizer …`"
         )
     if kind == "bt":

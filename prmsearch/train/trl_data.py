@@ -49,12 +49,15 @@ def token_ids(tokenizer: Any, text: str | list[dict[str, Any]]) -> list[int]:
     return list(tokenizer(text if text.endswith(eos) else text + eos)["input_ids"])
 
 
-def tokenize_preferences(ds: Any, tokenizer: Any) -> Any:
+def tokenize_preferences(
+    ds: Any, tokenizer: Any, fmt: StepFormat | None = None, soft: bool = False, name: str = ""
+) -> Any:
     """`chosen_ids`, `rejected_ids`, `group_id` (and `margin` where given) for every preference row of `ds`."""
 
     def row(example: dict[str, Any], index: int) -> dict[str, Any]:
         prompt = example.get("prompt")
         chosen, rejected = example["chosen"], example["rejected"]
+        _check_side(example, index, name)
         if prompt is not None:
             chosen, rejected = prompt + chosen, prompt + rejected
         group = json.dumps(prompt, sort_keys=True) if prompt is not None else f"row{index}"
@@ -76,8 +79,30 @@ def _traces(ds: Any, parse: Any, name: str) -> list[Trace]:
         try:
             out += parse(row)
         except RowError as e:
-            raise TrainConfigError(f"{name}: row {i}: {e}") from None
+            raise TrainConfigError(f"{name}: row {i}: field {e.field!r}: {e.message}") from None
     return out
+
+
+def _check_side(example: dict[str, Any], index: int, name: str) -> None:
+    """Each side text or chat messages, the prompt of the same kind: else one line naming the row and field."""
+    from .config import TrainConfigError
+
+    kinds = {key: _kind(example.get(key)) for key in ("prompt", "chosen", "rejected") if example.get(key) is not None}
+    for key, kind in kinds.items():
+        if kind is None:
+            raise TrainConfigError(
+                f"{name}: row {index}: field {key!r} must be text or a list of chat messages, got {example[key]!r}"
+            )
+    if len(set(kinds.values())) > 1:
+        raise TrainConfigError(f"{name}: row {index}: mixes text and chat messages ({kinds}); use one or the other")
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
+        return "messages"
+    return None
 
 
 def build_stepwise_rows(ds: Any, tokenizer: Any, fmt: StepFormat, soft: bool, name: str) -> Any:
@@ -89,7 +114,7 @@ def build_stepwise_rows(ds: Any, tokenizer: Any, fmt: StepFormat, soft: bool, na
     return build_prm(traces, tokenizer, fmt, label_kind="soft" if soft else "hard", progress=False)
 
 
-def build_unpaired_rows(ds: Any, tokenizer: Any, fmt: StepFormat, name: str) -> Any:
+def build_unpaired_rows(ds: Any, tokenizer: Any, fmt: StepFormat, soft: bool, name: str) -> Any:
     """ORM examples of unpaired rows: the completion split into steps by `fmt`, its bool label the outcome."""
     from ..data_builders.labels import build_orm
 
@@ -98,3 +123,13 @@ def build_unpaired_rows(ds: Any, tokenizer: Any, fmt: StepFormat, name: str) -> 
         return [Trace(prompt, fmt.split(completion), None, label, stable_id(prompt))]
 
     return build_orm(_traces(ds, parse, name), tokenizer, fmt, progress=False)
+
+
+# The TRL rows each kind trains on: (whether a dataset's columns are in that format, how its rows become examples:
+# (ds, tokenizer, fmt, soft, name) -> Dataset).
+ROWS = {
+    "bt": (is_preference, tokenize_preferences),
+    "prm": (is_stepwise, build_stepwise_rows),
+    "orm": (is_unpaired, build_unpaired_rows),
+}
+NAMES = {"bt": "chosen / rejected", "prm": "prompt / completions / labels", "orm": "prompt / completion / label"}
