@@ -194,6 +194,16 @@ def _eval_canary(args: argparse.Namespace) -> int:
     return 1 if result.get("drift") else 0
 
 
+def _eval_aggregation(args: argparse.Namespace) -> int:
+    from .eval.aggregation import AggregationConfig, format_aggregation, run_aggregation
+
+    cfg = config_from_args(AggregationConfig, args)
+    print(format_aggregation(run_aggregation(cfg)))
+    if cfg.output:
+        print(f"wrote {cfg.output}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -341,10 +351,11 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
+    from .eval.aggregation import AggregationConfig
     from .eval.canary import CanaryConfig
     from .eval.processbench import ProcessBenchConfig
 
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="{processbench,canary}")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="{processbench,canary,aggregation}")
     about = "does a step scorer find the first wrong step? ProcessBench's error / correct accuracy and F1"
     pb = kinds.add_parser("processbench", help=about, description=about[0].upper() + about[1:] + ".")
     add_config_flags(pb, ProcessBenchConfig)
@@ -360,6 +371,16 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
     add_config_flags(canary, CanaryConfig)
     canary.set_defaults(func=_eval_canary)
+    about = "which step-score aggregation (last, min, prod, mean) picks right solutions? with --write, save the best"
+    agg = kinds.add_parser(
+        "aggregation",
+        help=about,
+        description=about[0].upper() + about[1:] + " in the PRM's config, where search, rerank, reward_function and "
+        "serve read it. The samples are JSONL: outcome rows (prompt, completion, label), several per prompt, or "
+        "stepwise rows (prompt, completions, labels). Reported: best-of-N accuracy and AUROC per aggregation.",
+    )
+    add_config_flags(agg, AggregationConfig)
+    agg.set_defaults(func=_eval_aggregation)
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:

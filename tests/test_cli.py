@@ -124,6 +124,7 @@ def test_help_build_verify_label_help_and_report_never_import_torch(tmp_path):
         ["verify", "math", "--help"],
         ["report", "--help"],
         ["label", "--help"],
+        ["eval", "aggregation", "--help"],
         ["build", "stepwise", "--source", "stepwise", "--input", str(FIXTURES / "stepwise.jsonl")]
         + ["--output", str(tmp_path / "built.jsonl"), "--skip-bad", "--quiet"],
         ["verify", "math", "--input", str(graded), "--output", str(tmp_path / "graded.jsonl"), "--quiet"],

@@ -159,7 +159,7 @@ def load_step_scorer(path: str, *, adapter: str | None = None, device: str | Non
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_reward_model(path, adapter, device=device)
     if model.kind != "prm":
-        raise RewardModelError(f"{path} is not a PRM (its kind: {model.kind}); ProcessBench evaluates step scorers")
+        raise RewardModelError(f"{path} is not a PRM (its kind: {model.kind}); only a PRM scores steps")
     return model
 
 
