@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
-from .errors import PrmsearchError, require_local
+from .errors import InputError, PrmsearchError, require_local
 
 # Separators and markers are mostly whitespace: let users type them as escapes ("\n\n", "\t").
 _ESCAPED = ("separator", "marker", "prompt_separator", "gap")
@@ -210,11 +210,30 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve import ServeConfig, load_app
 
     cfg = config_from_args(ServeConfig, args)
+    sock = _listen(cfg.host, cfg.port)  # first: a port in use is one line before the model loads
     app = load_app(cfg)
     routes = ", ".join(f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path}" for r in app.routes)
-    print(f"serving {cfg.scorer} on http://{cfg.host}:{cfg.port} ({routes})")
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    print(f"serving {cfg.scorer} on http://{cfg.host}:{cfg.port} ({routes})", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> Any:
+    """A socket bound to host:port, for uvicorn to listen on."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise InputError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): choose another --port or --host"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _report(args: argparse.Namespace) -> int:

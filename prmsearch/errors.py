@@ -8,6 +8,8 @@ The CLI prints exactly that line and exits non-zero; a library user catches `Prm
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -56,3 +58,37 @@ def refuse_overwrite(output: str | Path, *inputs: str | Path | None, flag: str =
     for given in inputs:
         if given is not None and Path(given).expanduser().resolve() == out:
             raise OutputError(f"{flag} {output} is also an input of this command; write to another file")
+
+
+class LoadError(PrmsearchError):
+    """A checkpoint, tokenizer or dataset on disk that cannot be read: a damaged (truncated, empty) file."""
+
+
+@contextmanager
+def loading(path: str | Path, what: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Read `what` from `path` inside this block: the errors a damaged (truncated, empty) file raises deep in the
+    libraries become one `LoadError` naming the path. They are safetensors' `SafetensorError`, tokenizers' bare
+    `Exception`, a JSON file cut short, pyarrow's, and the types in `also` (an Arrow file cut short is a plain
+    OSError); anything else passes through as it is."""
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, (PrmsearchError, FileNotFoundError)) or not (_damaged(e) or isinstance(e, also)):
+            raise
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise LoadError(
+            f"{path}: cannot read the {what} ({type(e).__name__}: {detail}); is a file truncated or empty? "
+            "save it again"
+        ) from None
+
+
+def _damaged(e: Exception) -> bool:
+    import json
+
+    kind = type(e)
+    return (
+        kind is Exception  # the tokenizers library's own
+        or kind.__name__ == "SafetensorError"
+        or isinstance(e, json.JSONDecodeError)
+        or kind.__module__.startswith("pyarrow")
+    )

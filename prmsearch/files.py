@@ -24,13 +24,29 @@ class JsonlError(PrmsearchError):
     """A line of a JSON-lines file that is not JSON (not a torn last line: one in the middle)."""
 
 
+class WriteError(PrmsearchError):
+    """A batch of rows could not be written whole (the disk is full, a quota): the file is as it was before it."""
+
+
 def append_rows(path: str | Path, rows: list[dict]) -> None:
-    """All rows in one write, flushed and synced: a kill leaves whole batches or a torn last line, never a gap."""
+    """All rows in one write, flushed and synced: a kill leaves whole batches or a torn last line, never a gap.
+    A write the disk cannot take whole (`os.write` may write part of it and say so, or raise ENOSPC) is undone: the
+    file is cut back to its size before, and `WriteError` says so, so a resume redoes the batch."""
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as e:
+            os.ftruncate(fd, size)
+            raise WriteError(
+                f"cannot write {path}: {e.strerror or e}; the {len(rows)} rows of this batch were not kept (the file "
+                "is as it was): free space and run again with --resume"
+            ) from None
     finally:
         os.close(fd)
 

@@ -2,12 +2,14 @@
 never overwritten without `--resume`, and a resume must run with the settings the output was written with (the
 ones that change what it holds). Each command keeps its own files (search: a run folder of shards and trees;
 label: one JSONL file with its sidecar), appends its chunks with `files.append_rows` and reads back what is done
-with `files.read_rows(repair=True)`, which cuts a torn last line.
+with `files.read_rows(repair=True)`, which cuts a torn last line. One run writes an output at a time (`exclusive`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import os
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,34 @@ def check_settings(
     if changed:
         diff = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise error(f"{out} was {verb} with other settings ({diff}); resume it with the same ones")
+
+
+def lock_path(output: Path) -> Path:
+    """The lock file of an output (a file, or a run folder's part file): hidden, beside it."""
+    return output.with_name(f".{output.name}.lock")
+
+
+@contextmanager
+def exclusive(output: Path, error: type[PrmsearchError] = OutputError) -> Iterator[None]:
+    """Hold `output` for this process alone while the block runs: a second run writing the same output at once
+    (which would append every row twice) is refused in one line. The lock is the kernel's (`flock`), so a killed
+    run leaves none behind; the lock file keeps the holder's pid, for the message."""
+    import fcntl
+
+    lock = lock_path(output)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise error(
+                f"{output} is being written by another run (pid {holder}): wait for it to end, or choose another "
+                "--output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .errors import PrmsearchError
+from .errors import PrmsearchError, loading
 from .records import Trace
 
 T = TypeVar("T")
@@ -71,7 +71,8 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict[str
 
     saved = ("dataset_info.json", "dataset_dict.json")  # what save_to_disk leaves in a folder
     if os.path.isdir(source) and any(os.path.exists(os.path.join(source, name)) for name in saved):
-        ds = datasets.load_from_disk(source)
+        with loading(source, "dataset", also=(OSError,)):
+            ds = datasets.load_from_disk(source)
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
     elif os.path.isfile(source):
@@ -81,29 +82,45 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict[str
         ds = datasets.load_dataset(_LOCAL_DATASET_SUFFIXES[ext], data_files=source, split=split)
     else:
         ds = datasets.load_dataset(source, split=split)
-    yield from enumerate(ds, start=1)
+    with loading(
+        source, "dataset", also=(OSError,)
+    ):  # Arrow files are read as the rows are: a truncated one fails here
+        yield from enumerate(ds, start=1)
 
 
 def _iter_json(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM (Windows editors) would make line 1 invalid JSON
-        head = f.read(1)
-        while head and head.isspace():
-            head = f.read(1)
+    """Rows of a JSON list or JSON Lines file. Lines are decoded one by one, so a byte that is not UTF-8 is a bad
+    row naming its line (skippable like any other), not an error about the whole file."""
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")  # a BOM (Windows editors) is not part of the data
         f.seek(0)
-        if head == "[":
-            try:
-                rows = json.load(f)
-            except json.JSONDecodeError as e:
-                raise BadRowError(path, e.lineno, "<json>", f"invalid JSON: {e.msg}") from None
-            yield from enumerate(rows, start=1)
+        if head.startswith(b"["):
+            yield from enumerate(_json_list(path, f.read()), start=1)
             return
-        for lineno, line in enumerate(f, start=1):
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                yield lineno, _InvalidJSON(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
-                yield lineno, _InvalidJSON(e.msg)
+                yield lineno, _InvalidJSON(f"invalid JSON: {e.msg}")
+
+
+def _json_list(path: str, data: bytes) -> list[Any]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise BadRowError(path, line, "<json>", f"not UTF-8 text (byte 0x{data[e.start]:02x})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadRowError(path, e.lineno, "<json>", f"invalid JSON: {e.msg}") from None
 
 
 class _InvalidJSON(dict):
@@ -129,7 +146,7 @@ def parse_rows(
         report.rows += 1
         try:
             if isinstance(row, _InvalidJSON):
-                raise RowError("<json>", f"invalid JSON: {row.msg}")
+                raise RowError("<json>", row.msg)
             if not isinstance(row, dict):
                 raise RowError("<row>", f"expected a JSON object, got {type(row).__name__}")
             parsed = parse(row)

@@ -67,6 +67,7 @@ class ServeConfig:
     max_queries: int = option(1024, "queries in one request, at most (more: 413)")
     max_body_bytes: int = option(8 * 2**20, "bytes of one request body, at most (more: 413)")
     max_queued: int = option(4096, "requests waiting, at most (more: 503, retry later)")
+    read_timeout: float = option(30.0, "seconds a request body may take to arrive (more: 408)")
     device: str | None = option(None, "cpu or cuda (None: cuda when available)")
     threads: int | None = option(
         None, "torch threads scoring on a CPU (None: torch's default); 1 where clients share the cores"
@@ -78,6 +79,8 @@ class ServeConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if not self.read_timeout > 0:
+            raise ValueError(f"read_timeout must be a positive number of seconds, got {self.read_timeout}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
 
@@ -145,6 +148,8 @@ class Batcher:
     def _next_batch(self) -> list[Job] | None:
         first = self._held if self._held is not None else self._queue.get()
         self._held = None
+        while first is not None and first.future.done():  # its client hung up while it waited: not scored
+            first = self._queue.get()
         if first is None:
             return None
         first.tokens = first.tokens or self._tokens(first)
@@ -157,6 +162,8 @@ class Batcher:
             if job is None:
                 self._queue.put(None)
                 break
+            if job.future.done():
+                continue
             job.tokens = self._tokens(job)
             if tokens + job.tokens > self.max_batch_tokens:
                 self._held = job
@@ -210,7 +217,7 @@ def _resolve(future: asyncio.Future, result: Any) -> None:
 
 def split_query(query: str, prompt: str | None, prompt_separator: str | None) -> tuple[str, str]:
     """(prompt, response) of a full text: what follows `prompt`, or without one, the text cut at the first
-    `prompt_separator` (None: all of it is the response)."""
+    `prompt_separator` (None: all of it is the response); a text with no separator is refused."""
     if prompt is not None:
         if not query.startswith(prompt):
             raise RequestError("does not start with its prompt")
@@ -218,7 +225,12 @@ def split_query(query: str, prompt: str | None, prompt_separator: str | None) ->
     if prompt_separator is None:
         return "", query
     head, sep, rest = query.partition(prompt_separator)
-    return (head, rest) if sep else (query, "")
+    if not sep:  # no place to cut: scoring it as a response with no steps would pass for an answer
+        raise RequestError(
+            f"has no prompt separator {prompt_separator!r} between its prompt and its response: send the prompts as "
+            '"prompts"'
+        )
+    return head, rest
 
 
 def _strings(body: dict, name: str, *, rows: int | None = None, required: bool = True) -> list[str] | None:
@@ -241,41 +253,90 @@ def _check_texts(values: list, name: str) -> list[str]:
     return values
 
 
-async def _read_json(request: Request, max_body_bytes: int) -> dict:
+async def _read_json(request: Request, max_body_bytes: int, read_timeout: float) -> dict:
     """The request's body as a JSON object, refused (413) as soon as it passes `max_body_bytes`, so a huge body is
     never held whole."""
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > max_body_bytes:
         raise RequestError(f"the body is {size} bytes, more than max_body_bytes {max_body_bytes}", 413)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_body_bytes:
-            raise RequestError(f"the body is more than max_body_bytes {max_body_bytes}", 413)
+
+    async def read() -> None:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > max_body_bytes:
+                raise RequestError(f"the body is more than max_body_bytes {max_body_bytes}", 413)
+
+    try:
+        await asyncio.wait_for(read(), read_timeout)
+    except TimeoutError:
+        raise RequestError(f"the body took more than read_timeout {read_timeout:g} s to arrive", 408) from None
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(f"the body is not JSON ({e})") from None
+    except RecursionError:  # arrays or objects nested deeper than the parser's stack
+        raise RequestError("the body nests arrays or objects too deep to read; send a flat request") from None
     if not isinstance(data, dict):
         raise RequestError(f"the body must be a JSON object, got {type(data).__name__}")
     return data
 
 
 async def _score_job(
-    batcher: Batcher, prompts: list[str], steps: list[list[str]], max_queries: int
+    batcher: Batcher, request: Request, prompts: list[str], steps: list[list[str]], cfg: ServeConfig, fits: Callable
 ) -> tuple[list, list]:
-    """(scores, step scores) of one request, scored by `batcher` alongside whatever else is queued."""
-    if len(prompts) > max_queries:
-        raise RequestError(f"{len(prompts)} queries, more than max_queries {max_queries}", 413)
+    """(scores, step scores) of one request, scored by `batcher` alongside whatever else is queued. A request
+    surely too long for the model (`fits`) is refused before it is queued; one whose client hangs up while it
+    waits is dropped from the queue, not scored."""
+    if len(prompts) > cfg.max_queries:
+        raise RequestError(f"{len(prompts)} queries, more than max_queries {cfg.max_queries}", 413)
     if not prompts:
         return [], []
+    fits(prompts, steps)
     loop = asyncio.get_running_loop()
     job = Job([p.rstrip() for p in prompts], steps, loop, loop.create_future())
     batcher.submit(job)
+    gone = asyncio.ensure_future(_hung_up(request))
     try:
-        return await job.future
+        await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not job.future.done():
+        job.future.cancel()  # the worker skips a cancelled job
+        raise RequestError("the client hung up", 499)
+    try:
+        return job.future.result()
     except PrmsearchError as e:
         raise RequestError(str(e), 422) from None
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns when the client disconnects (the body is read: the server's next message can only be that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def length_check(scorer: Any) -> Callable[[list[str], list[list[str]]], None]:
+    """A check that refuses a query surely longer than the model reads, before any tokenizer runs on it (a 7 MB
+    step would hold the worker for seconds, and every request queued behind it). No token of the vocabulary spans
+    more than `widest` characters, so c characters are at least c / widest tokens."""
+    rm = getattr(scorer, "rm", None)
+    limit, tokenizer = getattr(rm, "max_length", None), getattr(rm, "tokenizer", None)
+    if not isinstance(limit, int) or tokenizer is None:
+        return lambda prompts, steps: None
+    widest = max((len(t) for t in tokenizer.get_vocab()), default=1)
+
+    def fits(prompts: list[str], steps: list[list[str]]) -> None:
+        for i, (prompt, solution) in enumerate(zip(prompts, steps, strict=True)):
+            chars = len(prompt) + sum(len(t) for t in solution)
+            if chars // widest > limit:
+                raise RequestError(
+                    f"query {i} is {chars} characters, at least {chars // widest} tokens: more than the {limit} "
+                    "this reward model reads",
+                    422,
+                )
+
+    return fits
 
 
 def _queries_to_steps(
@@ -332,16 +393,17 @@ def create_app(scorer: Any, cfg: ServeConfig) -> Any:
 
     batcher = Batcher(scorer, cfg.max_batch_tokens, cfg.max_batch_requests, cfg.max_queued)
     separator = scorer.format.prompt_separator
+    fits = length_check(scorer)
 
     async def score(request: Request) -> JSONResponse:
-        data = await _read_json(request, cfg.max_body_bytes)
+        data = await _read_json(request, cfg.max_body_bytes, cfg.read_timeout)
         prompts, steps = _queries_to_steps(data, separator, scorer.format.split)
-        scores, _ = await _score_job(batcher, prompts, steps, cfg.max_queries)
+        scores, _ = await _score_job(batcher, request, prompts, steps, cfg, fits)
         return JSONResponse({"rewards": [cfg.empty if s is None else float(s) for s in scores]})
 
     async def score_steps(request: Request) -> JSONResponse:
-        prompts, steps = _given_steps(await _read_json(request, cfg.max_body_bytes))
-        scores, step_scores = await _score_job(batcher, prompts, steps, cfg.max_queries)
+        prompts, steps = _given_steps(await _read_json(request, cfg.max_body_bytes, cfg.read_timeout))
+        scores, step_scores = await _score_job(batcher, request, prompts, steps, cfg, fits)
         return JSONResponse({"scores": scores, "step_scores": step_scores})
 
     async def health(request: Request) -> JSONResponse:
@@ -405,7 +467,7 @@ def create_verifier_app(task: str, cfg: ServeConfig) -> Any:
     reward, served = reward_function(task), {"requests": 0}
 
     async def score(request: Request) -> JSONResponse:
-        data = await _read_json(request, cfg.max_body_bytes)
+        data = await _read_json(request, cfg.max_body_bytes, cfg.read_timeout)
         prompts, responses = _queries_to_steps(data, None, lambda response: [response])
         if len(prompts) > cfg.max_queries:
             raise RequestError(f"{len(prompts)} queries, more than max_queries {cfg.max_queries}", 413)

@@ -176,3 +176,97 @@ def test_verify_refuses_a_folder_as_output(tmp_path, capsys):
     assert main([*argv, "--pred-field", "out", "--gold-field", "gold", "--quiet"]) != 0
     assert "is a folder; give the path of a .jsonl file" in _one_error_line(capsys)
     assert sorted(os.listdir(tmp_path)) == ["graded", "in.jsonl"]  # no temporary left behind
+
+
+def _last_error_line(capsys) -> str:
+    """The one error line, after whatever progress a loader printed before it failed."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "".join(err), err
+    return err[-1]
+
+
+def test_a_byte_that_is_not_utf8_names_its_file_and_line(tmp_path, capsys):
+    rows = tmp_path / "in.jsonl"
+    bad = b'{"question": "Q", "out": "A: \xff", "gold": "5"}\n'
+    rows.write_bytes(json.dumps({"question": "Q", "out": "A: 5", "gold": "5"}).encode() + b"\n" + bad)
+    argv = ["verify", "math", "--input", str(rows), "--output", str(tmp_path / "graded.jsonl")]
+    assert main([*argv, "--pred-field", "out", "--gold-field", "gold", "--quiet"]) == 2
+    column = bad.index(b"\xff") + 1
+    assert f"{rows}:2: field '<json>': not UTF-8 text (byte 0xff at column {column})" in _one_error_line(capsys)
+    argv = ["build", "stepwise", "--input", str(rows), "--output", str(tmp_path / "b.jsonl"), "--source", "traces"]
+    assert main([*argv, "--solution-fields", "out", "--quiet"]) == 2
+    assert f"{rows}:2: field '<json>': not UTF-8 text" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--device", "cuda:7" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cuda"], "--device cuda"),
+        (["--dtype", "float8"], "dtype must be one of auto, bfloat16, float16, float32, got 'float8'"),
+        (["--temperature", "nan"], "temperature must be a finite number >= 0 (0: greedy), got nan"),
+    ],
+)
+def test_devices_dtypes_and_sampling_the_machine_cannot_give_are_one_line(tmp_path, capsys, flags, says):
+    import torch
+
+    if flags[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    argv = ["search", "--policy", "embedded:policy", "--dataset", "chains", "--strategy", "greedy", "--limit", "1"]
+    assert main([*argv, "--output", str(tmp_path / "run"), "--quiet", *flags]) == 2
+    assert says in _last_error_line(capsys)
+
+
+@pytest.fixture
+def damaged(tmp_path):
+    """Copies of the embedded PRM and policy with one file cut in half (a kill or a full disk mid-save)."""
+    import shutil
+
+    from prmsearch.shipped import resolve
+
+    def cut(name, file):
+        folder = tmp_path / f"{name}-{file}"
+        shutil.copytree(resolve(f"embedded:{name}"), folder)
+        data = (folder / file).read_bytes()
+        (folder / file).write_bytes(data[: len(data) // 2])
+        return str(folder)
+
+    return cut
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "tokenizer.json"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, capsys, damaged, file):
+    argv = ["search", "--dataset", "chains", "--limit", "1", "--output", str(tmp_path / "run"), "--quiet"]
+    policy = damaged("policy", file)
+    assert main([*argv, "--policy", policy, "--strategy", "greedy"]) == 2
+    assert f"{policy}: cannot read the policy (" in _last_error_line(capsys)
+    prm = damaged("prm", file)
+    assert main([*argv, "--policy", "embedded:policy", "--scorer", prm, "--strategy", "best_of_n"]) == 2
+    line = _last_error_line(capsys)
+    assert f"{prm}: cannot read the reward model (" in line and "is a file truncated or empty?" in line
+
+
+def test_a_damaged_dataset_folder_or_run_record_is_one_line(tmp_path, capsys):
+    import datasets
+
+    folder = tmp_path / "ds"
+    datasets.Dataset.from_list(
+        [{"problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(300)]
+    ).save_to_disk(folder)
+    arrow = next(folder.glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:2000])
+    argv = ["search", "--policy", "embedded:policy", "--strategy", "greedy", "--limit", "1", "--quiet"]
+    assert main([*argv, "--dataset", str(folder), "--output", str(tmp_path / "a")]) == 2
+    assert f"{folder}: cannot read the dataset (" in _last_error_line(capsys)
+    run = tmp_path / "run"
+    assert main([*argv, "--dataset", "chains", "--output", str(run)]) == 0
+    (run / "search_config.yaml").write_text("policy: [unclosed\n")
+    assert main([*argv, "--dataset", "chains", "--output", str(run), "--resume"]) == 2
+    assert "search_config.yaml: cannot read it (" in _last_error_line(capsys)
+
+
+def test_an_n_too_large_to_hold_is_refused_before_anything_loads(tmp_path, capsys):
+    argv = ["search", "--policy", "embedded:policy", "--dataset", "chains", "--strategy", "majority", "--quiet"]
+    assert main([*argv, "--n", "1,1000000", "--output", str(tmp_path / "run")]) == 2
+    line = _one_error_line(capsys)
+    assert "--n 1000000 with --batch-problems 16 and --max-tokens 1024 can hold about 747.7 GiB" in line, line
+    assert "lower --n, --batch-problems or --max-tokens" in line and not (tmp_path / "run").exists()

@@ -117,3 +117,7 @@ def test_bad_canary_input_is_one_line_naming_file_row_and_field(tmp_path, soluti
     assert "is of kind ORM, evaluated on outcome rows (prompt, completion, label)" in capsys.readouterr().err
     assert main([*bad, "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot read the canary set" in capsys.readouterr().err
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"kind": "prm", "accuracy": "0.9", "ece": 0.1}))
+    assert main([*bad, "--data", _stepwise(tmp_path, solutions), "--baseline", str(baseline)]) == 2
+    assert "baseline.json: field 'accuracy' must be a number, got '0.9'" in capsys.readouterr().err

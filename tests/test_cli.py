@@ -109,7 +109,7 @@ open(sys.argv[2], "w").write(json.dumps(seen))
 """
 
 
-def test_help_build_verify_label_help_and_report_never_import_torch(tmp_path):
+def test_help_search_help_build_verify_label_help_and_report_never_import_torch(tmp_path):
     """One fresh process runs the commands in turn and notes after each whether torch was imported (~3 s that
     these commands do not need)."""
     graded = tmp_path / "in.jsonl"
@@ -125,6 +125,7 @@ def test_help_build_verify_label_help_and_report_never_import_torch(tmp_path):
         ["report", "--help"],
         ["label", "--help"],
         ["eval", "aggregation", "--help"],
+        ["search", "--help"],
         ["build", "stepwise", "--source", "stepwise", "--input", str(FIXTURES / "stepwise.jsonl")]
         + ["--output", str(tmp_path / "built.jsonl"), "--skip-bad", "--quiet"],
         ["verify", "math", "--input", str(graded), "--output", str(tmp_path / "graded.jsonl"), "--quiet"],

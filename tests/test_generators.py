@@ -185,6 +185,7 @@ def test_greedy(generator):
         {"n": 0},
         {"max_tokens": 0},
         {"temperature": -0.5},
+        {"temperature": float("nan")},
         {"top_p": 0.0},
         {"top_p": 1.5},
         {"seed": [1, 2]},
@@ -194,6 +195,35 @@ def test_greedy(generator):
 def test_bad_arguments(generator, kwargs):
     with pytest.raises(GeneratorError):
         generator.generate(**{"prompts": PROMPTS, **kwargs})
+
+
+def test_more_samples_than_a_pass_holds_are_the_samples_one_pass_draws(hf_generator):
+    """N over the batch size is drawn batch_size rows at a time (memory stays flat in N), each sample the same."""
+    from prmsearch.search.generators import HFGenerator
+
+    narrow = HFGenerator(hf_generator.model, hf_generator.tokenizer, batch_size=3, prefix_cache_tokens=0)
+    wide = hf_generator.generate(PROMPTS[:2], n=7, max_tokens=12, temperature=1.0, seed=[5, 6])
+    split = narrow.generate(PROMPTS[:2], n=7, max_tokens=12, temperature=1.0, seed=[5, 6])
+    assert key(split) == key(wide)
+    assert len({tuple(c.token_ids) for c in split[0]}) > 1
+
+
+def test_a_policy_reads_no_further_than_its_positions(smollm2_tokenizer, tmp_path):
+    """Past its position embeddings a model writes noise that would be graded as a wrong answer: a prompt that fills
+    them is refused in one line, and a completion stops where they end."""
+    from prmsearch.models.tiny import tiny_policy
+    from prmsearch.search.generators import HFGenerator
+
+    tiny_policy(
+        smollm2_tokenizer, **{**POLICY, "steps_per_solution": 50.0, "max_position_embeddings": 64}
+    ).save_pretrained(tmp_path)
+    smollm2_tokenizer.save_pretrained(tmp_path)
+    short = HFGenerator.from_pretrained(str(tmp_path), device="cpu")
+    with pytest.raises(GeneratorError, match=r"a prompt of \d+ tokens fills the policy's 64 positions \(it starts"):
+        short.generate(["word " * 80], max_tokens=4)
+    out = short.generate(PROMPTS[:2], n=4, max_tokens=200, temperature=1.0, seed=0)
+    assert all(c.prompt_tokens + c.num_tokens <= 64 for cs in out for c in cs)
+    assert any(c.prompt_tokens + c.num_tokens == 64 and c.finish_reason == "length" for cs in out for c in cs)
 
 
 @pytest.mark.vllm

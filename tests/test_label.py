@@ -489,6 +489,16 @@ def test_cli_refuses_bad_input_in_one_line(saved, tmp_path, capsys):
     capsys.readouterr()  # the model loader's progress bar
     fails("--input", traces, "--gold-field", "answer", expect="already holds labels: pass --resume")
     fails("--input", traces, "--gold-field", "answer", "--resume", "--k", "2", expect="k: 4 -> 2")
+    from prmsearch.resume import exclusive
+
+    with exclusive(out):  # another run labelling into the same file at this moment
+        fails("--input", traces, "--gold-field", "answer", "--resume", expect="is being written by another run (pid")
+    fails("--input", traces, "--gold-field", "answer", "--temperature", "nan", expect="temperature must be a finite")
+    sidecar = tmp_path / "out.jsonl.label.json"
+    kept = sidecar.read_bytes()
+    sidecar.write_bytes(kept[: len(kept) // 2])
+    fails("--input", traces, "--gold-field", "answer", "--resume", expect="out.jsonl.label.json: cannot read it (")
+    sidecar.write_bytes(kept)
     assert main(label_args(saved, out, "--input", traces, "--gold-field", "answer", "--resume")) == 0  # nothing left
     assert len(records(out)) == 3
 

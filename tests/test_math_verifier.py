@@ -24,6 +24,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
         ("\\boxed{3} and an unclosed \\boxed{4", "3"),
         ("Step 2: 48 + 24 = 72. ки\nThe answer is: $72$.", "72"),
         ("Janet sells 9 eggs.\n#### 1,234", "1,234"),
+        ("#### Final Answer\nThe final answer is $\\boxed{7}$.", "7"),  # a Markdown heading is not "#### N"
+        ("Answer: \\boxed{7}\n\n#### Verification\nIt checks out.", "7"),
         ("She makes 9 * 2 = $18\nA: 18", "18"),
         ("We add them: 3 + 4 = 7", "7"),
         ("Final Answer: The smallest $k$ is 12.", "12"),  # math-verify's extraction: no box, no "answer is"

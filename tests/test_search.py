@@ -481,6 +481,56 @@ def test_killed_run_resumes_to_the_uninterrupted_results(saved, tmp_path):
     assert results(killed) == results(whole)
 
 
+def test_a_full_disk_stops_the_run_and_a_resume_ends_with_every_tree(saved, tmp_path):
+    """trees.jsonl fills up mid-batch (a file-size limit in the child: the kernel's own partial write): the run stops
+    in one line before that batch's results are written, and a resume ends with what an unlimited run writes."""
+    from prmsearch.cli import main
+
+    flags = ["--strategy", "beam", "--n", "2", "--batch-problems", "2", "--save-trees"]
+    whole = tmp_path / "whole"
+    assert main(cli_args(saved, whole, *flags)) == 0
+    trees = (whole / "trees.jsonl").read_text().splitlines(keepends=True)
+    limit = len("".join(trees[:2]).encode()) + len(trees[2]) // 2  # the first batch, and half of the second's first
+    child = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+        "from prmsearch.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    full = tmp_path / "full"
+    done = subprocess.run([sys.executable, "-c", child, *cli_args(saved, full, *flags)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot write {full / 'trees.jsonl'}: File too large; the 2 rows" in done.stderr.strip().splitlines()[-1]
+    assert len(results(full)) == 2 and len((full / "trees.jsonl").read_text().splitlines()) == 2
+    assert main([*cli_args(saved, full, *flags), "--resume"]) == 0
+    assert results(full) == results(whole)
+    saved_trees = [json.loads(line)["problem_id"] for line in open(full / "trees.jsonl")]
+    assert sorted(saved_trees) == sorted(r["problem_id"] for r in results(whole))
+
+
+def test_a_second_run_on_the_same_output_at_once_is_refused(saved, tmp_path, capsys):
+    from prmsearch.cli import main
+    from prmsearch.resume import exclusive
+
+    out = tmp_path / "run"
+    with exclusive(out / "results.jsonl"):  # another run holding the folder (a lock of the kernel's, not a file)
+        assert main(cli_args(saved, out, "--strategy", "greedy")) == 2
+    assert f"is being written by another run (pid {os.getpid()})" in capsys.readouterr().err
+    assert not (out / "results.jsonl").exists()
+    assert main(cli_args(saved, out, "--strategy", "greedy")) == 0  # once it has ended
+
+
+def test_nothing_to_search_and_a_file_as_output_are_one_line(saved, tmp_path, capsys):
+    from prmsearch.cli import main
+
+    assert main([*cli_args(saved, tmp_path / "none", "--strategy", "greedy"), "--start", "6"]) == 2
+    assert "no problems to search (the dataset is empty, or --start / --limit leave none)" in capsys.readouterr().err
+    dataset = saved / "problems.jsonl"
+    before = dataset.read_bytes()
+    assert main(cli_args(saved, dataset, "--strategy", "greedy")) == 2
+    assert "is a file; a search writes a run folder: choose a new --output" in capsys.readouterr().err
+    assert dataset.read_bytes() == before
+
+
 def test_a_run_split_over_two_processes_equals_one_process(saved, tmp_path, capsys):
     """torchrun with 2 processes (RANK / WORLD_SIZE): each searches every other problem into its own part, the
     folder reads as the 1-process run (records, summary), and a killed part resumes alone with --shard 1/2."""

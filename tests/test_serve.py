@@ -4,9 +4,11 @@ a concurrent load where nothing may be lost or mixed up, and the command itself 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -47,7 +49,7 @@ def test_score_answers_openrlhf_requests_with_the_scorers_rewards(prm, texts, al
         prompts = [split_query(t, None, "\n\n")[0] for t in texts[:6]]
         assert c.score(texts[:6], prompts) == pytest.approx(alone[:6], abs=TOL)
         assert c.score([]) == []
-        assert c.score(["Compute 1 + 2 from left to right."]) == [-1.0]  # no steps: `empty`
+        assert c.score(["Compute 1 + 2 from left to right.\n\n"]) == [-1.0]  # no steps: `empty`
         # /score_steps: every step's score, the same numbers the scorer gives.
         prompt, response = split_query(texts[0], None, "\n\n")
         steps = prm.format.split(response)
@@ -58,6 +60,19 @@ def test_score_answers_openrlhf_requests_with_the_scorers_rewards(prm, texts, al
         assert answer["scores"][0] == pytest.approx(min(direct.step_scores[0]), abs=TOL)
         status, health = c.get("/health")
         assert status == 200 and health["status"] == "ok" and health["kind"] == "prm"
+
+
+def test_the_readme_examples_answer_what_the_readme_shows():
+    from prmsearch.search.load import load_scorer
+
+    prompt = "Compute 29 - 6 - 6 - 3 - 9 from left to right."
+    right = "\n\n".join([prompt, "29 - 6 = 23", "23 - 6 = 17", "17 - 3 = 14", "14 - 9 = 5", "The answer is 5."])
+    with running(create_app(load_scorer("embedded:prm", device="cpu"), ServeConfig())) as url:  # every default
+        c = Client(url)
+        assert c.score([right]) == [pytest.approx(0.7826, abs=1e-4)]
+        got, answer = c.post("/score_steps", {"prompts": [prompt], "steps": [["29 - 6 = 23", "23 - 6 = 18"]]})
+        assert got == 200 and answer["scores"] == [pytest.approx(0.0288, abs=1e-4)]
+        assert answer["step_scores"] == [[pytest.approx(0.9794, abs=1e-4), pytest.approx(0.0288, abs=1e-4)]]
 
 
 def test_malformed_requests_get_a_4xx_with_a_message_and_the_server_stays_up(prm, texts, alone):
@@ -73,6 +88,10 @@ def test_malformed_requests_get_a_4xx_with_a_message_and_the_server_stays_up(prm
         assert got == 413 and "max_queries" in answer["error"]
         got, answer = c.post("/score_steps", {"prompts": ["p"], "steps": ["not a list"]})
         assert got == 400 and '"steps"[0]' in answer["error"]
+        got, answer = c.post("/score", b"[" * 9_000 + b"]" * 9_000)
+        assert got == 400 and "nests arrays or objects too deep" in answer["error"]
+        got, answer = c.post("/score", {"query": ["plain text with no blank line to cut at " * 50]})
+        assert got == 400 and answer["error"].startswith('"query"[0] has no prompt separator')
         assert c.score(texts[:2]) == pytest.approx(alone[:2], abs=TOL)
 
 
@@ -178,6 +197,13 @@ def test_prmsearch_serve_runs_as_a_command(tmp_path, texts, alone):
             time.sleep(0.2)
         assert c.score(texts[:3]) == pytest.approx(alone[:3], abs=TOL)
         assert c.get("/health")[1]["threads"] == 1
+        taken = subprocess.run(
+            [sys.executable, "-m", "prmsearch", "serve", "--scorer", "embedded:prm", "--port", str(port)],
+            capture_output=True,
+            text=True,
+        )
+        assert taken.returncode == 2 and "serving" not in taken.stdout, taken
+        assert f":{port} (Address already in use): choose another --port" in taken.stderr.strip().splitlines()[-1]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -188,3 +214,62 @@ def test_prmsearch_serve_runs_as_a_command(tmp_path, texts, alone):
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert bad.stderr.startswith("prmsearch serve: error:")
+
+
+class Held:
+    """The real scorer, whose first call waits until `release` is set: the worker busy, so requests queue."""
+
+    def __init__(self, scorer):
+        self.scorer, self.release, self.first = scorer, threading.Event(), True
+
+    def __getattr__(self, name):
+        return getattr(self.scorer, name)
+
+    def score_solutions(self, prompts, steps):
+        if self.first:
+            self.first = False
+            self.release.wait(60)
+        return self.scorer.score_solutions(prompts, steps)
+
+
+def _raw(port, body, *, length=None):
+    """A socket that has sent a /score request (its body, or only part of it when `length` says more)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    head = f"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length or len(body)}"
+    s.sendall(head.encode() + b"\r\n\r\n" + body)
+    return s
+
+
+def test_hostile_clients_cost_the_others_nothing(prm, texts, alone):
+    """A request surely longer than the model reads is refused before it is tokenized; requests whose clients hung
+    up while they waited are never scored; a body that does not arrive in read_timeout gets 408."""
+    held = Held(prm)
+    app = create_app(held, ServeConfig(read_timeout=1.0))
+    with running(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        c = Client(url)
+        huge = "Compute 1 + 2 from left to right.\n\n" + "1 + 2 = 3 " * 100_000  # 1 MB, under max_body_bytes
+        started = time.perf_counter()
+        got, answer = c.post("/score", {"query": [huge]})
+        assert (
+            got == 422
+            and "at least" in answer["error"]
+            and "more than the 512 this reward model reads" in answer["error"]
+        )
+        assert time.perf_counter() - started < 2 and app.state.batcher.requests == 0
+        first = threading.Thread(target=lambda: Client(url).score(texts[:1]))
+        first.start()
+        time.sleep(0.5)  # the worker now holds the first request
+        gone = [_raw(port, json.dumps({"query": [t]}).encode()) for t in texts[1:4]]
+        time.sleep(0.5)  # their bodies read, their jobs queued
+        for s in gone:
+            s.close()
+        time.sleep(0.5)  # the server saw them hang up
+        held.release.set()
+        first.join(30)
+        assert c.score(texts[4:5]) == pytest.approx(alone[4:5], abs=TOL)
+        assert app.state.batcher.requests == 2  # the first and the last; the three abandoned ones were not scored
+        slow = _raw(port, b'{"query": ', length=100)
+        slow.settimeout(10)
+        assert b" 408 " in slow.recv(4096).split(b"\r\n", 1)[0]
+        slow.close()

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "prmsearch"
 
 # Lowest first; a module may import its own floor's modules (no circles) and any floor below, never one above.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "records", "files", "steps", "rows", "recipes", "shipped", "scoring", "lazy", "resume"),
+    ("errors", "records", "files", "steps", "rows", "recipes", "shipped", "scoring", "lazy", "resume", "devices"),
     ("verifiers",),
     ("tasks",),
     ("models",),

@@ -119,18 +119,33 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
-def test_resume_gives_the_uninterrupted_weights(data, tmp_path):
+def test_resume_gives_the_uninterrupted_weights_from_the_newest_whole_checkpoint(data, tmp_path, capsys):
     straight = train(config(data, "prm", tmp_path / "a", max_steps=8, save_steps=4), progress=False)
-    cfg = config(data, "prm", tmp_path / "b", max_steps=8, save_steps=4)
-    stopped = train(cfg, callbacks=[StopAt(4)], progress=False)
+    cfg = config(data, "prm", tmp_path / "b", max_steps=8, save_steps=2)
+    stopped = train(cfg, callbacks=[StopAt(6)], progress=False)
     assert not os.path.exists(os.path.join(stopped.output_dir, "model.safetensors"))
-    assert os.path.isdir(os.path.join(stopped.output_dir, "checkpoint-4"))
+    newest = os.path.join(stopped.output_dir, "checkpoint-6", "model.safetensors")
+    whole = open(newest, "rb").read()
+    open(newest, "wb").write(whole[: len(whole) // 2])  # a kill, or a full disk, mid-save
     resumed = train(cfg, resume=True, progress=False)
+    assert "checkpoint-6 is incomplete (model.safetensors: " in capsys.readouterr().out
     a = load_file(os.path.join(straight.output_dir, "model.safetensors"))
     b = load_file(os.path.join(resumed.output_dir, "model.safetensors"))
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst <= 1e-7, worst
     assert straight.losses[-4:] == resumed.losses[-4:]
+
+
+def test_a_finished_run_is_not_overwritten_and_a_resume_keeps_its_settings(data, tmp_path):
+    cfg = config(data, "prm", tmp_path, max_steps=2, save_steps=1)
+    model = os.path.join(train(cfg, progress=False).output_dir, "model.safetensors")
+    before = open(model, "rb").read()
+    with pytest.raises(TrainConfigError, match=r"already holds a trained model or checkpoints \(model.safetensors"):
+        train(cfg, progress=False)
+    changed = config(data, "prm", tmp_path, max_steps=2, save_steps=1, learning_rate=0.5)
+    with pytest.raises(TrainConfigError, match=r"other settings \(learning_rate: 0.003 -> 0.5\)"):
+        train(changed, resume=True, progress=False)
+    assert open(model, "rb").read() == before
 
 
 def test_bt_plackett_luce_and_prompt_groups(data, tmp_path):
@@ -190,6 +205,9 @@ def test_config_errors_and_overrides(tmp_path, data):
         TrainConfig.from_yaml(str(recipe), {"prm_loss": "hinge"})
     with pytest.raises(TrainConfigError, match=r"warmup_ratio is a share of the steps, in \[0, 1\); got 5"):
         TrainConfig.from_yaml(str(recipe), {"warmup_ratio": 5})  # the Trainer would read 5 as five steps
+    for key, value in (("num_train_epochs", 0), ("gradient_accumulation_steps", 0), ("per_device_train_batch_size", 0)):
+        with pytest.raises(TrainConfigError, match=f"{key}.*{value}"):  # an untrained model saved, or a ZeroDivision
+            TrainConfig.from_yaml(str(recipe), {key: value})
     with pytest.raises(TrainConfigError, match="data built for pairs"):
         train(TrainConfig.from_yaml(str(recipe), {"train_data": data["pairs"]}, kind="prm"), progress=False)
     with pytest.raises(TrainConfigError, match=r"unknown keys \['adam_beta'\] \(did you mean adam_beta2\?\)"):

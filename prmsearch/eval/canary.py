@@ -17,6 +17,7 @@ can alert on it. The result never overwrites the baseline it is compared with.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,12 @@ def run_canary(cfg: CanaryConfig) -> dict[str, Any]:
             raise InputError(f"cannot read the baseline {cfg.baseline}: {e}") from None
         if not isinstance(base, dict) or not {"kind", "accuracy", "ece"} <= base.keys():
             raise InputError(f"{cfg.baseline} is not a canary.json (it needs kind, accuracy and ece)")
+        for key in ("accuracy", "ece"):
+            value = base[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{cfg.baseline}: field {key!r} must be a number, got {value!r}; restore the file")
+        if base["kind"] not in FIELDS:
+            raise InputError(f"{cfg.baseline}: field 'kind' must be one of {', '.join(FIELDS)}, got {base['kind']!r}")
     kind, rows = read_canary(cfg.data)
     if base is not None and base["kind"] != kind:
         raise InputError(

@@ -151,12 +151,9 @@ class ProcessBenchConfig:
 
 def load_step_scorer(path: str, *, adapter: str | None = None, device: str | None = None) -> Any:
     """What `score_steps_batch` is called on: a prmsearch PRM, or a public PRM through its adapter."""
-    import torch
-
     from ..models.formats import load_reward_model
     from ..models.heads import RewardModelError
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_reward_model(path, adapter, device=device)
     if model.kind != "prm":
         raise RewardModelError(f"{path} is not a PRM (its kind: {model.kind}); only a PRM scores steps")

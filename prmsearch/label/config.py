@@ -97,6 +97,7 @@ class LabelConfig(PolicyConfig, ReaderOptions, Sampling):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.check_policy()
+        self.check_sampling()
         if self.labels == "soft" and self.method != "mc":
             raise ValueError(
                 "labels=soft needs method=mc: first-error search only learns whether a step is recoverable"

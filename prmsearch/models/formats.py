@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FormatError
+from ..devices import pick_device, pick_dtype
+from ..errors import FormatError, loading
 
 # How search scores with a format's models: `reward-model` (a `RewardModel`: steps on cached prefixes, or whole
 # solutions, as its kind and head say), `whole-path` (a public PRM's adapter re-reads each path).
@@ -127,11 +128,8 @@ def load_reward_model(path: str, format: str | None = None, *, device: Any = Non
     name = format or detect(path)
     if name not in FORMATS:
         raise FormatError(f"unknown reward-model format {name!r}; the formats: {', '.join(FORMATS)}")
-    if isinstance(dtype, str):
-        import torch
-
-        dtype = getattr(torch, dtype)
-    return FORMATS[name].load(path, device=device, dtype=dtype)
+    with loading(path, "reward model"):
+        return FORMATS[name].load(path, device=pick_device(device), dtype=pick_dtype(dtype))
 
 
 def detect(path: str) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ..devices import pick_device
+from ..errors import loading
 from ..scoring import STEP_AGGREGATIONS
 from ..shipped import resolve
 from ..steps import EncodedSteps, StepFormat
@@ -148,8 +150,9 @@ class RewardModel(torch.nn.Module):
             )
         head = settings.get("head", "linear")
         load = get_head(head, settings["kind"], settings.get("prm_loss", "ce")).load
-        model = load(path, settings["kind"], {"dtype": dtype, **kwargs})
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        with loading(path, "reward model"):
+            model = load(path, settings["kind"], {"dtype": dtype, **kwargs})
+            tokenizer = AutoTokenizer.from_pretrained(path)
         rm = cls(
             model,
             tokenizer,
@@ -162,7 +165,7 @@ class RewardModel(torch.nn.Module):
             step_aggregation=settings.get("step_aggregation"),
         )
         if device is not None:
-            rm.to(device)
+            rm.to(pick_device(device))
         return rm.eval()
 
     # ---- the forward pass -----------------------------------------------------------------------------------------

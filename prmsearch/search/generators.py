@@ -13,14 +13,15 @@ What the strategies need from a backend, and why each piece is in the protocol:
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import PrmsearchError, require_local
+from ..devices import pick_device, pick_dtype
+from ..errors import PrmsearchError, loading, require_local
 from ..shipped import resolve
-from . import kv
 from .prefix_cache import PrefixCache
 
 FINISH_REASONS = ("stop", "eos", "length")
@@ -94,8 +95,8 @@ def check_arguments(prompts: Sequence[str], n: int, max_tokens: int, temperature
         raise GeneratorError(f"n must be at least 1, got {n}")
     if max_tokens < 1:
         raise GeneratorError(f"max_tokens must be at least 1, got {max_tokens}")
-    if temperature < 0:
-        raise GeneratorError(f"temperature must be >= 0, got {temperature}")
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise GeneratorError(f"temperature must be a finite number >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise GeneratorError(f"top_p must be in (0, 1], got {top_p}")
 
@@ -165,7 +166,6 @@ class HFGenerator:
         """A policy from a hub id, a folder or an embedded name (`embedded:policy`): `AutoModelForCausalLM` and
         `AutoTokenizer`. Refused in one line: a path that does not exist, and a model that is not a causal LM with
         its LM head (a reward-model folder would otherwise generate through a randomly initialised head)."""
-        import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         require_local(path, "policy folder", "--policy")
@@ -176,13 +176,12 @@ class HFGenerator:
                 f"--policy {name}: saved as {saved_as[0]}, not a causal LM (a reward model goes to --scorer); give a "
                 "causal LM folder or hub id"
             )
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True, **kwargs)
+        device, dtype = pick_device(device), pick_dtype(dtype)
+        with loading(name, "policy"):
+            model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path)
         _check_causal_lm(name, model, info)
         model = model.to(device)
-        tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, batch_size=batch_size, prefix_cache_tokens=prefix_cache_tokens)
 
     @property
@@ -209,13 +208,25 @@ class HFGenerator:
         check_arguments(prompts, n, max_tokens, temperature, top_p)
         seeds = prompt_seeds(seed, len(prompts))
         stop = [s for s in (stop or []) if s]
-        per_chunk = max(1, self.batch_size // n)
+        sampling = (stop, max_tokens, temperature, top_p)
+        if n > self.batch_size:  # one prompt's samples over several passes, so memory stays that of batch_size rows
+            return [self._many_samples(p, s, n, *sampling) for p, s in zip(prompts, seeds, strict=True)]
+        per_chunk = self.batch_size // n
         out: list[list[Completion]] = []
         for start in range(0, len(prompts), per_chunk):
             chunk = range(start, min(start + per_chunk, len(prompts)))
-            out += self._generate_chunk(
-                [prompts[i] for i in chunk], [seeds[i] for i in chunk], n, stop, max_tokens, temperature, top_p
-            )
+            out += self._generate_chunk([prompts[i] for i in chunk], [seeds[i] for i in chunk], n, *sampling)
+        return out
+
+    def _many_samples(
+        self, prompt: str, seed: int, n: int, stop: list[str], max_tokens: int, temperature: float, top_p: float
+    ) -> list[Completion]:
+        """The `n` samples of one prompt, `batch_size` at a time; sample j is the one a single pass draws (its
+        random numbers come from (seed, j) alone)."""
+        out: list[Completion] = []
+        for first in range(0, n, self.batch_size):
+            count = min(self.batch_size, n - first)
+            out += self._generate_chunk([prompt], [seed], count, stop, max_tokens, temperature, top_p, first)[0]
         return out
 
     def _generate_chunk(
@@ -227,19 +238,22 @@ class HFGenerator:
         max_tokens: int,
         temperature: float,
         top_p: float,
+        first: int = 0,
     ) -> list[list[Completion]]:
+        """The `n` samples of each prompt (samples first to first + n - 1 of each, for a prompt split over passes)."""
         import torch
 
         device = self.device
         encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
         if any(not ids for ids in encoded):
             raise GeneratorError("a prompt tokenizes to no tokens")
+        self._check_lengths(prompts, encoded)
         prefixes = self.prefix_cache
         # The last prompt token is always fed: its logits start the samples.
         matched = [prefixes.match(ids[:-1]) if prefixes else ([], 0) for ids in encoded]
         ids, mask = _prefill_inputs(encoded, matched, self.pad_id)
         ids, mask = ids.to(device), mask.to(device)
-        uniforms = _sample_uniforms(seeds, n, max_tokens).to(device)
+        uniforms = _sample_uniforms(seeds, n, max_tokens, first).to(device)
         with torch.inference_mode():
             cache, logits = self._prefill(ids, mask, encoded, matched)
             if n > 1:
@@ -251,11 +265,31 @@ class HFGenerator:
             prefixes.evict()
         return self._completions(encoded, n, generated, texts, finish)
 
+    @property
+    def max_length(self) -> int | None:
+        """The most tokens (prompt and completion) the model reads: its position embeddings; None if unsaid."""
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return n if isinstance(n, int) and n > 0 else None
+
+    def _check_lengths(self, prompts: list[str], encoded: list[list[int]]) -> None:
+        """Refuse a prompt that leaves no room to generate: past its position embeddings a model writes noise,
+        which would be graded as a wrong solution without a word. (A completion stops where the room ends.)"""
+        limit = self.max_length
+        for prompt, ids in zip(prompts, encoded, strict=True):
+            if limit is not None and len(ids) >= limit:
+                raise GeneratorError(
+                    f"a prompt of {len(ids)} tokens fills the policy's {limit} positions (it starts "
+                    f"{prompt[:60]!r}): shorten it (--limit the dataset, a shorter template) or use a policy that "
+                    "reads longer inputs"
+                )
+
     def _prefill(
         self, ids: Any, mask: Any, encoded: list[list[int]], matched: list[tuple[Any, int]]
     ) -> tuple[Any, Any]:
         """Feed every prompt's new tokens after its reused states, and keep each prompt's states in the prefix cache
         for the prompts that extend it; returns the cache and the logits of each prompt's last token."""
+        from . import kv
+
         prefixes = self.prefix_cache
         past = max(c for _, c in matched)
         cache = kv.stack(
@@ -295,9 +329,13 @@ class HFGenerator:
         returns each row's tokens, its text when a stop string ended it, and (reason, stop string) or None."""
         import torch
 
+        from . import kv
+
         device, prefixes = self.device, self.prefix_cache
         rows, max_tokens = uniforms.shape
+        limit = self.max_length
         fed = mask.shape[1]  # the cache's columns before the first sampled token
+        limit = self.max_length
         generated: list[list[int]] = [[] for _ in range(rows)]
         texts = [""] * rows
         finish: list[tuple[str, str | None] | None] = [None] * rows
@@ -308,6 +346,8 @@ class HFGenerator:
                 generated[r].append(token)
                 if token in self.eos_ids:
                     finish[r] = ("eos", None)
+                elif limit is not None and len(encoded[r // n]) + len(generated[r]) >= limit:
+                    finish[r] = ("length", None)  # the model reads no further
             if stop:
                 self._check_stops([r for r in active if finish[r] is None], generated, texts, finish, stop)
             if prefixes and stop and t > 0:  # a step ended by a stop string is what search extends next
@@ -404,7 +444,7 @@ def _prefill_inputs(encoded: list[list[int]], matched: list[tuple[Any, int]], pa
     return ids, mask
 
 
-def _sample_uniforms(seeds: list[int], n: int, max_tokens: int) -> Any:
+def _sample_uniforms(seeds: list[int], n: int, max_tokens: int, first: int = 0) -> Any:
     """Every sample's random numbers for the whole call, drawn up front from its own seed: one uniform per token, so
     sampling is one vectorised inverse-CDF step for all rows, yet no row depends on another."""
     import torch
@@ -413,7 +453,7 @@ def _sample_uniforms(seeds: list[int], n: int, max_tokens: int) -> Any:
         [
             torch.rand(max_tokens, generator=torch.Generator().manual_seed(derive_seed(s, j)), dtype=torch.float64)
             for s in seeds
-            for j in range(n)
+            for j in range(first, first + n)
         ]
     )
 

@@ -5,10 +5,12 @@ GPU."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..devices import DTYPES
 from ..recipes import option
 from ..scoring import Scorer, ScorerError
 
@@ -27,6 +29,14 @@ class Sampling:
     temperature: float = option(0.8, "sampling temperature of the policy (greedy decodes at 0)")
     top_p: float = option(1.0, "nucleus sampling: only the most likely tokens whose probabilities sum to top_p")
     seed: int = option(0, "run seed; each sample's seed comes from (seed, problem id, node), never from the batch")
+
+    def check_sampling(self) -> None:
+        """Refuse what the sampler cannot draw with (a NaN temperature would index past the vocabulary)."""
+        t, p = self.temperature, self.top_p
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {t!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {p!r}")
 
 
 @dataclass
@@ -70,6 +80,8 @@ class PolicyConfig:
             )
         if isinstance(self.generate_batch, bool) or not isinstance(self.generate_batch, int) or self.generate_batch < 1:
             raise ValueError(f"generate_batch must be at least 1, got {self.generate_batch!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
 def load_generator(cfg: PolicyConfig) -> Generator:
@@ -122,12 +134,9 @@ def load_scorer(
     (`models.formats`): the format `adapter` names (a public PRM's), or the one its config declares. The format says
     how search scores with it (`SCORERS`). `agg` (a PRM's step scores to a solution's score) defaults to the
     model's own, saved with it (`scoring.DEFAULT_STEP_AGGREGATION` for a model that saved none)."""
-    import torch
-
     from ..errors import PrmsearchError
     from ..models.formats import FORMATS, detect, load_reward_model
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         name = adapter or detect(path)
         model = load_reward_model(path, name, device=device, dtype=dtype)

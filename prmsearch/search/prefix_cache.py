@@ -18,8 +18,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .kv import States, concat
+if TYPE_CHECKING:  # kv loads torch and transformers; a CLI parser reaching this module must not
+    from .kv import States
 
 
 @dataclass(eq=False)
@@ -64,6 +66,8 @@ class PrefixCache:
         """The states of a matched prefix, or None for an empty one."""
         if not chain:
             return None
+        from .kv import concat
+
         return concat([[(k[:, :n], v[:, :n]) for k, v in span.states] for span, n in chain])
 
     def insert(self, ids: Sequence[int], start: int, states: States) -> None:

@@ -49,7 +49,14 @@ def prepare(out: Path, identity: dict[str, Any], shard: Shard, resume: bool, fre
     out.mkdir(parents=True, exist_ok=True)
     stored = out / CONFIG
     if resume and stored.exists():
-        before = yaml.safe_load(stored.read_text()) or {}
+        try:
+            before = yaml.safe_load(stored.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise RunFolderError(
+                f"{stored}: cannot read it ({' '.join(str(e).split())[:120]}); restore it, or start a new --output"
+            ) from None
+        if not isinstance(before, dict):
+            raise RunFolderError(f"{stored}: not the settings of a run (a YAML mapping); restore it, or start anew")
         check_settings(out, before, identity, verb="run", free=free, error=RunFolderError)
     write_atomic(stored, yaml.safe_dump(identity, sort_keys=False))
     read_rows(mine, repair=True)

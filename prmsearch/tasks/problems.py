@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ..errors import PrmsearchError
+from ..errors import PrmsearchError, loading
 from ..records import Problem
 from ..rows import BadRowError, RowError, parse_rows
 from ..verifiers.math import gold_answer
@@ -159,7 +159,8 @@ def _folder_split(path: str, split: str | None) -> str | None:
             f"{path} is a folder but not one written by datasets.save_to_disk (no dataset_info.json or "
             "dataset_dict.json); pass the data file itself (.jsonl, .json, .parquet, .csv)"
         )
-    ds = datasets.load_from_disk(path)
+    with loading(path, "dataset", also=(OSError,)):
+        ds = datasets.load_from_disk(path)
     if not isinstance(ds, datasets.DatasetDict):
         if split is not None:
             raise ValueError(f"{path} holds a single dataset, which has no splits; drop split={split!r}")

@@ -138,6 +138,7 @@ class TrainConfig(TrainingArguments):
             self.group_by_prompt = True  # a ranking needs its prompt's completions together
         if not 0 <= self.eval_fraction < 1:
             raise TrainConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        self._check_counts()
         if self.prm_head != "linear" and self.kind != "prm":
             raise TrainConfigError(f"prm_head={self.prm_head} is a PRM's read-out; kind is {self.kind}")
         if self.orm_head != "linear" and self.kind != "orm":
@@ -148,6 +149,21 @@ class TrainConfig(TrainingArguments):
             raise TrainConfigError(f"{self.kind}_head={self.head}: {e}") from None
         if head.reads_lm:
             self._check_lm_head()
+
+    def _check_counts(self) -> None:
+        """Sizes the Trainer would divide by, or run zero steps with and save an untrained model as if trained."""
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise TrainConfigError(f"{name} must be a whole number of at least 1; got {getattr(self, name)!r}")
+        if self.per_device_eval_batch_size is not None and self.per_device_eval_batch_size < 1:
+            raise TrainConfigError(
+                f"per_device_eval_batch_size must be at least 1; got {self.per_device_eval_batch_size}"
+            )
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise TrainConfigError(
+                f"num_train_epochs={self.num_train_epochs} trains nothing: give a positive num_train_epochs, or "
+                "max_steps"
+            )
 
     def _derive(self) -> None:
         """The Trainer's keys that follow from ours: one micro-batch size unless told apart, warmup as a share of

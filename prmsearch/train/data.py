@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, loading
 from ..models.heads import HEADS
 from ..steps import StepFormat
 from .config import TrainConfig, TrainConfigError
@@ -120,7 +120,8 @@ def load_data_tokenizer(spec: DataSpec) -> Any:
     """The tokenizer the data was built with; one without a pad token pads with EOS (the collators pad batches)."""
     from ..models.tokenizers import load_tokenizer
 
-    tokenizer = load_tokenizer(spec.tokenizer)
+    with loading(spec.tokenizer, "tokenizer"):
+        tokenizer = load_tokenizer(spec.tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -187,7 +188,8 @@ def _read(path: str, kind: str):
     import datasets
 
     if os.path.isdir(path):
-        ds = datasets.load_from_disk(path)
+        with loading(path, "dataset", also=(OSError,)):
+            ds = datasets.load_from_disk(path)
     elif path.endswith((".jsonl", ".json")):
         ds = datasets.load_dataset("json", data_files=path, split="train")
     elif path.endswith(".parquet"):

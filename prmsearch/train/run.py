@@ -13,14 +13,17 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..errors import loading
 from ..files import write_atomic
 from ..models.heads import HEADS
 from ..models.reward_model import RewardModel, write_settings
 from ..steps import StepFormat
+from .checkpoints import check_output, latest_whole
 from .config import TrainConfig, TrainConfigError
 from .data import inspect_data, load_data, load_data_tokenizer
 
@@ -71,6 +74,7 @@ def prepare(
     set_seed(cfg.seed)
     spec = inspect_data(cfg)
     checkpoint = _checkpoint(cfg, resume)
+    check_output(cfg, resuming=checkpoint is not None)
     tokenizer = load_data_tokenizer(spec)
     rm = build_reward_model(cfg, tokenizer, spec.step_format)
     train_set, eval_set = load_data(cfg, spec, rm.model.get_input_embeddings().num_embeddings, rm.tokenizer)
@@ -139,15 +143,11 @@ def _make_trainer(
 
 
 def _checkpoint(cfg: TrainConfig, resume: str | bool | None) -> str | None:
-    """The checkpoint folder `resume` names: itself, the latest `checkpoint-*` in output_dir for True, or None."""
+    """The checkpoint folder `resume` names: itself, the newest whole `checkpoint-*` in output_dir for True, or
+    None."""
     if resume is not True:
         return resume or None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    latest = get_last_checkpoint(cfg.output_dir) if os.path.isdir(cfg.output_dir) else None
-    if latest is None:
-        raise TrainConfigError(f"--resume: no checkpoint-* folder in {cfg.output_dir}")
-    return latest
+    return os.fspath(latest_whole(Path(cfg.output_dir)))
 
 
 def build_reward_model(cfg: TrainConfig, tokenizer: Any, fmt: StepFormat | None) -> RewardModel:
@@ -165,6 +165,11 @@ def build_reward_model(cfg: TrainConfig, tokenizer: Any, fmt: StepFormat | None)
         torch.manual_seed(cfg.seed)  # random init is part of the run: same seed, same weights
     else:
         backbone = cfg.model
+    with loading(cfg.model or "model_config", "backbone"):
+        return _from_backbone(cfg, backbone, tokenizer, fmt, kwargs)
+
+
+def _from_backbone(cfg: TrainConfig, backbone: Any, tokenizer: Any, fmt: StepFormat | None, kwargs: dict) -> Any:
     return RewardModel.from_backbone(
         backbone,
         tokenizer,

@@ -24,6 +24,7 @@ from functools import cache
 from itertools import groupby
 
 _HASHES = re.compile(r"####[ \t]*([^\n]+)")
+_WORD = re.compile(r"(?<!\\)\b[a-zA-Z]{3,}")  # a word of 3+ letters that is not a LaTeX command ("\frac")
 _A_LINE = re.compile(r"^A:[ \t]*(.+)$")
 _THE_ANSWER_IS = re.compile(r"the (?:final )?answer is:?[ \t]*([^\n]+)", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -42,10 +43,13 @@ def last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
 
 
 def gsm8k_answer(text: str) -> str | None:
-    """ "#### N" anywhere (the last one), or a last line "A: N": GSM8K's gold and model-solution formats."""
-    m = last(_HASHES, text)
-    if m is not None:
-        return clean(m.group(1))
+    """ "#### N" anywhere (the last one), or a last line "A: N": GSM8K's gold and model-solution formats. A
+    Markdown heading ("#### Final Answer", "#### Verification") is not an answer: what follows "####" counts only
+    when it holds a digit and no word outside LaTeX commands."""
+    found = [m.group(1) for m in _HASHES.finditer(text)]
+    hashed = next((a for a in reversed(found) if any(c.isdigit() for c in a) and not _WORD.search(a)), None)
+    if hashed is not None:
+        return clean(hashed)
     lines = text.strip().splitlines()
     m = _A_LINE.match(lines[-1].strip()) if lines else None
     return clean(m.group(1)) if m else None
