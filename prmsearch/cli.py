@@ -295,7 +295,7 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from .train.config import TrainConfig
+    from .train.options import TrainOptions
 
     p.add_argument(
         "kind", choices=("bt", "orm", "prm"), help="the reward model: bt (pairs), orm (outcome), prm (steps)"
@@ -316,7 +316,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.description = textwrap.fill(p.description or "", 116)
     p.epilog = (
         "recipe keys (TrainConfig):\n"
-        + _keys_help(TrainConfig)
+        + _keys_help(TrainOptions)
         + "\n  ...and every other key of transformers' TrainingArguments (gradient_accumulation_steps, max_steps,\n"
         "  lr_scheduler_type, weight_decay, seed, bf16, activation_checkpointing, deepspeed, save_steps, eval_steps,\n"
         "  report_to, optim, ...), with transformers' defaults."

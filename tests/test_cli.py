@@ -89,8 +89,12 @@ def test_choices_are_listed():
     flags = {a.dest: a for a in search._actions}
     assert all(name in flags["strategy"].help for name in STRATEGIES)
     assert flags["agg"].choices and flags["backend"].choices == ("hf", "vllm")
+    from prmsearch.train.config import TrainConfig
+
     train = dict(_parsers(build_parser("train")))["prmsearch train"]
-    assert "prm_loss" in train.epilog and "one of ce, ce3, bce, mse" in train.epilog
+    keys = {line.split()[0]: line for line in train.epilog.replace("\n" + " " * 30, " ").splitlines()[1:]}
+    for key, choices in TrainConfig.CHOICES.items():  # the help (written without torch) names every choice
+        assert all(c in keys[key] for c in choices), (key, choices, keys[key])
 
 
 # ---- torch-free start ----------------------------------------------------------------------------------------------
@@ -109,7 +113,7 @@ open(sys.argv[2], "w").write(json.dumps(seen))
 """
 
 
-def test_help_search_help_build_verify_label_help_and_report_never_import_torch(tmp_path):
+def test_help_of_every_command_and_build_verify_report_never_import_torch(tmp_path):
     """One fresh process runs the commands in turn and notes after each whether torch was imported (~3 s that
     these commands do not need)."""
     graded = tmp_path / "in.jsonl"
@@ -126,6 +130,12 @@ def test_help_search_help_build_verify_label_help_and_report_never_import_torch(
         ["label", "--help"],
         ["eval", "aggregation", "--help"],
         ["search", "--help"],
+        ["train", "prm", "--help"],
+        ["quickstart", "--help"],
+        ["serve", "--help"],
+        ["show-tree", "--help"],
+        ["eval", "processbench", "--help"],
+        ["eval", "canary", "--help"],
         ["build", "stepwise", "--source", "stepwise", "--input", str(FIXTURES / "stepwise.jsonl")]
         + ["--output", str(tmp_path / "built.jsonl"), "--skip-bad", "--quiet"],
         ["verify", "math", "--input", str(graded), "--output", str(tmp_path / "graded.jsonl"), "--quiet"],
