@@ -166,3 +166,18 @@ def token_logprobs(model, ids):
 
     logits = model(torch.tensor([ids])).logits[0]
     return [0.0] + [torch.log_softmax(logits[i - 1], -1)[ids[i]].item() for i in range(1, len(ids))]
+
+
+def step_counter():
+    """A Trainer callback that counts the optimiser steps this process ran (`.steps`): a resumed run must run only
+    the steps after its checkpoint, where a run that silently restarted would run them all and end with the same
+    weights."""
+    from transformers import TrainerCallback
+
+    class Steps(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps += 1
+
+    return Steps()

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import build_gsm8k_sets, save_tiny_causal_lm, token_logprobs
+from conftest import build_gsm8k_sets, save_tiny_causal_lm, step_counter, token_logprobs
 from safetensors.torch import load_file
 
 from prmsearch.cli import main
@@ -104,17 +104,20 @@ def test_resume_gives_the_uninterrupted_weights(data, policy, tmp_path):
 
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = state.global_step >= 3
+            control.should_training_stop = state.global_step >= 2
 
-    straight = train(_config(data, policy, tmp_path / "a", max_steps=6, save_steps=3), progress=False)
-    cfg = _config(data, policy, tmp_path / "b", max_steps=6, save_steps=3)
+    small = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 4}  # resume needs few, small steps
+    straight = train(_config(data, policy, tmp_path / "a", **small), progress=False)
+    cfg = _config(data, policy, tmp_path / "b", **small)
     train(cfg, callbacks=[StopAt()], progress=False)
-    assert os.path.isdir(tmp_path / "b" / "checkpoint-3")
-    resumed = train(cfg, resume=True, progress=False)
+    assert os.path.isdir(tmp_path / "b" / "checkpoint-2")
+    counted = step_counter()
+    resumed = train(cfg, resume=True, callbacks=[counted], progress=False)
+    assert counted.steps == 2  # steps 3 and 4 only: resumed, not restarted
     a = load_file(os.path.join(straight.output_dir, "model.safetensors"))
     b = load_file(os.path.join(resumed.output_dir, "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
-    assert straight.losses[-3:] == pytest.approx(resumed.losses[-3:], abs=1e-6)
+    assert straight.losses[-2:] == pytest.approx(resumed.losses[-2:], abs=1e-6)
 
 
 def test_refusals_name_what_to_change(data, policy, tmp_path, capsys):

@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from conftest import build_gsm8k_sets, save_tiny_causal_lm, token_logprobs
+from conftest import build_gsm8k_sets, save_tiny_causal_lm, step_counter, token_logprobs
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -91,7 +91,7 @@ def test_trains_from_a_pretrained_folder_saves_loads_and_scores_as_in_a_search(d
     out, recipe = tmp_path / "prm", tmp_path / "likelihood.yaml"
     recipe.write_text("prm_head: likelihood\npacking: false\n")
     argv = ["train", "prm", str(recipe), f"model={policy}", f"train_data={data['prm']}"]
-    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_train_batch_size=8"]
+    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_train_batch_size=4"]
     argv += ["max_steps=12", "logging_steps=1", "save_steps=1000", "eval_fraction=0"]
     assert main(argv) == 0
     assert "likelihood head calibrated on" in capsys.readouterr().out  # fitted before the first step
@@ -122,12 +122,15 @@ def test_resume_gives_the_uninterrupted_weights(data, policy, tmp_path):
 
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = state.global_step >= 3
+            control.should_training_stop = state.global_step >= 2
 
-    straight = train(_config(data, policy, tmp_path / "a", max_steps=6, save_steps=3), progress=False)
-    cfg = _config(data, policy, tmp_path / "b", max_steps=6, save_steps=3)
+    small = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 4}  # resume needs few, small steps
+    straight = train(_config(data, policy, tmp_path / "a", **small), progress=False)
+    cfg = _config(data, policy, tmp_path / "b", **small)
     train(cfg, callbacks=[StopAt()], progress=False)
-    resumed = train(cfg, resume=True, progress=False)
+    counted = step_counter()
+    resumed = train(cfg, resume=True, callbacks=[counted], progress=False)
+    assert counted.steps == 2  # steps 3 and 4 only: resumed, not restarted
     a = load_file(os.path.join(straight.output_dir, "model.safetensors"))
     b = load_file(os.path.join(resumed.output_dir, "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
@@ -169,7 +172,7 @@ def test_an_orm_trains_from_a_pretrained_folder_on_outcomes_saves_and_loads(data
     out, recipe = tmp_path / "orm", tmp_path / "orm.yaml"
     recipe.write_text("orm_head: likelihood\naggregation: min\npacking: false\n")
     argv = ["train", "orm", str(recipe), f"model={policy}", f"train_data={data['orm']}"]
-    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_train_batch_size=8"]
+    argv += [f"output_dir={out}", "learning_rate=3e-3", "per_device_train_batch_size=4"]
     argv += ["max_steps=12", "logging_steps=1", "save_steps=1000", "eval_fraction=0"]
     assert main(argv) == 0
     printed = capsys.readouterr().out

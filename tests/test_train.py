@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SIZES, build_gsm8k_sets
+from conftest import TINY_SIZES, build_gsm8k_sets, step_counter
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -127,8 +127,10 @@ def test_resume_gives_the_uninterrupted_weights_from_the_newest_whole_checkpoint
     newest = os.path.join(stopped.output_dir, "checkpoint-6", "model.safetensors")
     whole = open(newest, "rb").read()
     open(newest, "wb").write(whole[: len(whole) // 2])  # a kill, or a full disk, mid-save
-    resumed = train(cfg, resume=True, progress=False)
+    counted = step_counter()
+    resumed = train(cfg, resume=True, callbacks=[counted], progress=False)
     assert "checkpoint-6 is incomplete (model.safetensors: " in capsys.readouterr().out
+    assert counted.steps == 4  # steps 5 to 8: from checkpoint-4, not restarted
     a = load_file(os.path.join(straight.output_dir, "model.safetensors"))
     b = load_file(os.path.join(resumed.output_dir, "model.safetensors"))
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
