@@ -1,6 +1,7 @@
 """The device and dtype a model loads on: the ones asked for, checked against what this machine and torch have, so
 `--device cuda` on a CPU-only machine or `--dtype float8` is one line naming the flag, not a traceback from deep in
-torch; or the defaults (the GPU when there is one, the checkpoint's own dtype)."""
+torch; or the defaults (the GPU when there is one, the checkpoint's own dtype). And how much memory is free, for the
+commands that check a run fits before they start it."""
 
 from __future__ import annotations
 
@@ -46,3 +47,15 @@ def pick_dtype(dtype: Any = None) -> Any:
     if dtype not in DTYPES:
         raise DeviceError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     return getattr(torch, dtype)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new work (Linux's MemAvailable); None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

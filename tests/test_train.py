@@ -210,6 +210,8 @@ def test_config_errors_and_overrides(tmp_path, data):
     for key, value in (("num_train_epochs", 0), ("gradient_accumulation_steps", 0), ("per_device_train_batch_size", 0)):
         with pytest.raises(TrainConfigError, match=f"{key}.*{value}"):  # an untrained model saved, or a ZeroDivision
             TrainConfig.from_yaml(str(recipe), {key: value})
+    with pytest.raises(TrainConfigError, match=r"model_config builds a model of about \d+\.\dB parameters .* sizes"):
+        train(config(data, "prm", tmp_path, model_config={"model_type": "qwen2"}), progress=False)  # its defaults
     with pytest.raises(TrainConfigError, match="data built for pairs"):
         train(TrainConfig.from_yaml(str(recipe), {"train_data": data["pairs"]}, kind="prm"), progress=False)
     with pytest.raises(TrainConfigError, match=r"unknown keys \['adam_beta'\] \(did you mean adam_beta2\?\)"):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..devices import available_memory
 from ..errors import InputError
 from ..files import append_rows
 from ..models.formats import FORMATS
@@ -250,18 +251,6 @@ def check_memory(cfg: SearchConfig) -> None:
             f"{need / 2**30:.1f} GiB of samples at once; {free / 2**30:.1f} GiB is free: lower --n, --batch-problems "
             "or --max-tokens"
         )
-
-
-def available_memory() -> int | None:
-    """Bytes of memory free for new work (Linux's MemAvailable); None where the system does not say."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _load_scorer(cfg: SearchConfig) -> Any:

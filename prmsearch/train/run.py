@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..devices import available_memory
 from ..errors import loading
 from ..files import write_atomic
 from ..models.heads import HEADS
@@ -162,6 +163,7 @@ def build_reward_model(cfg: TrainConfig, tokenizer: Any, fmt: StepFormat | None)
         values = dict(cfg.model_config)
         values.setdefault("vocab_size", len(tokenizer))
         backbone = AutoConfig.for_model(values.pop("model_type"), **values)
+        _check_fits(backbone)
         torch.manual_seed(cfg.seed)  # random init is part of the run: same seed, same weights
     else:
         backbone = cfg.model
@@ -182,6 +184,28 @@ def _from_backbone(cfg: TrainConfig, backbone: Any, tokenizer: Any, fmt: StepFor
         beta=cfg.implicit_beta,
         **kwargs,
     )
+
+
+BYTES_TO_TRAIN = 16  # per parameter in fp32 with Adam: the weight, its gradient and two moments
+
+
+def _check_fits(config: Any) -> None:
+    """Refuse a `model_config` whose model cannot be trained in the memory free here, before it is built: a config
+    without sizes takes transformers' defaults (a qwen2 of 7B parameters), and building it gets the process killed
+    without a word. The count is a decoder's: embeddings, then per layer attention (queries and output h^2 each,
+    keys and values h times their width) and a gated MLP (3 h i); norms and biases left out."""
+    h, layers = getattr(config, "hidden_size", 0) or 0, getattr(config, "num_hidden_layers", 0) or 0
+    inner, vocab = getattr(config, "intermediate_size", None) or 4 * h, getattr(config, "vocab_size", 0) or 0
+    heads = getattr(config, "num_attention_heads", 0) or 1
+    kv_width = (getattr(config, "num_key_value_heads", None) or heads) * (h // heads)
+    params = vocab * h + layers * (2 * h * h + 2 * h * kv_width + 3 * h * inner)
+    free = available_memory()
+    if free is not None and params * BYTES_TO_TRAIN > 0.8 * free:
+        raise TrainConfigError(
+            f"model_config builds a model of about {params / 1e9:.1f}B parameters (hidden_size {h}, "
+            f"num_hidden_layers {layers}), {params * BYTES_TO_TRAIN / 2**30:.0f} GiB to train, more than the "
+            f"{free / 2**30:.0f} GiB free: give its sizes (hidden_size, num_hidden_layers, intermediate_size, ...)"
+        )
 
 
 def _trainer_args(cfg: TrainConfig, progress: bool) -> Any:
