@@ -374,32 +374,39 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     from .eval.canary import CanaryConfig
     from .eval.processbench import ProcessBenchConfig
 
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="{processbench,canary,aggregation}")
-    about = "does a step scorer find the first wrong step? ProcessBench's error / correct accuracy and F1"
-    pb = kinds.add_parser("processbench", help=about, description=about[0].upper() + about[1:] + ".")
-    add_config_flags(pb, ProcessBenchConfig)
-    pb.set_defaults(func=_eval_processbench)
-    about = "has a reward model drifted? accuracy, AUROC or margin, ECE and a reliability diagram on a canary set"
-    canary = kinds.add_parser(
-        "canary",
-        help=about,
-        description=about[0].upper() + about[1:] + ". The set is JSONL in the model kind's TRL format: "
-        "preference rows (prompt, chosen, rejected) for a BT model, outcome rows (prompt, completion, label) for an "
-        "ORM, stepwise rows (prompt, completions, labels) for a PRM. With --baseline, a fall in accuracy or a rise "
-        "in ECE beyond the allowed amounts is drift and the command exits 1.",
-    )
-    add_config_flags(canary, CanaryConfig)
-    canary.set_defaults(func=_eval_canary)
-    about = "which step-score aggregation (last, min, prod, mean) picks right solutions? with --write, save the best"
-    agg = kinds.add_parser(
-        "aggregation",
-        help=about,
-        description=about[0].upper() + about[1:] + " in the PRM's config, where search, rerank, reward_function and "
-        "serve read it. The samples are JSONL: outcome rows (prompt, completion, label), several per prompt, or "
-        "stepwise rows (prompt, completions, labels). Reported: best-of-N accuracy and AUROC per aggregation.",
-    )
-    add_config_flags(agg, AggregationConfig)
-    agg.set_defaults(func=_eval_aggregation)
+    evals = [  # name, its config (every flag a field), the function it runs, its help, the rest of its description
+        (
+            "processbench",
+            ProcessBenchConfig,
+            _eval_processbench,
+            "does a step scorer find the first wrong step? ProcessBench's error / correct accuracy and F1",
+            ".",
+        ),
+        (
+            "canary",
+            CanaryConfig,
+            _eval_canary,
+            "has a reward model drifted? accuracy, AUROC or margin, ECE and a reliability diagram on a canary set",
+            ". The set is JSONL in the model kind's TRL format: preference rows (prompt, chosen, rejected) for a BT "
+            "model, outcome rows (prompt, completion, label) for an ORM, stepwise rows (prompt, completions, labels) "
+            "for a PRM. With --baseline, a fall in accuracy or a rise in ECE beyond the allowed amounts is drift and "
+            "the command exits 1.",
+        ),
+        (
+            "aggregation",
+            AggregationConfig,
+            _eval_aggregation,
+            "which step-score aggregation (last, min, prod, mean) picks right solutions? with --write, save the best",
+            " in the PRM's config, where search, rerank, reward_function and serve read it. The samples are JSONL: "
+            "outcome rows (prompt, completion, label), several per prompt, or stepwise rows (prompt, completions, "
+            "labels). Reported: best-of-N accuracy and AUROC per aggregation.",
+        ),
+    ]
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(e[0] for e in evals) + "}")
+    for name, config, run, about, rest in evals:
+        sub = kinds.add_parser(name, help=about, description=about[0].upper() + about[1:] + rest)
+        add_config_flags(sub, config)
+        sub.set_defaults(func=run)
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:

@@ -59,3 +59,10 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def short_of_memory(need: float) -> int | None:
+    """The free bytes, when `need` bytes would take more than 80% of them (the rest is the system's and the
+    libraries'); None when it fits, or when the system does not say how much is free."""
+    free = available_memory()
+    return free if free is not None and need > 0.8 * free else None

@@ -42,6 +42,27 @@ def check_settings(
         raise error(f"{out} was {verb} with other settings ({diff}); resume it with the same ones")
 
 
+def read_record(path: Path, error: type[PrmsearchError] = OutputError) -> dict[str, Any]:
+    """The settings an output was written with (a YAML file, or JSON for a `.json` sidecar), as a mapping; a file
+    that cannot be read or is not a mapping is one line naming it, since a resume cannot be checked without it."""
+    import json
+
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        record = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        raise error(
+            f"{path}: cannot read it ({' '.join(str(e).split())[:120]}); restore it, or write a new output"
+        ) from None
+    if record is None:
+        return {}
+    if not isinstance(record, dict):
+        raise error(f"{path}: not a record of settings (a mapping); restore it, or write a new output")
+    return record
+
+
 def lock_path(output: Path) -> Path:
     """The lock file of an output (a file, or a run folder's part file): hidden, beside it."""
     return output.with_name(f".{output.name}.lock")

@@ -137,8 +137,7 @@ class Batcher:
         self._queue.put(job)
 
     def _tokens(self, job: Job) -> int:
-        rm = getattr(self.scorer, "rm", None)
-        tokenizer = getattr(self.scorer, "tokenizer", None) or getattr(rm, "tokenizer", None)
+        tokenizer = _tokenizer_of(self.scorer)
         texts = [p + "".join(s) for p, s in zip(job.prompts, job.steps, strict=True)]
         if tokenizer is not None and texts:
             with contextlib.suppress(Exception):  # an odd tokenizer only costs the estimate below
@@ -204,6 +203,11 @@ class Batcher:
             out.append((got.scores[at : at + n], got.step_scores[at : at + n]))
             at += n
         return out
+
+
+def _tokenizer_of(scorer: Any) -> Any:
+    """The tokenizer a scorer reads with: its own (a public PRM's adapter) or its reward model's; None otherwise."""
+    return getattr(scorer, "tokenizer", None) or getattr(getattr(scorer, "rm", None), "tokenizer", None)
 
 
 def _resolve(future: asyncio.Future, result: Any) -> None:
@@ -320,8 +324,7 @@ def length_check(scorer: Any) -> Callable[[list[str], list[list[str]]], None]:
     """A check that refuses a query surely longer than the model reads, before any tokenizer runs on it (a 7 MB
     step would hold the worker for seconds, and every request queued behind it). No token of the vocabulary spans
     more than `widest` characters, so c characters are at least c / widest tokens."""
-    rm = getattr(scorer, "rm", None)
-    limit, tokenizer = getattr(rm, "max_length", None), getattr(rm, "tokenizer", None)
+    limit, tokenizer = getattr(getattr(scorer, "rm", None), "max_length", None), _tokenizer_of(scorer)
     if not isinstance(limit, int) or tokenizer is None:
         return lambda prompts, steps: None
     widest = max((len(t) for t in tokenizer.get_vocab()), default=1)

@@ -18,7 +18,7 @@ from typing import Any
 from ..data_builders.readers import read_source
 from ..files import append_rows, read_rows
 from ..records import Problem, Trace
-from ..resume import check_settings, exclusive, refuse_restart
+from ..resume import check_settings, exclusive, read_record, refuse_restart
 from ..rows import ReadReport, get, parse_rows
 from ..tasks import load_problems, task_of
 from .config import LabelConfig
@@ -185,13 +185,7 @@ def _prepare_output(out: Path, cfg: LabelConfig, resume: bool) -> set[str]:
     if resume and has_labels:
         if not side.exists():
             raise ValueError(f"{out} has no {side.name}, so its settings are unknown: label into a new --output")
-        try:
-            before = json.loads(side.read_text(encoding="utf-8")).get("config", {})
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
-            raise ValueError(
-                f"{side}: cannot read it ({' '.join(str(e).split())[:120]}), so the labels' settings are unknown: "
-                "restore it, or label into a new --output"
-            ) from None
+        before = read_record(side).get("config", {})
         check_settings(out, before, cfg.identity(), verb="labelled", new_keys_free=True)
     if not resume or not has_labels:
         for path in (out, removed):

@@ -107,11 +107,10 @@ class LabelConfig(PolicyConfig, ReaderOptions, Sampling):
                 "second_opinion=judge compares rollout labels with the judge: it needs --consensus drop or mark and "
                 "--method mc or first-error"
             )
-        if self.temperature < 0 or (self.sample_temperature or 0) < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(
-                "temperature and sample_temperature must be >= 0 and top_p in (0, 1]; "
-                f"got {self.temperature}, {self.sample_temperature}, {self.top_p}"
-            )
+        if self.sample_temperature is not None:
+            from ..search.generators import check_sampling
+
+            check_sampling(self.sample_temperature, self.top_p, name="sample_temperature")
 
     @classmethod
     def from_yaml(cls, path: str, **overrides: Any) -> LabelConfig:

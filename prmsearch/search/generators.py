@@ -95,10 +95,17 @@ def check_arguments(prompts: Sequence[str], n: int, max_tokens: int, temperature
         raise GeneratorError(f"n must be at least 1, got {n}")
     if max_tokens < 1:
         raise GeneratorError(f"max_tokens must be at least 1, got {max_tokens}")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise GeneratorError(f"temperature must be a finite number >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise GeneratorError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature, top_p)
+
+
+def check_sampling(temperature: Any, top_p: Any, name: str = "temperature") -> None:
+    """What the sampler can draw with, checked where a run's settings are read and again at `generate`: a NaN
+    temperature would otherwise index past the vocabulary. `name`: the setting the temperature came from."""
+    number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+    if not (number and math.isfinite(temperature) and temperature >= 0):
+        raise GeneratorError(f"{name} must be a finite number >= 0 (0: greedy), got {temperature!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise GeneratorError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
 def find_stop(text: str, stop: Sequence[str], start: int = 0) -> tuple[int, str] | None:
@@ -275,8 +282,10 @@ class HFGenerator:
         """Refuse a prompt that leaves no room to generate: past its position embeddings a model writes noise,
         which would be graded as a wrong solution without a word. (A completion stops where the room ends.)"""
         limit = self.max_length
+        if limit is None:
+            return
         for prompt, ids in zip(prompts, encoded, strict=True):
-            if limit is not None and len(ids) >= limit:
+            if len(ids) >= limit:
                 raise GeneratorError(
                     f"a prompt of {len(ids)} tokens fills the policy's {limit} positions (it starts "
                     f"{prompt[:60]!r}): shorten it (--limit the dataset, a shorter template) or use a policy that "

@@ -5,7 +5,6 @@ GPU."""
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,12 +30,10 @@ class Sampling:
     seed: int = option(0, "run seed; each sample's seed comes from (seed, problem id, node), never from the batch")
 
     def check_sampling(self) -> None:
-        """Refuse what the sampler cannot draw with (a NaN temperature would index past the vocabulary)."""
-        t, p = self.temperature, self.top_p
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {t!r}")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {p!r}")
+        """Refuse, before anything loads, what the sampler cannot draw with (`generators.check_sampling`)."""
+        from .generators import check_sampling
+
+        check_sampling(self.temperature, self.top_p)
 
 
 @dataclass

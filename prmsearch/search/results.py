@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import PrmsearchError
 from ..files import read_rows, whole_lines, write_atomic
-from ..resume import check_settings, refuse_restart
+from ..resume import check_settings, read_record, refuse_restart
 from .report import result_files
 from .shard import Shard
 
@@ -49,14 +49,7 @@ def prepare(out: Path, identity: dict[str, Any], shard: Shard, resume: bool, fre
     out.mkdir(parents=True, exist_ok=True)
     stored = out / CONFIG
     if resume and stored.exists():
-        try:
-            before = yaml.safe_load(stored.read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise RunFolderError(
-                f"{stored}: cannot read it ({' '.join(str(e).split())[:120]}); restore it, or start a new --output"
-            ) from None
-        if not isinstance(before, dict):
-            raise RunFolderError(f"{stored}: not the settings of a run (a YAML mapping); restore it, or start anew")
+        before = read_record(stored, RunFolderError)
         check_settings(out, before, identity, verb="run", free=free, error=RunFolderError)
     write_atomic(stored, yaml.safe_dump(identity, sort_keys=False))
     read_rows(mine, repair=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..devices import available_memory
+from ..devices import short_of_memory
 from ..errors import InputError
 from ..files import append_rows
 from ..models.formats import FORMATS
@@ -242,10 +242,10 @@ def check_memory(cfg: SearchConfig) -> None:
     """Refuse, before anything loads, a run whose largest N cannot be held: a batch keeps up to N samples of
     `max_tokens` for each of its problems (an upper bound: most samples end sooner), and `--n 1000000` would
     otherwise grow for minutes until the machine kills it."""
-    free = available_memory()
     n = max(cfg.n)
     need = n * cfg.batch_problems * (cfg.max_tokens * BYTES_PER_TOKEN + BYTES_PER_SAMPLE)
-    if free is not None and need > 0.8 * free:
+    free = short_of_memory(need)
+    if free is not None:
         raise InputError(
             f"--n {n} with --batch-problems {cfg.batch_problems} and --max-tokens {cfg.max_tokens} can hold about "
             f"{need / 2**30:.1f} GiB of samples at once; {free / 2**30:.1f} GiB is free: lower --n, --batch-problems "

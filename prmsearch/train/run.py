@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..devices import available_memory
+from ..devices import short_of_memory
 from ..errors import loading
 from ..files import write_atomic
 from ..models.heads import HEADS
@@ -199,8 +199,8 @@ def _check_fits(config: Any) -> None:
     heads = getattr(config, "num_attention_heads", 0) or 1
     kv_width = (getattr(config, "num_key_value_heads", None) or heads) * (h // heads)
     params = vocab * h + layers * (2 * h * h + 2 * h * kv_width + 3 * h * inner)
-    free = available_memory()
-    if free is not None and params * BYTES_TO_TRAIN > 0.8 * free:
+    free = short_of_memory(params * BYTES_TO_TRAIN)
+    if free is not None:
         raise TrainConfigError(
             f"model_config builds a model of about {params / 1e9:.1f}B parameters (hidden_size {h}, "
             f"num_hidden_layers {layers}), {params * BYTES_TO_TRAIN / 2**30:.0f} GiB to train, more than the "
@@ -301,9 +301,8 @@ def _save_model(trainer, rm: RewardModel, cfg: TrainConfig) -> None:
 
 
 def _save_records(trainer, cfg: TrainConfig, result: TrainResult) -> None:
-    """metrics.json (final metrics, how the run was launched, the log history) and the config it ran with."""
-    import yaml
-
+    """metrics.json: final metrics, how the run was launched, the log history (the config it ran with is
+    train_config.yaml, written when the run started: `checkpoints.check_output`)."""
     acc = trainer.accelerator
     launch = {"distributed_type": str(acc.distributed_type.value), "num_processes": acc.num_processes}
     if trainer.is_deepspeed_enabled:
@@ -311,7 +310,6 @@ def _save_records(trainer, cfg: TrainConfig, result: TrainResult) -> None:
     record = {"train": result.train_metrics, "eval": result.eval_metrics, "launch": launch}
     record["log_history"] = trainer.state.log_history
     write_atomic(os.path.join(cfg.output_dir, "metrics.json"), json.dumps(record, indent=2))
-    write_atomic(os.path.join(cfg.output_dir, "train_config.yaml"), yaml.safe_dump(cfg.recipe(), sort_keys=False))
 
 
 def _losses(trainer) -> list[float]:
