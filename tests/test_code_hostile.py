@@ -47,6 +47,15 @@ class Hostile:
 LOOPING = 2.5
 
 HOSTILE = {
+    "read_host_files": Hostile(  # world-readable on the host, so only the minimal root keeps them out of reach
+        "found = {}\nfor path in ('@SENTINEL_FILE@', '@PACKAGE_FILE@', '/etc/passwd'):\n    try:\n"
+        "        found[path] = open(path).read()\n    except OSError as e:\n        found[path] = type(e).__name__\n"
+        "print(found)\n",
+        tests="assert all(v not in ('FileNotFoundError', 'PermissionError') for v in found.values()), repr(found)\n",
+        expect={"failed"},
+        reason="FileNotFoundError",
+        needs="minimal_root",
+    ),
     "fork_bomb": Hostile(
         "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
         expect={"timeout", "killed"},
@@ -593,6 +602,7 @@ def outcome(tmp_path_factory) -> Outcome:
         start = time.monotonic()
         results = dict(zip(names, run_many(jobs, workers=4, limits=limits, progress=False), strict=True))
         elapsed = time.monotonic() - start
+        code.shutdown()  # the warm launchers and the sandboxes they hold ready for the next jobs go too
         print(f"\n{'program':24} {'status':8} {'time':>6}  reason")  # shown with `pytest -s`
         for name, r in results.items():
             print(f"{name:24} {r.status:8} {r.time:6.2f}  {r.reason[:80]}")

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from fractions import Fraction
 
 import pytest
@@ -207,6 +208,7 @@ def test_isolation_reports_every_layer():
         "fresh_proc",
         "private_tmp",
         "readonly_fs",
+        "minimal_root",
         "uid_drop",
         "capabilities_dropped",
         "no_new_privs",
@@ -219,6 +221,7 @@ def test_isolation_reports_every_layer():
     if ROOT_ON_LINUX:  # what CI (root on Linux) must get; elsewhere the layers degrade and say so
         assert layers["mode"] == "root"
         strong = ["network_namespace", "pid_namespace", "mount_namespace", "fresh_proc", "private_tmp", "readonly_fs"]
+        strong.append("minimal_root")
         assert all(layers[k] is True for k in [*strong, "uid_drop", "no_new_privs", "process_limit"]), layers
 
 
@@ -260,18 +263,37 @@ def test_the_candidate_sees_a_private_machine():
 
 @pytest.mark.skipif(not ROOT_ON_LINUX, reason="cgroups are made only as root")
 def test_the_run_sits_in_its_own_cgroups():
+    """The program names its cgroups (/sys is not in its root); the host reads their limits while it runs."""
+    import glob
+    import threading
+
     layers = isolation()
-    assert layers["memory_cgroup"] and layers["pids_cgroup"], layers
-    program = (
-        "paths = dict(line.strip().split(':')[1:] for line in open('/proc/self/cgroup'))\n"
-        "root = '/sys/fs/cgroup/'\n"
-        "mem = open(root + 'memory' + paths['memory'] + '/memory.limit_in_bytes').read().strip()\n"
-        "pids = open(root + 'pids' + paths['pids'] + '/pids.max').read().strip()\n"
-        "print(mem, pids)\n"
-    )
-    result = run_tests(program, "", limits=CodeLimits(memory_mb=300, max_processes=9))
+    assert layers["memory_cgroup"] == layers["pids_cgroup"] == "v1", layers  # this machine's hierarchy
+    seen: dict[str, str] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for path in glob.glob("/sys/fs/cgroup/*/**/prmsearch-*", recursive=True):
+                for limit in ("memory.limit_in_bytes", "pids.max"):
+                    try:
+                        seen[path] = open(os.path.join(path, limit)).read().strip()
+                    except OSError:
+                        pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        program = "import time\nprint(open('/proc/self/cgroup').read())\ntime.sleep(1)\n"
+        result = run_tests(program, "", limits=CodeLimits(memory_mb=300, max_processes=9))
+    finally:
+        stop.set()
+        watcher.join()
     assert result.passed, result
-    assert result.stdout.split() == [str(300 << 20), "10"]  # pids: the candidate's 9 + init
+    paths = dict(line.split(":")[1:] for line in result.stdout.split())
+    assert seen[f"/sys/fs/cgroup/memory{paths['memory']}"] == str(300 << 20)
+    assert seen[f"/sys/fs/cgroup/pids{paths['pids']}"] == "10"  # the candidate's 9 + init
 
 
 def _non_root_python() -> str | None:

@@ -52,12 +52,20 @@ SANDBOX_UID_BASE = 2_000_000_000  # + launcher pid: a uid no one else has, so RL
 HIDDEN_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/root", "/home")
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # the world-writable ones: the candidate may write here (tmpfs)
 WORKDIR = "/tmp/work"
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+DEV_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1"}
+DEV_LINKS["/dev/stderr"] = "/proc/self/fd/2"
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "ppc64": 203, "s390x": 217}
+MNT_DETACH = 2
+_WARM: dict = {}  # what a serving launcher finds once and its forked sandboxes inherit (`serve`)
+AHEAD = 3  # sandboxes a serving launcher keeps prepared for the next jobs
 SETUP_FAILED = 70  # init's exit code when it could not build the sandbox
 HARNESS_FAILED = 71  # the harness's, when it could not even report (it reports out-of-memory itself)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 class SetupError(Exception):
@@ -95,54 +103,222 @@ def _write_file(path: str, text: str) -> None:
 
 
 def main() -> int:
+    """One job on stdin, its result on stdout; with --serve, framed jobs until stdin closes (`serve`)."""
+    if sys.argv[1:] == ["--serve"]:
+        return serve()
     job = json.loads(sys.stdin.buffer.read())
-    limits = job["limits"]
+    _launch(job["limits"], job.get("mode", "auto"), None, lambda: job, lambda result: print(json.dumps(result)))
+    return 0
+
+
+def serve() -> int:
+    """Run framed jobs (`_read_frame`) one after another, each in a sandbox of its own, until stdin closes.
+
+    What makes this faster than a fresh interpreter per job: each sandbox is a fork of this warm, single-threaded
+    process (which never runs candidate code), and the next jobs' sandboxes (namespaces, cgroups, file system, a
+    harness waiting for its program) are built while the current job runs: building one takes longer than a short
+    run (joining a cgroup waits on the kernel), so `AHEAD` of them are kept in the making and a job waits only for
+    its own run. Prepared sandboxes fit jobs of the same limits and mode; a job with others gets new ones.
+    """
+    plan = _root_plan()
+    _WARM.update(snapshot=_snapshot(), cgroups=(_cgroup_mounts(), _own_cgroups()))
+    ready: list = []
+    while True:
+        job = _read_frame(0)
+        if job is None:
+            break
+        key = json.dumps([job["limits"], job.get("mode", "auto")], sort_keys=True)
+        if ready and ready[0].key != key:
+            for sandbox in ready:
+                sandbox.cancel()
+            ready = []
+        current = ready.pop(0) if ready else Prepared(key, job["limits"], job.get("mode", "auto"), plan)
+        current.send(job)
+        while len(ready) < AHEAD:
+            ready.append(Prepared(key, job["limits"], job.get("mode", "auto"), plan))
+        _write_frame(1, current.result())
+        _reap()
+    for sandbox in ready:
+        sandbox.cancel()
+    _reap(block=True)  # launchers still removing their cgroups: leaving now would kill them (PDEATHSIG) mid-way
+    return 0
+
+
+def _reap(block: bool = False) -> None:
+    """Collect launchers that finished cleaning up; wait for those still at it only when `block`."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _read_frame(fd: int):
+    """A length-prefixed JSON message (8 bytes big-endian, then the JSON), or None at end of file."""
+    head = _read_exactly(fd, 8)
+    return None if head is None else json.loads(_read_exactly(fd, int.from_bytes(head, "big")) or b"null")
+
+
+def _read_exactly(fd: int, size: int):
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, min(size - len(data), 1 << 20))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def _write_frame(fd: int, message) -> None:
+    data = json.dumps(message).encode()
+    _write_all(fd, len(data).to_bytes(8, "big") + data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _deliver(fd: int, result: dict) -> None:
+    _write_frame(fd, result)
+    os.close(fd)  # the server reads to end of file: it has the result now, while this launcher cleans up
+
+
+class Prepared:
+    """One sandbox built ahead of its job: a forked launcher (`_launch`) that waits for the job on a pipe."""
+
+    def __init__(self, key: str, limits: dict, mode: str, plan: dict) -> None:
+        self.key = key
+        job_r, self.job_w = os.pipe()
+        self.result_r, result_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 0
+            try:
+                _keep_only(job_r, result_w)  # not another run's pipes: this sandbox must not reach them
+                _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the server gone -> this launcher, then its sandbox
+                _launch(limits, mode, plan, lambda: _read_frame(job_r), lambda result: _deliver(result_w, result))
+            except BaseException as e:  # noqa: B036 - report, never return into the server's loop
+                code = SETUP_FAILED
+                try:
+                    _write_frame(result_w, {"sandbox_error": f"the launcher failed: {type(e).__name__}: {e}"})
+                except BaseException:  # noqa: B036
+                    pass
+            os._exit(code)
+        os.close(job_r)
+        os.close(result_w)
+
+    def send(self, job: dict) -> None:
+        try:
+            _write_frame(self.job_w, job)
+        except OSError:
+            pass  # the launcher is gone; result() says how
+        os.close(self.job_w)
+
+    def result(self) -> dict:
+        data = bytearray()
+        while chunk := os.read(self.result_r, 1 << 16):
+            data += chunk
+        os.close(self.result_r)
+        try:
+            return json.loads(bytes(data[8:]))  # the launcher still cleans up; `serve` reaps it later
+        except ValueError:
+            pass
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        return {"sandbox_error": f"the launcher ended without a result ({_describe_status(status)})"}
+
+    def cancel(self) -> None:
+        """Closing the job pipe unprepared tells the launcher to take its sandbox down and exit."""
+        os.close(self.job_w)
+        os.close(self.result_r)
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass  # it ended early and `_reap` collected it
+
+
+def _keep_only(*keep: int) -> None:
+    """Close every file descriptor but stderr and `keep`; stdin and stdout (the host's pipes) go to /dev/null."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2 and int(name) not in keep:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass  # the listing's own descriptor, already closed
+
+
+def _launch(limits: dict, mode: str, plan: dict, receive, deliver) -> None:
+    """Build a sandbox for `limits`, wait for the job (`receive()`; None: cancelled), run it, `deliver` the result.
+
+    The wall clock starts when the job arrives: building the sandbox is not the candidate's time.
+    """
     token = os.urandom(16).hex()
     layers = dict.fromkeys(("network_namespace", "pid_namespace", "mount_namespace", "fresh_proc"), False)
-    layers.update(mode="none", private_tmp=False, readonly_fs=False, memory_cgroup=False, pids_cgroup=False)
-    userns = _enter_namespaces(job.get("mode", "auto"), layers)
+    layers.update(mode="none", private_tmp=False, readonly_fs=False, minimal_root=False)
+    layers.update(memory_cgroup=False, pids_cgroup=False)
+    userns = _enter_namespaces(mode, layers)
     uid = SANDBOX_UID_BASE + os.getpid() if os.geteuid() == 0 and not userns else None
     cgroups = _make_cgroups(limits, layers) if os.geteuid() == 0 and not userns else []
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
-    st_r, st_w = os.pipe()
-    start = time.monotonic()
+    pipes = {name: os.pipe() for name in ("out", "err", "res", "st", "job")}
     pid = os.fork()
     if pid == 0:
-        try:
-            for fd in (out_r, err_r, res_r, st_r):
-                os.close(fd)
-            _init(job, limits, token, uid, userns, cgroups, layers, out_w, err_w, res_w, st_w)
-        except BaseException as e:  # noqa: B036 - whatever happened, init must not return into the launcher
-            try:
-                import traceback
-
-                frame = traceback.extract_tb(e.__traceback__)[-1]
-                where = f"{frame.name}, _jail.py line {frame.lineno}"
-                os.write(st_w, json.dumps({"setup_error": f"{type(e).__name__}: {e} (in {where})"}).encode() + b"\n")
-            except BaseException:  # noqa: B036
-                pass
-        os._exit(SETUP_FAILED)
-    for fd in (out_w, err_w, res_w, st_w):
-        os.close(fd)
+        _init_or_report(limits, token, uid, userns, cgroups, layers, plan, pipes)
+    for name, (r, w) in pipes.items():
+        os.close(r if name == "job" else w)
     try:
         os.setpgid(pid, pid)  # init does the same; whichever runs first wins the race
     except OSError:
         pass
     run = {}
     try:
-        run = _supervise(pid, limits, out_r, err_r, res_r, st_r, start)
-        result = _classify(run, limits, token, cgroups, layers)
+        job = receive()
+        if job is None:
+            _kill_group(pid)
+            os.waitpid(pid, 0)
+            return
+        start = time.monotonic()
+        try:
+            _write_all(pipes["job"][1], json.dumps(job).encode())
+        except OSError:
+            pass  # init or the harness ended early; the status pipe says why
+        os.close(pipes["job"][1])
+        run = _supervise(pid, limits, *(pipes[n][0] for n in ("out", "err", "res", "st")), start)
+        if "harness_status" not in run:  # init's own end explains the run; else reap it after delivering (its
+            run["init_status"] = os.waitpid(pid, 0)[1]  # namespaces' teardown takes milliseconds)
+        deliver(_classify(run, limits, token, cgroups, layers))
+        if "init_status" not in run:
+            os.waitpid(pid, 0)
     finally:
         _remove_cgroups(cgroups)
         if run.get("host_workdir"):
             import shutil
 
             shutil.rmtree(run["host_workdir"], ignore_errors=True)
-    sys.stdout.write(json.dumps(result))
-    sys.stdout.flush()
-    return 0
+
+
+def _init_or_report(limits, token, uid, userns, cgroups, layers, plan, pipes) -> None:
+    """The forked init's entry: run `_init`; whatever happens, never return into the launcher."""
+    st_w = pipes["st"][1]
+    try:
+        _keep_only(*(w for name, (_, w) in pipes.items() if name != "job"), pipes["job"][0])  # no other run's pipe
+        _init(limits, token, uid, userns, cgroups, layers, plan, pipes)
+    except BaseException as e:  # noqa: B036 - whatever happened, init must not return into the launcher
+        try:
+            import traceback
+
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            where = f"{frame.name}, _jail.py line {frame.lineno}"
+            os.write(st_w, json.dumps({"setup_error": f"{type(e).__name__}: {e} (in {where})"}).encode() + b"\n")
+        except BaseException:  # noqa: B036
+            pass
+    os._exit(SETUP_FAILED)
 
 
 def _enter_namespaces(mode: str, layers: dict) -> bool:
@@ -186,7 +362,7 @@ def _make_cgroups(limits: dict, layers: dict) -> list[str]:
         "pids": {"pids.max": limits["max_processes"] + 1},  # + init
     }
     v1_settings = {"memory": {"memory.limit_in_bytes": limits["memory_mb"] << 20}, "pids": settings["pids"]}
-    mounts, own = _cgroup_mounts(), _own_cgroups()
+    mounts, own = _WARM.get("cgroups") or (_cgroup_mounts(), _own_cgroups())
     made = []
     if "cgroup2" in mounts and "" in own:
         parent, enabled = _enabling_ancestor(mounts["cgroup2"], own[""])
@@ -318,7 +494,6 @@ def _supervise(pid: int, limits: dict, out_r: int, err_r: int, res_r: int, st_r:
                 _kill_group(pid)
     for fd in list(sel.get_map()):
         os.close(fd)
-    _, wait_status = os.waitpid(pid, 0)
     end = end or time.monotonic()
     messages = [json.loads(line) for line in buffers["st"].decode().splitlines() if line.strip()]
     info = {k: v for m in messages for k, v in m.items()}
@@ -326,7 +501,6 @@ def _supervise(pid: int, limits: dict, out_r: int, err_r: int, res_r: int, st_r:
     return {
         **info,
         "killed": killed,
-        "init_status": wait_status,
         "time": end - start,
         "stdout": buffers["out"].decode("utf-8", "replace")[-tail:],
         "stderr": buffers["err"].decode("utf-8", "replace")[-tail:],
@@ -428,8 +602,9 @@ def _describe_status(status: int) -> str:
 # -------------------------------------------------------------------------------------------------------- init
 
 
-def _init(job, limits, token, uid, userns, cgroups, layers, out_w, err_w, res_w, st_w) -> None:
+def _init(limits, token, uid, userns, cgroups, layers, plan, pipes) -> None:
     """pid 1: join the cgroups, build the file system view, fork the harness, and report how it ended."""
+    (out_w, err_w, res_w, st_w), job_r = (pipes[n][1] for n in ("out", "err", "res", "st")), pipes["job"][0]
     os.setpgid(0, 0)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the launcher killed (host backstop) -> the whole sandbox goes
     null = os.open(os.devnull, os.O_RDWR)
@@ -440,7 +615,7 @@ def _init(job, limits, token, uid, userns, cgroups, layers, out_w, err_w, res_w,
     for path in cgroups:
         _write_file(os.path.join(path, "cgroup.procs"), "0")
     report = {"layers": {}}
-    workdir = _build_filesystem(limits, uid, layers, report) if layers["mode"] != "none" else None
+    workdir = _build_filesystem(limits, uid, layers, report, plan) if layers["mode"] != "none" else None
     if workdir is None:
         import tempfile
 
@@ -453,10 +628,10 @@ def _init(job, limits, token, uid, userns, cgroups, layers, out_w, err_w, res_w,
     if pid == 0:
         try:
             os.close(st_w)
-            _harness(job, limits, token, uid, userns, workdir, out_w, err_w, res_w)
+            _harness(job_r, limits, token, uid, userns, workdir, out_w, err_w, res_w)
         finally:
             os._exit(HARNESS_FAILED)
-    for fd in (out_w, err_w, res_w):
+    for fd in (out_w, err_w, res_w, job_r):
         os.close(fd)
     report["layers"].update(
         uid_drop=uid is not None,
@@ -478,8 +653,9 @@ def _init(job, limits, token, uid, userns, cgroups, layers, out_w, err_w, res_w,
     os._exit(0)
 
 
-def _build_filesystem(limits: dict, uid, launcher_layers: dict, report: dict):
-    """Private mount namespace: everything read-only, empty tmpfs over the hidden dirs, the interpreter visible.
+def _build_filesystem(limits: dict, uid, launcher_layers: dict, report: dict, plan):
+    """Private mount namespace and, where pivot_root works, a minimal root (`_minimal_root`); else the host's
+    file system read-only, empty tmpfs over the hidden dirs, the interpreter visible.
 
     Returns the work dir (inside the new /tmp), or None when no mount namespace could be made. The work dir lives in
     the tmpfs itself: a dir on the host file system under an overmount would let `..` walk back to the host.
@@ -491,6 +667,15 @@ def _build_filesystem(limits: dict, uid, launcher_layers: dict, report: dict):
     except OSError:
         return None
     layers["mount_namespace"] = True
+    fresh_proc = launcher_layers["pid_namespace"]
+    if os.uname().machine in SYS_PIVOT_ROOT and os.path.isdir("/tmp") and not os.path.islink("/tmp"):
+        try:
+            workdir = _minimal_root(limits, uid, plan or _root_plan(), fresh_proc, layers)
+        except OSError:
+            _libc.umount2(b"/tmp", MNT_DETACH)  # the half-built root; the host-wide read-only view below instead
+        else:
+            layers.update(minimal_root=True, readonly_fs=True, private_tmp=True)
+            return workdir
     hidden = [d for d in HIDDEN_DIRS if os.path.isdir(d) and not os.path.islink(d)]
     needed = _interpreter_paths(hidden)
     sources = {}
@@ -499,7 +684,6 @@ def _build_filesystem(limits: dict, uid, launcher_layers: dict, report: dict):
             sources[path] = os.open(path, os.O_PATH)
         except OSError:  # a path this user cannot reach is one the candidate could not read either
             pass
-    fresh_proc = launcher_layers["pid_namespace"]
     if fresh_proc:
         try:
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -526,6 +710,149 @@ def _build_filesystem(limits: dict, uid, launcher_layers: dict, report: dict):
         raise SetupError(f"could not build the private file system view: {e}") from e
     layers["private_tmp"] = True
     return WORKDIR
+
+
+def _minimal_root(limits: dict, uid, plan: dict, fresh_proc: bool, layers: dict) -> str:
+    """A new root on an empty tmpfs holding only what the interpreter needs, each bound read-only from the host: its
+    standard library and packages, the folders of the shared libraries it loads, the executable, the loader's cache
+    (`_root_plan`); a few devices, fresh /proc, scratch tmpfs at /tmp, /var/tmp and /dev/shm. Then pivot_root
+    into it and detach the host's root, so no other host path can be named at all. Returns the work dir."""
+    root = "/tmp"
+    sources = {path: os.open(path, os.O_PATH) for path in [*plan["dirs"], *plan["files"], *DEVICES]}
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
+    for path, fd in sources.items():
+        _bind_readonly(fd, root + path, directory=path in plan["dirs"], devices=path in DEVICES)
+        os.close(fd)
+    for path in plan["empty"]:  # e.g. the base interpreter's site-packages inside its standard library folder
+        _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=755")
+    for link, target in [*plan["links"], *DEV_LINKS.items()]:
+        os.makedirs(os.path.dirname(root + link), exist_ok=True)
+        if not os.path.lexists(root + link):
+            os.symlink(target, root + link)
+    for d in SCRATCH_DIRS:
+        os.makedirs(root + d, exist_ok=True)
+        size = f"size={limits['max_file_mb']}m,nr_inodes=4096,mode=1777"
+        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, size)
+    os.mkdir(root + "/proc")
+    if fresh_proc:
+        _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        layers["fresh_proc"] = True
+    os.mkdir(root + WORKDIR, 0o700)
+    if uid is not None:
+        os.chown(root + WORKDIR, uid, uid)
+    os.chdir(root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "umount the host root")
+    os.chdir("/")
+    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    return WORKDIR
+
+
+def _bind_readonly(fd: int, target: str, directory: bool, devices: bool) -> None:
+    """Bind the host path open as `fd` (O_PATH) at `target`, read-only; device nodes keep working (no nodev)."""
+    if directory:
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (0 if devices else MS_NODEV)
+    try:
+        _mount(None, target, None, flags)
+    except OSError:  # a mount locked by a user namespace keeps its flags; read-only is what must take
+        if not _remount_readonly(target):
+            raise
+
+
+def _root_plan() -> dict:
+    """What `_minimal_root` shows, from the host as the launcher finds it (once per launcher process): the standard
+    library and the other folders on the interpreter's path (its installed packages: programs import numpy), the
+    folders of every shared library the interpreter maps once all its extension modules are loaded
+    (`_loaded_libraries`), the executable and /etc/ld.so.cache as single files, the symlinks on the way to each
+    (`/lib -> usr/lib`, a venv's `bin/python`), and a base interpreter's own site-packages hidden when a venv's
+    are the ones in use."""
+    stdlib = os.path.dirname(os.__file__)
+    exe = os.path.realpath(sys.executable) if sys.executable else ""
+    paths = {os.path.realpath(p) for p in [stdlib, *sys.path] if p and os.path.isdir(p)}  # installed packages too
+    dirs = sorted(paths | {os.path.dirname(f) for f in _loaded_libraries() if f != exe})
+    dirs = [d for i, d in enumerate(dirs) if not _under(d, dirs[:i])]
+    files = [f for f in (exe, "/etc/ld.so.cache") if f and os.path.isfile(f) and not _under(f, dirs)]
+    links: dict = {}
+    for path in [stdlib, *sys.path, *dirs, *files, sys.executable, _elf_interpreter(exe)]:
+        if path and os.path.exists(path):
+            _collect_links(path, links, 40)
+    real_stdlib = os.path.realpath(stdlib)
+    empty = [p for p in (real_stdlib + "/site-packages", real_stdlib + "/dist-packages") if os.path.isdir(p)]
+    empty = [p for p in empty if p not in paths]  # the base interpreter's packages, unless they are this one's
+    links = {k: v for k, v in links.items() if not _under(k, dirs)}
+    return {"dirs": dirs, "files": files, "links": sorted(links.items()), "empty": empty}
+
+
+def _loaded_libraries() -> list:
+    """Every file the interpreter maps after importing each extension module of its standard library, found in a
+    throwaway child (imports have side effects) with its output going nowhere."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            signal.alarm(20)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            dynload = os.path.join(os.path.dirname(os.__file__), "lib-dynload")
+            for name in sorted(os.listdir(dynload)) if os.path.isdir(dynload) else []:
+                try:
+                    __import__(name.split(".")[0])
+                except BaseException:  # noqa: B036, S110 - a module this machine cannot load is not needed
+                    pass
+            with open("/proc/self/maps") as f:
+                mapped = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+            _write_all(w, json.dumps(sorted(p for p in mapped if p.startswith("/") and os.path.isfile(p))).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = bytearray()
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data) if data else []
+
+
+def _collect_links(path: str, links: dict, depth: int) -> None:
+    """Record every symlink met on the way to `path` (link -> target), following each to the end."""
+    parts = [p for p in path.split("/") if p]
+    current = "/"
+    for i, part in enumerate(parts):
+        candidate = os.path.join(current, part)
+        if os.path.islink(candidate) and depth > 0:
+            target = os.readlink(candidate)
+            links[candidate] = target
+            resolved = os.path.normpath(os.path.join(current, target))
+            _collect_links(os.path.join(resolved, *parts[i + 1 :]), links, depth - 1)
+            return
+        current = candidate
+
+
+def _elf_interpreter(path: str):
+    """The program loader a 64-bit ELF executable names (PT_INTERP), needed to run the interpreter again inside."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2:
+                return None
+            order = "little" if head[5] == 1 else "big"
+            offset, size, count = (int.from_bytes(head[a:b], order) for a, b in ((32, 40), (54, 56), (56, 58)))
+            f.seek(offset)
+            table = f.read(size * count)
+            for entry in (table[i * size : (i + 1) * size] for i in range(count)):
+                if int.from_bytes(entry[:4], order) == 3:  # PT_INTERP
+                    f.seek(int.from_bytes(entry[8:16], order))
+                    return f.read(int.from_bytes(entry[32:40], order)).rstrip(b"\0").decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def _interpreter_paths(hidden: list[str]) -> list[str]:
@@ -579,8 +906,8 @@ def _remount_readonly(path: str) -> bool:
 # ----------------------------------------------------------------------------------------------------- harness
 
 
-def _harness(job, limits, token, uid, userns, workdir, out_w, err_w, res_w) -> None:
-    """The candidate's process: lock it down, then run program and tests and write the verdict record."""
+def _harness(job_r, limits, token, uid, userns, workdir, out_w, err_w, res_w) -> None:
+    """The candidate's process: lock it down, wait for the job, run program and tests, write the verdict record."""
     write, exit_ = os.write, os._exit
 
     out_of_memory = (token + "\0error\0MemoryError: the harness ran out of memory\0" + token).encode()
@@ -611,7 +938,20 @@ def _harness(job, limits, token, uid, userns, workdir, out_w, err_w, res_w) -> N
         sys.stdout.reconfigure(line_buffering=True)
     except (OSError, SetupError) as e:
         verdict("sandbox-error", f"could not lock down the candidate's process: {e}")
-    _run(job["program"], job["tests"], job.get("entry_point"), verdict)
+    restore = _WARM.get("snapshot") or _snapshot()  # before the job comes: the program's time is the program's
+    job = _receive_job(job_r)
+    if job is None:
+        exit_(0)  # the launcher was cancelled before a job came
+    _run(job["program"], job["tests"], job.get("entry_point"), verdict, restore)
+
+
+def _receive_job(fd: int):
+    """The job the launcher forwards (JSON up to end of file), or None when the pipe closes empty."""
+    data = bytearray()
+    while chunk := os.read(fd, 1 << 20):
+        data += chunk
+    os.close(fd)
+    return json.loads(data) if data else None
 
 
 def _lock_down(limits: dict, uid, userns: bool) -> None:
@@ -649,15 +989,15 @@ def _drop_capabilities() -> None:
     _check(_libc.capset(header, data), "capset")
 
 
-def _run(program: str, tests: str, entry_point, verdict) -> None:
+def _run(program: str, tests: str, entry_point, verdict, restore) -> None:
     """Exec the program, undo what it did to the interpreter, exec the tests, call check(entry point).
 
     Everything this needs after the program ran is bound to locals first: the program may patch builtins, modules
     and this script's globals.
     """
-    restore = _snapshot()
     leave_threads_behind = _thread_escape()
     assertion_error, base_exception, run_exec, run_compile = AssertionError, BaseException, exec, compile
+    flush_output, streams = _flush_output, (sys.stdout, sys.stderr)
     namespace = _candidate_namespace()
     memory_error = MemoryError
 
@@ -694,8 +1034,7 @@ def _run(program: str, tests: str, entry_point, verdict) -> None:
         namespace.clear()
         scope.clear()
         fail("error", e, "tests")
-    restore()
-    _flush_output()
+    flush_output(streams)  # no restore needed: what runs from here on was bound before the program ran
     verdict("passed", "all tests passed")
 
 
@@ -741,9 +1080,9 @@ def _thread_escape():
     return leave_threads_behind
 
 
-def _flush_output() -> None:
+def _flush_output(streams) -> None:
     """Flush what the program and tests printed before the verdict ends the process without flushing."""
-    for stream in (sys.stdout, sys.stderr):
+    for stream in streams:
         try:
             stream.flush()
         except BaseException:  # noqa: B036
@@ -754,7 +1093,8 @@ def _snapshot():
     """A function that puts back builtins, module globals, tracing and signal state as they are now."""
     modules = sys.modules
     saved_modules = {name: mod for name, mod in modules.items() if type(mod) is type(sys)}
-    saved_dicts = [(vars(mod), dict(vars(mod))) for mod in saved_modules.values()]
+    version = _dict_version_reader()
+    saved_dicts = [(vars(mod), dict(vars(mod)), version(vars(mod))) for mod in saved_modules.values()]
     builtins_dict, saved_builtins = vars(builtins), dict(vars(builtins))
     gc_callbacks, saved_gc_callbacks = gc.callbacks, list(gc.callbacks)
     settrace, setprofile, thread_settrace, thread_setprofile = (
@@ -769,7 +1109,7 @@ def _snapshot():
     saved_signals = [(s, getsignal(s)) for s in signals]
     saved_mask = sigmask(signal.SIG_BLOCK, [])
     itimers = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
-    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+
+    monitoring, clear_monitoring = getattr(sys, "monitoring", None), _clear_monitoring  # sys.monitoring: 3.12+
     missing, base_exception, list_ = object(), BaseException, list
 
     def restore() -> None:
@@ -777,7 +1117,9 @@ def _snapshot():
             if key not in saved_builtins:
                 del builtins_dict[key]
         builtins_dict.update(saved_builtins)
-        for live, saved in saved_dicts:
+        for live, saved, tag in saved_dicts:
+            if tag is not None and version(live) == tag:
+                continue  # untouched since the snapshot: no need to read (and copy, after a fork) its values
             for key, value in saved.items():
                 if live.get(key, missing) is not value:
                     live[key] = value
@@ -789,15 +1131,7 @@ def _snapshot():
         thread_settrace(None)
         thread_setprofile(None)
         if monitoring is not None:
-            for tool in range(6):
-                if monitoring.get_tool(tool) is not None:
-                    monitoring.set_events(tool, 0)
-                    for event in vars(monitoring.events).values():
-                        try:
-                            monitoring.register_callback(tool, event, None)
-                        except base_exception:
-                            pass
-                    monitoring.free_tool_id(tool)
+            clear_monitoring(monitoring)
         for timer in itimers:
             setitimer(timer, 0)
         for s, handler in saved_signals:
@@ -809,6 +1143,34 @@ def _snapshot():
         sigmask(set_mask, saved_mask)
 
     return restore
+
+
+def _clear_monitoring(monitoring) -> None:
+    """Free every sys.monitoring tool a program registered (its callbacks could skip the tests' asserts)."""
+    for tool in range(6):
+        if monitoring.get_tool(tool) is not None:
+            monitoring.set_events(tool, 0)
+            for event in vars(monitoring.events).values():
+                try:
+                    monitoring.register_callback(tool, event, None)
+                except BaseException:  # noqa: B036
+                    pass
+            monitoring.free_tool_id(tool)
+
+
+def _dict_version_reader():
+    """A reader of CPython's dict version tag where it changes on every change of the dict (3.11's ma_version_tag,
+    the field after ma_used); elsewhere one that returns None, and restore compares every dict."""
+
+    def read(d: dict):
+        return ctypes.c_uint64.from_address(id(d) + 24).value
+
+    probe = {"x": 1}
+    before = read(probe)
+    probe["x"] = 2
+    if sys.implementation.name == "cpython" and read(probe) != before:
+        return read
+    return lambda d: None
 
 
 def _describe(exc: BaseException, stage: str) -> str:

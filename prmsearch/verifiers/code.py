@@ -1,11 +1,12 @@
 """Code answers: run a candidate program against its unit tests in a sandbox, and estimate pass@k.
 
-Each run is its own process tree, started by `_jail.py` (a stdlib-only launcher run as a fresh interpreter, never
-forked from this process: `preexec_fn` and forking are unsafe in a host with threads, such as pytest, a server or
-this module's own worker pool). As root on Linux the candidate gets new network, pid, mount, IPC and UTS
-namespaces, a read-only view of the file system with empty private tmpfs over /tmp, /var/tmp, /dev/shm, /run, /root
-and /home, a per-run memory and pids cgroup, rlimits, no_new_privs, and a uid of its own; every process it starts
-dies with the run. Without root or namespaces it degrades (see `isolation()`), and says so.
+Each run is its own process tree, started by a warm launcher (`launchers`: a stdlib-only `_jail.py` process, never
+forked from this one: `preexec_fn` and forking are unsafe in a host with threads, such as pytest, a server or this
+module's own worker pool) that forks a fresh sandbox per run. As root on Linux the candidate gets new network, pid,
+mount, IPC and UTS namespaces, a minimal read-only root (only the interpreter, its standard library and the shared
+libraries it loads, a few devices, fresh /proc, empty private tmpfs at /tmp, /var/tmp and /dev/shm: no other host
+file can be named), a per-run memory and pids cgroup, rlimits, no_new_privs, and a uid of its own; every process it
+starts dies with the run. Without root or namespaces it degrades (see `isolation()`), and says so.
 
 The verdict trusts Python equality, as HumanEval's harness does: the harness undoes patched builtins, module
 globals, tracers and signal handlers before the tests run, and runs the tests apart from the program's threads, but
@@ -16,12 +17,8 @@ record from inside the process is out of scope. What the sandbox guarantees is t
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -30,13 +27,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from . import launchers
+from .launchers import SandboxError
+
 _JAIL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_jail.py")
-_LAUNCHER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}  # never the host's: it holds secrets
-_BACKSTOP_S = 10.0  # beyond the run's own wall clock: interpreter start-up and sandbox teardown on a busy machine
-
-
-class SandboxError(RuntimeError):
-    """The sandbox itself could not start or report; not the candidate's fault."""
+_BACKSTOP_S = 10.0  # beyond the run's own wall clock: launcher start-up and sandbox teardown on a busy machine
 
 
 @dataclass(frozen=True)
@@ -219,48 +214,30 @@ def _probe_isolation() -> dict[str, bool | str]:
 
 
 def _launch(job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Start the launcher on `job` and return its result; an outer backstop kills it if it stops answering."""
-    if not sys.executable:
-        raise SandboxError("sys.executable is empty: cannot start the sandbox's Python interpreter")
+    """Run `job` on a warm launcher (`launchers`) and return its result; a backstop kills the launcher if it stops
+    answering."""
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-I", _JAIL],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_LAUNCHER_ENV,
-        cwd="/",
-        close_fds=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(json.dumps(job).encode(), timeout=timeout + _BACKSTOP_S)
-    except subprocess.TimeoutExpired:
-        _kill_session(proc)
+    result = launchers.run(job, timeout + _BACKSTOP_S, _JAIL)
+    if result is None:
         elapsed = time.monotonic() - start
         return _result("timeout", f"wall clock {timeout:g} s (the sandbox stopped answering and was killed)", elapsed)
-    except BaseException:
-        _kill_session(proc)
-        raise
-    try:
-        result = json.loads(out)
-    except ValueError:
-        if proc.returncode < 0:  # only possible without a pid namespace, where the candidate can reach it
-            elapsed = time.monotonic() - start
-            return _result("killed", f"the sandbox launcher was killed by signal {-proc.returncode}", elapsed)
-        tail = err.decode("utf-8", "replace")[-2000:]
-        raise SandboxError(f"the sandbox launcher failed (exit code {proc.returncode}):\n{tail}") from None
     if "sandbox_error" in result:
         raise SandboxError(f"the sandbox could not start: {result['sandbox_error']}")
     return result
 
 
-def _kill_session(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    proc.communicate()
+def start_launchers(workers: int | None = None) -> None:
+    """Start `workers` warm launchers now (default: the CPU count), each with a sandbox prepared for the default
+    limits, rather than at the first runs (~0.3 s each). A server or a benchmark calls this at startup."""
+    count = workers or os.cpu_count() or 1
+    probe = {"program": "", "tests": "", "entry_point": None, "limits": CodeLimits().resolved()}
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(lambda _: _launch(probe, CodeLimits().timeout), range(count)))
+
+
+def shutdown() -> None:
+    """Stop the warm launchers now (they also stop at exit); the next run starts new ones."""
+    launchers.shutdown()
 
 
 def _result(status: str, reason: str, elapsed: float) -> dict[str, Any]:
