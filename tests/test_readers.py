@@ -362,7 +362,11 @@ def test_parquet(tmp_path, datasets_cache):
 @pytest.mark.parametrize(
     "text, answer",
     [
-        ("so $x = \\boxed{\\frac{1}{\\sqrt{2}}}$ and then \\boxed{\\dfrac{a^{2}}{b}}.", "\\dfrac{a^{2}}{b}"),
+        # several boxes are one answer, a set, as math-verify's `parse` reads them
+        (
+            "so $x = \\boxed{\\frac{1}{\\sqrt{2}}}$ and then \\boxed{\\dfrac{a^{2}}{b}}.",
+            "\\frac{1}{\\sqrt{2}},\\dfrac{a^{2}}{b}",
+        ),
         ("The area is \\fbox{12}.", "12"),
         ("She has 1234 - 0 = 1,234 left.\n#### 1,234", "1,234"),
         ("16 - 3 - 4 = 9\n9 * 2 = 18\nA: 18", "18"),

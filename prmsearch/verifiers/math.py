@@ -4,8 +4,11 @@ Equivalence is math-verify's (HuggingFace's maintained grader on top of sympy an
 knows `\\frac`/`\\dfrac`, `\\sqrt`, `\\pi`, percentages, `\\text{}` units, intervals, sets, tuples, matrices and
 "x = 3" vs "3", and is kept up to date with the models' output habits. We add what it cannot give: a hard time limit
 enforced from outside (worker processes killed at their deadline, so it works from any thread and never hangs), a
-cache, batching over cores, and an exact in-process fast path for plain numbers (most GSM8K-style answers never
-reach sympy). Extraction that needs sympy runs in the same workers as comparisons.
+cache, batching over cores, and exact in-process fast paths: an answer is extracted in process wherever that is
+sure to give math-verify's pick (`answers.in_process`: 499 of MATH-500's 500 reference solutions), and the same
+string, plain numbers and plain fractions are compared without sympy. Extraction that needs sympy runs in the same
+workers as comparisons. Where our rules run before or instead of math-verify's (GSM8K's formats, units, golds
+that are whole solutions), they keep its "right" right: tests/test_math_verifier.py sweeps a corpus for that.
 
 The comparison is gold-directed, like math-verify's: the prediction may say more than the gold ("x = 3" and
 "2x + z = 3" both match gold "3": the answer is what stands after the last "="), but a gold equation that is not an
@@ -27,7 +30,13 @@ from .workers import Outcome, WorkerPool, default_workers
 
 DEFAULT_TIMEOUT = 5.0  # seconds per comparison, math-verify's own default
 
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+# thousands separators as math-verify reads them ("0,500" is 0.5 there, not 500: a decimal comma)
+_NUMBER = re.compile(r"[-+]?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+_FRACTION = re.compile(r"([-+]?)(?:\\[dt]?frac\{(\d+)\}\{(\d+)\}|(\d+)/(\d+))")  # "\frac{1}{2}", "-3/4"
+_WORDS = re.compile(r"(?<!\\)\b[a-zA-Z]{3,}")
+_TEXT = re.compile(r"\\text\{[^{}]*\}")
+_SOLUTION_MARK = re.compile(r"\\boxed|\\fbox|\banswer\b", re.IGNORECASE)
+_SOLUTION_WORDS = 4  # a gold with this many words (outside \text{}) is a sentence: a worked solution
 _UNIT_WORDS = re.compile(r"(\$?[-+]?[\d.,]*\d)((?:\s+[a-zA-Z]{2,}\.?){1,3})")  # "18 dollars", "$5 per day."
 _NOT_UNITS = {
     "pi",
@@ -65,13 +74,32 @@ def extract_answer(text: str, *, timeout: float = DEFAULT_TIMEOUT) -> str | None
     return extract_many([text], timeout=timeout)[0]
 
 
-def gold_answer(gold: str) -> str:
-    """The answer inside a gold field, which may be a bare answer ("18", "\\frac{1}{2}") or a whole reference
-    solution ("... #### 18", "... \\boxed{18}"). A bare gold ("x = 3", "y \\geq 3") is the answer itself."""
-    boxed = answers.last_boxed(gold)
-    if boxed is not None:
-        return boxed.strip()
-    return answers.stated_answer(gold) or answers.gsm8k_answer(gold) or gold.strip()
+def gold_answer(gold: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """The answer inside a gold field. A bare answer ("18", "\\frac{1}{2}", "x = 3", "y \\geq 3", "\\text{(C)}") is
+    the answer itself; a whole reference solution ("... #### 18", "... \\boxed{18}", "... The answer is 18 because
+    ...", "Answer: 18", a sentence of several words) gives the answer `extract_answer` finds in it, as in a model's
+    solution: math-verify's own pick, so that a gold it reads right is not read otherwise here. For many golds,
+    `gold_answers` shares one batch."""
+    return gold_answers([gold], timeout=timeout)[0]
+
+
+def gold_answers(golds: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, workers: int | None = None) -> list[str]:
+    """`gold_answer` for many golds: the solutions among them extracted in one batch (in process where the text
+    allows, as `extract_many`); a solution with no answer in it stays whole."""
+    solutions = [i for i, gold in enumerate(golds) if is_solution(gold)]
+    reduced = [gold.strip() for gold in golds]
+    found = _extract([golds[i] for i in solutions], timeout, workers, progress=False)
+    for i, (answer, _status) in zip(solutions, found, strict=True):
+        reduced[i] = answer or reduced[i]
+    return reduced
+
+
+def is_solution(gold: str) -> bool:
+    """Whether a gold field is a worked solution rather than a bare answer: it boxes its answer, has GSM8K's
+    "#### N" or "A: N", says "answer", or is a sentence (4 or more words outside `\\text{}`)."""
+    if _SOLUTION_MARK.search(gold) or answers.gsm8k_answer(gold) is not None:
+        return True
+    return len(_WORDS.findall(_TEXT.sub("", gold))) >= _SOLUTION_WORDS
 
 
 def _plain_number(answer: str) -> Fraction | None:
@@ -92,11 +120,21 @@ def _strip_unit_words(answer: str) -> str:
     return m.group(1)
 
 
+def _exact_value(answer: str) -> Fraction | None:
+    """The exact value of a plain number or a plain fraction ("\\frac{3}{4}", "-3/4"), or None."""
+    m = _FRACTION.fullmatch(answer.strip()) if len(answer) <= _MAX_FAST_CHARS else None
+    if m is None:
+        return _plain_number(answer)
+    top, bottom = (int(m.group(2) or m.group(4)), int(m.group(3) or m.group(5)))
+    return Fraction(-top if m.group(1) == "-" else top, bottom) if bottom else None
+
+
 def _fast_verdict(pred: str, gold: str) -> tuple[bool, str] | None:
-    """A sound verdict without sympy, or None when sympy must decide."""
+    """A sound verdict without sympy, or None when sympy must decide: the same string, the same exact value (which
+    math-verify always finds equal), or two different integers (which it never does)."""
     if " ".join(pred.split()) == " ".join(gold.split()):
         return True, "identical"
-    p, g = _plain_number(pred), _plain_number(gold)
+    p, g = _exact_value(pred), _exact_value(gold)
     if p is None or g is None:
         return None
     if p == g:
@@ -108,15 +146,30 @@ def _fast_verdict(pred: str, gold: str) -> tuple[bool, str] | None:
 
 def _compare(pred: str, gold: str) -> bool:
     """The comparison itself, with no time limit: run it only inside a worker (`_POOL`)."""
-    from math_verify import parse, verify
+    from math_verify import verify
 
     pred = _strip_unit_words(pred.strip())  # math-verify reads "18 dollars" as a product of symbols
-    # Wrapping in \boxed{} makes math-verify take the whole string as one answer (LaTeX or plain).
-    gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
-    pred_parsed = parse(f"\\boxed{{{pred}}}", parsing_timeout=None)
+    gold_parsed = _parse_answer(gold)
+    if answers.decimal_point(gold) != gold:  # "3,5": the set {3, 5} in a box, 3.5 as math-verify reads it bare
+        gold_parsed += _parse_answer(answers.decimal_point(gold))
+    pred_parsed = _parse_answer(pred)
     if pred.endswith("%"):  # "12.5%" also stands for the number of percent, as math-verify's own parse lets it
-        pred_parsed += parse(f"\\boxed{{{pred.removesuffix('%').removesuffix(chr(92))}}}", parsing_timeout=None)
+        pred_parsed += _parse_answer(pred.removesuffix("%").removesuffix("\\"))
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def _parse_answer(answer: str) -> list:
+    """math-verify's reading of one answer: wrapped in \\boxed{}, so that it takes the whole string (LaTeX or
+    plain). Where the box does not parse, math-verify reads a match inside it instead ("3" of "х = 3", with a
+    Cyrillic "х"), except for an answer nested too deep for latex2sympy (`answers.too_deep`): its innermost
+    "\\frac{1}{2}" does not stand for it, so only the box is read (and, unparsed, equals only itself)."""
+    from math_verify import parse
+    from math_verify.parser import LatexExtractionConfig
+
+    if answers.too_deep(answer):
+        only_boxes = [LatexExtractionConfig(try_extract_without_anchor=False)]
+        return parse(f"\\boxed{{{answer}}}", extraction_config=only_boxes, parsing_timeout=None)
+    return parse(f"\\boxed{{{answer}}}", parsing_timeout=None)
 
 
 def _work(op: str, *args: str) -> object:
@@ -301,7 +354,7 @@ def grade_many(
     extracted = _extract(solutions, timeout, workers, progress)
     verdicts = compare_many(
         [a for a, _ in extracted],
-        [gold_answer(g) for g in golds],
+        gold_answers(golds, timeout=timeout, workers=workers),
         timeout=timeout,
         workers=workers,
         progress=progress,
