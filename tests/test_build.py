@@ -236,3 +236,107 @@ def test_math_shepherd_recipe_reproduces_the_original_layout(smollm2_tokenizer):
     assert smollm2_tokenizer.decode(enc.input_ids) == rows[0]["input"]
     ki = smollm2_tokenizer(" ки", add_special_tokens=False).input_ids[-1]
     assert [enc.input_ids[e] for e in enc.step_ends] == [ki] * len(trace.steps)
+
+
+def _counting_traces(n, soft_at=None):
+    """`n` two-step traces, hard labels except a 0.5 at trace `soft_at`."""
+    return [
+        Trace(
+            f"What is {i}+{i}?",
+            [f"{i} + {i} = {2 * i}.", f"The answer is {2 * i}."],
+            [1.0, 0.5 if i == soft_at else float(i % 2)],
+            None,
+            f"g{i}",
+            f"s{i}",
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("soft_at", [None, 5])
+def test_examples_stream_to_arrow_files_as_built_at_once(smollm2_tokenizer, tmp_path, monkeypatch, soft_at):
+    """A one-pass generator of more traces than a write batch and an Arrow file hold (labels turning soft half-way
+    or not) gives the rows, column types and saved JSONL bytes of the whole list built at once in memory
+    (`Dataset.from_list`, the path the builders took before they streamed)."""
+    from prmsearch.data_builders import examples
+    from prmsearch.data_builders.build import save_dataset
+
+    fmt, items = StepFormat(), _counting_traces(8, soft_at)
+    rows = []
+    for t in items:
+        enc = fmt.encode(smollm2_tokenizer, t.prompt, t.steps)
+        labels = [-100.0] * len(enc.input_ids)
+        for pos, step in zip(enc.step_ends, enc.kept, strict=True):
+            labels[pos] = t.step_labels[step]
+        columns = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "labels": labels}
+        rows.append({**columns, "prompt_length": enc.prompt_length, "group_id": t.group_id, "source": t.source})
+    monkeypatch.setattr(examples, "WRITE_BATCH", 2)
+    monkeypatch.setattr(examples, "SHARD_ROWS", 3)
+    report = BuildReport()
+    ds = build_prm((t for t in items), smollm2_tokenizer, fmt, report=report, progress=False, cache_dir=str(tmp_path))
+    kind = "soft" if soft_at is not None else "hard"
+    assert report.label_kind == kind and report.examples == 8
+    assert ds.features["labels"].feature.dtype == ("float64" if soft_at is not None else "int64")
+    files = [f["filename"] for f in ds.cache_files]
+    assert len(files) == 3 and all(os.path.dirname(f) == str(tmp_path) for f in files)
+    reference = datasets.Dataset.from_list(rows, features=ds.features)
+    assert ds.to_list() == reference.to_list()
+    save_dataset(ds, str(tmp_path / "streamed.jsonl"), {})
+    reference.to_json(str(tmp_path / "reference.jsonl"), lines=True, force_ascii=False)
+    assert (tmp_path / "streamed.jsonl").read_bytes() == (tmp_path / "reference.jsonl").read_bytes()
+
+
+def _read_output(path):
+    if path.endswith(".jsonl"):
+        return [json.loads(line) for line in open(path, encoding="utf-8")]
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    return datasets.load_from_disk(path).to_list()
+
+
+@pytest.mark.parametrize("name", ["prm.jsonl", "prm.parquet", "prm"])
+def test_build_streams_through_a_temporary_folder_it_removes(tmp_path, monkeypatch, smollm2_tokenizer, name):
+    """`prmsearch build` writes its examples to Arrow files in a temporary folder beside the output (not the
+    datasets cache), saves from there, and removes the folder; every output kind holds the examples built."""
+    from prmsearch.data_builders import build, read_stepwise
+
+    seen = []
+
+    def save_and_look(ds, path, summary, progress=False):
+        seen.extend(f["filename"] for f in ds.cache_files)
+        assert seen and all(os.path.exists(f) for f in seen)
+        return save(ds, path, summary, progress)
+
+    save = build.save_dataset
+    monkeypatch.setattr(build, "save_dataset", save_and_look)
+    stepwise, out = os.path.join(FIXTURES, "stepwise.jsonl"), tmp_path / name
+    argv = ["build", "prm", "--source", "stepwise", "--input", stepwise, "--output", str(out), "--tokenizer", "smollm2"]
+    assert main([*argv, "--skip-bad", "--quiet"]) == 0
+    assert all(os.path.dirname(f).startswith(str(tmp_path / f".{name}.build-")) for f in seen)
+    assert not any(os.path.exists(os.path.dirname(f)) for f in seen)
+    assert sorted(os.listdir(tmp_path)) == sorted([name] if name == "prm" else [name, f"{name}.build.json"])
+    expected = build_prm(read_stepwise(stepwise, skip_bad=True), smollm2_tokenizer, StepFormat(), progress=False)
+    assert _read_output(str(out)) == expected.to_list()
+
+
+def test_a_large_save_to_disk_is_copied_by_a_worker(tmp_path, monkeypatch):
+    """Above `SAVE_IN_PROCESS_BYTES` the folder is written by datasets' spawned worker, which maps one shard at a
+    time so this process never reads the pages, and holds the rows an in-process save holds."""
+    from prmsearch.data_builders import build
+
+    argv = ["build", "stepwise", "--source", "stepwise", "--input", os.path.join(FIXTURES, "stepwise.jsonl")]
+    assert main([*argv, "--output", str(tmp_path / "here"), "--skip-bad", "--quiet"]) == 0
+    calls, save = [], datasets.Dataset.save_to_disk
+
+    def save_and_look(self, path, **kwargs):
+        calls.append(kwargs.get("num_proc"))
+        return save(self, path, **kwargs)
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_and_look)
+    monkeypatch.setattr(build, "SAVE_IN_PROCESS_BYTES", 0)
+    assert main([*argv, "--output", str(tmp_path / "worker"), "--skip-bad", "--quiet"]) == 0
+    assert calls == [1]
+    here, worker = (datasets.load_from_disk(str(tmp_path / n)) for n in ("here", "worker"))
+    assert worker.features == here.features and worker.to_list() == here.to_list()

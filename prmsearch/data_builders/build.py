@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,6 +26,7 @@ from .pairs import MARGINS, build_pairs
 from .readers import ReaderOptions, read_source
 
 TARGETS = ("prm", "orm", "pairs", "stepwise")
+SAVE_IN_PROCESS_BYTES = 256 * 2**20  # a larger save_to_disk runs in a spawned worker that maps a shard at a time
 LONG_TOKENS = 32_768  # without --max-length, examples longer than this (or the tokenizer's limit) are reported
 _DROP_HINTS = {
     "too_long": "raise --max-length",
@@ -124,12 +128,23 @@ def run_build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         separator=cfg.separator,
         gold_field=cfg.gold_field,
     )
-    ds = _build_target(cfg, traces, tokenizer, fmt, build_report, progress)
-    summary = _summary(cfg, read_report, build_report, fmt, start)
-    if not build_report.examples:
-        _refuse_empty(cfg, read_report, build_report)
-    save_dataset(ds, cfg.output, summary)
+    with _cache_folder(cfg.output) as cache:
+        ds = _build_target(cfg, traces, tokenizer, fmt, build_report, progress, cache)
+        summary = _summary(cfg, read_report, build_report, fmt, start)
+        if not build_report.examples:
+            _refuse_empty(cfg, read_report, build_report)
+        save_dataset(ds, cfg.output, summary, progress)
+        del ds  # its Arrow files are memory-mapped from the folder removed next
     return summary
+
+
+def _cache_folder(output: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder for the examples' Arrow files while they are built, removed after (a kill may leave it:
+    `.NAME.build-*`). It sits beside the output, on the disk that must hold the output anyway, rather than in a
+    /tmp that may be memory."""
+    parent = os.path.dirname(os.path.abspath(output))
+    name = os.path.basename(os.path.normpath(output))
+    return tempfile.TemporaryDirectory(prefix=f".{name}.build-", dir=parent if os.path.isdir(parent) else None)
 
 
 def _label_kind(cfg: BuildConfig) -> str:
@@ -140,10 +155,10 @@ def _label_kind(cfg: BuildConfig) -> str:
 
 
 def _build_target(
-    cfg: BuildConfig, traces: Any, tokenizer: Any, fmt: StepFormat, report: BuildReport, progress: bool
+    cfg: BuildConfig, traces: Any, tokenizer: Any, fmt: StepFormat, report: BuildReport, progress: bool, cache: str
 ) -> Any:
-    """The examples of `cfg.target` built from `traces`, counted in `report`."""
-    common = {"report": report, "progress": progress}
+    """The examples of `cfg.target` built from `traces`, counted in `report`, streamed to Arrow files in `cache`."""
+    common = {"report": report, "progress": progress, "cache_dir": cache}
     if cfg.target == "prm":
         return build_prm(
             traces,
@@ -197,24 +212,85 @@ def _refuse_empty(cfg: BuildConfig, read_report: ReadReport, build_report: Build
     )
 
 
-def save_dataset(ds: Any, path: str, summary: dict[str, Any]) -> str:
+def save_dataset(ds: Any, path: str, summary: dict[str, Any], progress: bool = False) -> str:
     """`.jsonl` / `.parquet` files, or a `save_to_disk` folder; the summary goes to `build.json` inside the folder,
     or to `<file>.build.json` beside a file. Returns the summary's path. Each is written under a temporary name
     and renamed when whole, so a killed build leaves the old output or the new one, never half of one."""
     text = json.dumps(summary, indent=2, ensure_ascii=False)
-    with replacing(path) as tmp:
+    folder = not path.endswith((".jsonl", ".parquet"))
+    with replacing(path) as tmp, _datasets_bars(progress and folder):
         if path.endswith(".jsonl"):
-            ds.to_json(str(tmp), lines=True, force_ascii=False)
+            with open(tmp, "wb") as f:
+                for piece in _pieces(ds, progress):
+                    piece.to_json(f, lines=True, force_ascii=False)
         elif path.endswith(".parquet"):
-            ds.to_parquet(str(tmp))
+            _write_parquet(ds, str(tmp), progress)
         else:
-            ds.save_to_disk(str(tmp))
+            big = sum(os.path.getsize(f["filename"]) for f in ds.cache_files) > SAVE_IN_PROCESS_BYTES
+            ds.save_to_disk(str(tmp), num_proc=1 if big else None)
             (tmp / "build.json").write_text(text, encoding="utf-8")
-    if path.endswith((".jsonl", ".parquet")):
-        meta = path + ".build.json"
-        write_atomic(meta, text)
-        return meta
-    return os.path.join(path, "build.json")
+    if folder:
+        return os.path.join(path, "build.json")
+    meta = path + ".build.json"
+    write_atomic(meta, text)
+    return meta
+
+
+@contextmanager
+def _datasets_bars(show: bool) -> Iterator[None]:
+    """datasets' own progress bars on or off for a block (a piecewise save shows one bar of its own instead)."""
+    import datasets
+
+    def turn(on: bool) -> None:
+        (datasets.enable_progress_bars if on else datasets.disable_progress_bars)()
+
+    was = datasets.is_progress_bar_enabled()
+    turn(show)
+    try:
+        yield
+    finally:
+        turn(was)
+
+
+def _pieces(ds: Any, progress: bool) -> Iterator[Any]:
+    """`ds` file by file when it is whole Arrow files (what the builders return), each memory-mapped only while it is
+    written out: the pages of a mapped file that were read count in this process' resident memory until it is
+    unmapped, so writing a built set out through one mapping would count all of it. Anything else comes whole."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    files = [f["filename"] for f in ds.cache_files]
+    whole = files and sum(len(datasets.Dataset.from_file(f)) for f in files) == len(ds) and ds.format["type"] is None
+    with tqdm(total=len(ds), desc="save", unit=" examples", disable=not progress) as bar:
+        for name in files if whole else [None]:
+            piece = datasets.Dataset.from_file(name) if name else ds
+            yield piece
+            bar.update(len(piece))
+            del piece  # unmapped before the next is read
+
+
+def _write_parquet(ds: Any, path: str, progress: bool) -> None:
+    """One Parquet file, written a piece at a time by datasets' own Parquet writer in the row groups
+    `Dataset.to_parquet` makes (~100 MB each), which would read the whole set through one mapping."""
+    import pyarrow as pa
+    from datasets.arrow_writer import (
+        ParquetWriter,
+        get_writer_batch_size_from_data_size,
+        get_writer_batch_size_from_features,
+    )
+
+    rows = get_writer_batch_size_from_features(ds.features)
+    rows = rows or get_writer_batch_size_from_data_size(len(ds), ds.data.nbytes)
+    with ParquetWriter(features=ds.features, path=path, writer_batch_size=rows) as writer:
+        pending = ds.with_format("arrow")[:0]
+        for piece in _pieces(ds, progress):
+            pending = pa.concat_tables([pending, piece.with_format("arrow")[:]])
+            while len(pending) >= rows:
+                writer.write_table(pending.slice(0, rows))
+                pending = pending.slice(rows)
+        if len(pending):
+            writer.write_table(pending)
+        writer.finalize()
 
 
 def format_summary(summary: dict[str, Any]) -> str:
