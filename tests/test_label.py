@@ -8,6 +8,7 @@ with probability 1/2 each, and after "✗" always 13. So which prefixes can stil
 every rollout goes through the real sampler, the real seeds and the real math verifier.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -482,6 +483,8 @@ def test_cli_refuses_bad_input_in_one_line(saved, tmp_path, capsys):
     bad.write_text(json.dumps({"question": "Q", "solution": "x"}) + "\n")
     fails("--input", str(bad), "--gold-field", "nope", expect="bad.jsonl:1: field 'nope': missing")
     fails("--input", traces, "--method", "first-error", "--labels", "soft", expect="labels=soft needs method=mc")
+    fails("--input", traces, "--workers", "0", expect="workers must be an integer >= 1, got 0")
+    fails("--input", traces, "--workers", "2", "--backend", "vllm", expect="with --backend vllm keep --workers 1")
     fails("--input", traces, "--gold-field", "answer", "--output", "x.json", expect="give a path ending in .jsonl")
     assert main(label_args(saved, traces, "--input", traces, "--gold-field", "answer")) == 2
     assert "would overwrite --input" in capsys.readouterr().err
@@ -575,9 +578,134 @@ def test_killed_run_resumes_to_the_uninterrupted_labels(saved, tmp_path):
     assert before == after and before["dropped_by_consensus"] == len(dropped) > 0
 
 
+def test_workers_take_no_models_loaded_here(saved, policy, tmp_path):
+    from prmsearch.label import run_label
+
+    split = cfg(workers=2, input=str(saved / "traces.jsonl"), gold_field="answer", output=str(tmp_path / "o.jsonl"))
+    with pytest.raises(ValueError, match="loads the models in every worker process"):
+        run_label(split, generator=policy)
+
+
 def test_generate_batch_reaches_the_policy(saved):
     from prmsearch.search.load import load_generator
 
     assert load_generator(cfg(policy=str(saved / "policy"), generate_batch=3)).batch_size == 3
     with pytest.raises(ValueError, match="generate_batch"):
         cfg(generate_batch=0)
+
+
+# ---- split over worker processes (--workers) -------------------------------------------------------------------------
+
+
+def sidecar_without_timing(path, *also):
+    summary = json.loads(open(f"{path}.label.json").read())
+    for key in ("seconds", "output"):
+        summary.pop(key)
+    for key in ("workers", "output"):
+        summary["config"].pop(key)
+    for key in also:
+        summary.pop(key)
+    return summary
+
+
+def leftovers(folder):
+    """Part files (and their locks) a split run must not leave once it has merged them."""
+    return sorted(p.name for p in folder.iterdir() if ".shard-" in p.name)
+
+
+def test_workers_write_the_bytes_one_process_writes(saved, tmp_path):
+    """Traces of 12 problems (two each, apart in the file, and one without steps) split over 2 spawned workers, each
+    taking every 2nd problem and loading the policy itself: the output, the dropped file and the summary (counts of
+    what was left out included) are those of one process, the parts merged in input order."""
+    from prmsearch.cli import main
+
+    marks = [OK, HALF, BAD]
+    rows = [{"question": "Blank?", "solution": "\n\n", "answer": 42}]
+    for i in range(24):
+        steps = [f"{i} + {j} = {i + j + (j == i % 3)} {marks[(i + j) % 3]}" for j in range(3)]
+        rows.append({"question": f"Sum {i % 12}?", "solution": "\n\n".join([*steps, "A: 42"]), "answer": 42})
+    data = tmp_path / "traces.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flags = ["--input", str(data), "--gold-field", "answer", "--consensus", "drop", "--batch-traces", "4"]
+    one, two = tmp_path / "one" / "labels.jsonl", tmp_path / "two" / "labels.jsonl"
+    assert main(label_args(saved, one, *flags)) == 0
+    assert main(label_args(saved, two, *flags, "--workers", "2")) == 0
+    assert two.read_bytes() == one.read_bytes()
+    assert dropped_file(two).read_bytes() == dropped_file(one).read_bytes()
+    kept, dropped = records(one), records(dropped_file(one))
+    assert len(kept) + len(dropped) == 24 and kept and dropped
+    lines = [int(r["source"].rsplit(":", 1)[1]) for r in kept]
+    assert lines == sorted(lines)  # input order, though worker 0 had "Sum 0?", worker 1 "Sum 1?", ...
+    assert sidecar_without_timing(two) == sidecar_without_timing(one)
+    assert sidecar_without_timing(one)["dropped"] == {"no_steps": 1}  # counted by the worker that had it
+    assert json.loads(open(f"{two}.label.json").read())["config"]["workers"] == 2
+    assert leftovers(two.parent) == []
+
+
+def dropped_file(path):
+    from prmsearch.label.outputs import dropped_path
+
+    return dropped_path(path)
+
+
+def test_killed_split_run_resumes_to_the_labels_of_one_process(saved, tmp_path, capsys):
+    """A 2-worker run (--sample) whose parent is SIGKILLed: its workers end with it (not label their whole share
+    for nobody), a resume is refused while a part is still being written, and `--resume --workers 1` (another
+    count: a setting a resume may change) labels what the parts lack and merges all into the one-process files."""
+    from prmsearch.cli import main
+    from prmsearch.files import read_rows
+    from prmsearch.label.outputs import part_files
+    from prmsearch.resume import exclusive
+
+    problems = tmp_path / "problems.jsonl"
+    rows = [{"id": f"q{i}", "question": f"Question {i}?", "answer": "42" if i % 3 else "13"} for i in range(40)]
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flags = ["--problems", str(problems), "--sample", "2", "--method", "first-error", "--batch-traces", "2"]
+    whole = tmp_path / "whole.jsonl"
+    assert main(label_args(saved, whole, *flags)) == 0
+    assert [r["id"] for r in records(whole)][:4] == ["q0/0", "q0/1", "q1/0", "q1/1"]  # q0 and q1: other workers
+
+    killed = tmp_path / "split" / "labels.jsonl"
+    command = [sys.executable, "-m", "prmsearch", *label_args(saved, killed, *flags, "--workers", "2")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if any(len(read_rows(p)) >= 4 for p in part_files(killed)):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only: its workers are orphans now
+        proc.wait()
+        deadline = time.time() + 30  # a worker that outlives its run by more is an orphan labelling for nobody
+        while time.time() < deadline and group_alive(proc.pid):
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the run's process group
+    parts = [p for p in part_files(killed) if p.exists()]
+    written = sum(len(read_rows(p)) + len(read_rows(dropped_file(p))) for p in parts)
+    assert 4 <= written < 60, written  # each orphan ended within a chunk or two of its 40 samples
+    assert not killed.exists() or killed.stat().st_size == 0  # nothing merged yet
+    with open(parts[-1], "a") as f:  # as if killed in the middle of a write: a torn last line
+        f.write('{"prompt": "Question 39?", "completions": ["')
+    resume = [*label_args(saved, killed, *flags), "--resume", "--workers", "1"]
+    with exclusive(parts[0]):  # a worker of the killed run still writing its part
+        assert main(resume) == 2
+    assert "is being written by another run" in capsys.readouterr().err
+    assert main(resume) == 0
+    assert killed.read_bytes() == whole.read_bytes()
+    assert sidecar_without_timing(killed, "resumed") == sidecar_without_timing(whole, "resumed")
+    assert leftovers(killed.parent) == []
+
+
+def group_alive(group):
+    """Whether a process of process group `group` still runs (Linux: /proc; zombies do not count)."""
+    for stat in os.listdir("/proc"):
+        try:
+            fields = open(f"/proc/{stat}/stat").read().rpartition(")")[2].split()
+        except (OSError, ValueError):
+            continue
+        if stat.isdigit() and fields[0] != "Z" and int(fields[2]) == group:
+            return True
+    return False

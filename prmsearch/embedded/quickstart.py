@@ -16,6 +16,7 @@ the ones a single process writes (seeds come from the problem and the node), so 
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..recipes import option
 from ..search.report import report
-from ..search.shard import Shard
+from ..search.shard import Shard, exit_with_parent
 from ..tasks import load_problems
 
 # (run folder, reward model, strategies, N values). Larger N first: smaller N then reuse its samples from memory.
@@ -87,7 +88,8 @@ def run_quickstart(cfg: QuickstartConfig, *, resume: bool = False, progress: boo
         run_plan(cfg, models, None, resume=resume, progress=progress)
     else:
         # spawn, not fork: a forked child would inherit torch's thread pool state from a parent that used it
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             shares = [
                 pool.submit(run_plan, cfg, models, f"{i}/{workers}", resume=resume, progress=progress and i == 0)
                 for i in range(workers)
@@ -110,13 +112,7 @@ def run_plan(cfg: QuickstartConfig, models: dict[str, str], shard: str | None, *
     from ..search.memo import MemoGenerator
     from ..search.runner import SearchConfig, search_dataset
 
-    count = Shard.parse(shard).count
-    if count > 1:
-        import torch
-
-        from ..verifiers.workers import default_workers
-
-        torch.set_num_threads(max(1, default_workers() // count))
+    Shard.parse(shard).share_threads()
     out = Path(cfg.output)
     problems = load_problems("chains", limit=cfg.problems)
     generator = MemoGenerator(HFGenerator.from_pretrained(models["policy"], device=cfg.device, batch_size=256))

@@ -4,7 +4,8 @@ commands, on 2 CPU cores in under 30 minutes:
 1. a tokenizer trained on the bundled task (`embedded.tokenizer`);
 2. the tiny policy, trained on worked solutions with TRL's `SFTTrainer` (`embedded.policy`);
 3. `prmsearch label`: the policy's own samples on other training problems, their steps labelled by first-error
-   search over the policy's rollouts (`recipes/label.yaml`);
+   search over the policy's rollouts (`recipes/label.yaml`), split over `label_workers` processes (the labels are
+   the ones one process writes);
 4. `prmsearch build prm` + `prmsearch train prm` from the policy's weights (`recipes/prm.yaml`);
 5. `prmsearch build orm` + `prmsearch train orm` from the policy's weights on the same samples' outcomes
    (`recipes/orm.yaml`).
@@ -43,10 +44,11 @@ SHIPPED = (
 
 @dataclass
 class RetrainSpec:
-    """How much data each stage sees."""
+    """How much data each stage sees, and how many processes label it."""
 
     sft_problems: int = 32_000  # worked solutions the policy is trained on (steps x batch size)
     label_problems: int = 2500  # other training problems whose sampled solutions are labelled
+    label_workers: int = 2  # `prmsearch label --workers`: processes the labelling is split over (same labels)
     policy: PolicySpec = field(default_factory=PolicySpec)
     seed: int = 0
 
@@ -56,6 +58,7 @@ def retrain(
 ) -> dict[str, str]:
     """Build policy, PRM and ORM into `models_dir`; returns their folders by name ("policy", "prm", "orm"). With
     `policy` (a folder), that policy is kept and only the labels and reward models are rebuilt for it."""
+    from ..label.outputs import remove_records, sidecar_path
     from ..tasks.chains import corpus, generate, write_problems
     from .policy import train_policy
     from .tokenizer import train_tokenizer
@@ -76,11 +79,11 @@ def retrain(
         problems = data / "label_problems.jsonl"
         write_problems(generate("train", spec.label_problems, seed=spec.seed + 1), str(problems))
         labels = data / "labels.jsonl"
-        for stale in (labels, Path(f"{labels}.label.json")):
-            stale.unlink(missing_ok=True)
+        remove_records(labels)  # and the parts of a killed split run
+        sidecar_path(labels).unlink(missing_ok=True)
         run.command(
             ["label", "--config", str(RECIPES / "label.yaml"), "--problems", str(problems), "--policy", paths["policy"]]
-            + ["--seed", str(spec.seed), "--output", str(labels)]
+            + ["--seed", str(spec.seed), "--output", str(labels), "--workers", str(spec.label_workers)]
         )
     for kind in ("prm", "orm"):
         with run.stage(f"prmsearch build {kind} + train {kind}"):

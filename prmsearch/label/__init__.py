@@ -32,8 +32,13 @@ Output (`run_label`): one JSON line per trace in TRL's stepwise format (`prompt`
 rollouts reached the gold; null where none ran), `rollouts`, `generated_tokens`, `cut_rollouts`, `num_steps`,
 `consensus`. Provenance goes to `<output>.label.json`.
 
+`--workers N` splits a run over N processes, worker I labelling every N-th problem into a part file of its own; the
+parts are merged into the output in input order, so it is byte for byte what one process writes (seeds come from
+the run seed and the trace alone).
+
 The files: `rollouts` (drawing and grading rollouts), `methods` (the algorithms and the second opinions), `traces`
-(labelling traces in memory, the records), `command` (the command: reading, chunks, output, resume), `config`.
+(labelling traces in memory, the records), `command` (the command: reading, chunks, workers), `outputs` (the files a
+run writes, resume, the workers' parts and their merge), `config`.
 """
 
 from .command import run_label

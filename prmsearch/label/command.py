@@ -1,4 +1,5 @@
-"""`prmsearch label`: read (or sample) the traces, label them in chunks, append each chunk to the output, resume.
+"""`prmsearch label`: read (or sample) the traces, label them in chunks, append each chunk to the output, resume;
+with `--workers N`, split the problems over N processes (`outputs`: the files, the workers' parts and their merge).
 
 Each chunk of traces is appended in one write, flushed and fsynced; `--resume` cuts a torn last line, skips the
 traces already written and ends with exactly the file an uninterrupted run writes. Provenance and the summary go to
@@ -8,30 +9,30 @@ traces already written and ends with exactly the file an uninterrupted run write
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from ..data_builders.readers import read_source
+from ..errors import OutputError
 from ..files import append_rows, read_rows
 from ..records import Problem, Trace
-from ..resume import check_settings, exclusive, read_record, refuse_restart
+from ..resume import exclusive
 from ..rows import ReadReport, get, parse_rows
+from ..search.shard import Shard, exit_with_parent
 from ..tasks import load_problems, task_of
 from .config import LabelConfig
+from .outputs import dropped_path, merge_parts, part_path, prepare_output, sidecar_path, write_json
 from .rollouts import sample_traces
-from .traces import label_in_chunks, make_jobs, need_judge, progress_bar, summarize, usable_traces
+from .traces import label_in_chunks, make_jobs, need_judge, progress_bar, summarize, trace_ids, usable_traces
 
-
-def sidecar_path(output: str | Path) -> Path:
-    return Path(f"{output}.label.json")
-
-
-def dropped_path(output: str | Path) -> Path:
-    return Path(f"{output}.dropped.jsonl")
+Write = Callable[[list[dict], list[dict]], None]
 
 
 def run_label(
@@ -42,6 +43,8 @@ def run_label(
     already loaded (notebooks, tests); otherwise they come from `cfg.policy` / `cfg.backend` (and `cfg.judge`)."""
     started = time.time()
     out = _check_paths(cfg)
+    if cfg.workers > 1 and (generator is not None or judge is not None):
+        raise ValueError("workers > 1 loads the models in every worker process: give generator= or judge= only with 1")
     with exclusive(out):  # a second run on the same output at once would label every trace twice
         return _run_label(cfg, out, started, resume, progress, generator, judge)
 
@@ -51,24 +54,23 @@ def _run_label(
 ) -> dict[str, Any]:
     dropped: Counter = Counter()
     report = ReadReport()
-    problems: list[Problem] = []
-    traces: list[Trace] = []
+    items: list[Problem] | list[Trace]
     if cfg.sample:
-        problems = _gradable_problems(cfg, dropped)
-        traces_in = len(problems) * cfg.sample + dropped["no_gold"]
+        items = _gradable_problems(cfg, dropped)
+        traces_in = len(items) * cfg.sample + dropped["no_gold"]
+        order, units = [f"{p.id}/{j}" for p in items for j in range(cfg.sample)], len(items)
     else:
-        traces = read_traces(cfg, report)
-        traces_in = len(traces)
-        usable_traces(traces, cfg, Counter())  # bad input stops the run before anything is written
-    done = _prepare_output(out, cfg, resume)
-    generator, judge = _load_models(cfg, generator, judge)
-    if cfg.sample:
-        _label_samples(problems, done, out, generator, judge, cfg, dropped, progress)
+        items = read_traces(cfg, report)
+        traces_in = len(items)
+        usable_traces(items, cfg, Counter())  # bad input stops the run before anything is written
+        order, units = trace_ids(items), len({t.prompt for t in items})
+    done = prepare_output(out, cfg, resume)
+    workers = max(1, min(cfg.workers, units))
+    if workers == 1:
+        dropped.update(label_part(cfg, items, out, Shard(), done, progress, generator, judge))
     else:
-        jobs = make_jobs(traces, generator, cfg, dropped)
-        todo = [j for j in jobs if j.id not in done]
-        for kept, removed in label_in_chunks(todo, generator, cfg, progress=progress, judge=judge):
-            _append_chunk(append_rows, out, kept, removed)
+        dropped.update(_label_split(cfg, items, out, done, progress, workers))
+    merge_parts(out, order)  # the parts of this run, or of a killed split run this one resumed
     summary = summarize(read_rows(out), read_rows(dropped_path(out)), cfg, traces_in=traces_in, dropped=dropped)
     summary.update(
         {
@@ -83,8 +85,62 @@ def _run_label(
             "status": "done",
         }
     )
-    _write_json(sidecar_path(out), summary)
+    write_json(sidecar_path(out), summary)
     return summary
+
+
+def label_part(
+    cfg: LabelConfig,
+    items: Sequence[Problem] | Sequence[Trace],
+    out: Path,
+    shard: Shard,
+    done: set[str],
+    progress: bool = False,
+    generator: Any = None,
+    judge: Any = None,
+) -> Counter:
+    """Label `shard`'s share of `items` (problems to sample from with `cfg.sample`, else traces; every K-th problem)
+    that `done` lacks: the whole run into `out`, or worker I of K into its part file, holding its lock, with its
+    share of the CPU threads. Returns the counts of what it left out (`dropped`)."""
+    dropped: Counter = Counter()
+    target = out if shard.whole else part_path(out, shard)
+    shard.share_threads()
+    with nullcontext() if shard.whole else exclusive(target):  # the whole run: the caller holds the output's lock
+        generator, judge = _load_models(cfg, generator, judge)
+        write = _writer(target)
+        if cfg.sample:
+            _label_samples(shard.take(items), done, write, generator, judge, cfg, dropped, progress)
+        else:
+            jobs = make_jobs(items, generator, cfg, dropped, shard)
+            todo = [j for j in jobs if j.id not in done]
+            for kept, removed in label_in_chunks(todo, generator, cfg, progress=progress, judge=judge):
+                write(kept, removed)
+    return dropped
+
+
+def _label_split(
+    cfg: LabelConfig, items: Sequence[Any], out: Path, done: set[str], progress: bool, workers: int
+) -> Counter:
+    """`label_part` in `workers` processes (as `prmsearch quickstart` splits its search); their counts summed."""
+    import multiprocessing
+
+    dropped: Counter = Counter()
+    # spawn, not fork: a forked child would inherit torch's thread pool state from a parent that used it
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, context, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
+        shares = [
+            pool.submit(label_part, cfg, items, out, Shard(i, workers), done, progress and i == 0)
+            for i in range(workers)
+        ]
+        try:
+            for share in shares:
+                dropped.update(share.result())  # a worker's error is raised here, after the others have finished
+        except BrokenProcessPool:
+            raise OutputError(
+                f"a worker labelling {out} died (out of memory?); what the workers wrote is kept: run again with "
+                "--resume (fewer --workers need less memory)"
+            ) from None
+    return dropped
 
 
 def _gradable_problems(cfg: LabelConfig, dropped: Counter) -> list[Problem]:
@@ -122,7 +178,7 @@ def _load_models(cfg: LabelConfig, generator: Any, judge: Any) -> tuple[Any, Any
 def _label_samples(
     problems: list[Problem],
     done: set[str],
-    out: Path,
+    write: Write,
     generator: Any,
     judge: Any,
     cfg: LabelConfig,
@@ -139,7 +195,7 @@ def _label_samples(
         sampled = sample_traces(todo[at : at + per_call], generator, cfg, dropped)
         jobs = make_jobs([t for t in sampled if t.meta["id"] not in done], generator, cfg, dropped)
         for kept, removed in label_in_chunks(jobs, generator, cfg, judge=judge):
-            _append_chunk(append_rows, out, kept, removed)
+            write(kept, removed)
         if bar is not None:
             rollouts += sum(job.rollouts for job in jobs)
             bar.update(len(todo[at : at + per_call]) * cfg.sample)
@@ -148,12 +204,17 @@ def _label_samples(
         bar.close()
 
 
-def _append_chunk(append: Any, out: Path, kept: list[dict], removed: list[dict]) -> None:
-    """Dropped records first: a kill between the two writes leaves the kept ones to redo, never a trace twice."""
-    if removed:
-        append(dropped_path(out), removed)
-    if kept:
-        append(out, kept)
+def _writer(target: Path) -> Write:
+    """Appends a chunk's records to `target` (kept) and its dropped file. Dropped records first: a kill between the
+    two writes leaves the kept ones to redo, never a trace twice."""
+
+    def write(kept: list[dict], removed: list[dict]) -> None:
+        if removed:
+            append_rows(dropped_path(target), removed)
+        if kept:
+            append_rows(target, kept)
+
+    return write
 
 
 def _check_paths(cfg: LabelConfig) -> Path:
@@ -173,34 +234,6 @@ def _check_paths(cfg: LabelConfig) -> Path:
         if given and os.path.realpath(given) in ours:
             raise ValueError(f"--output {cfg.output} would overwrite --{name} {given}; choose another output path")
     return out
-
-
-def _prepare_output(out: Path, cfg: LabelConfig, resume: bool) -> set[str]:
-    """The ids already labelled (kept or dropped); refuses to overwrite a finished file without --resume and to
-    resume one written with other settings. Cuts a torn last line, then records the settings."""
-    side, removed = sidecar_path(out), dropped_path(out)
-    has_labels = out.exists() and out.stat().st_size > 0
-    if not resume:
-        refuse_restart(out, "labels")
-    if resume and has_labels:
-        if not side.exists():
-            raise ValueError(f"{out} has no {side.name}, so its settings are unknown: label into a new --output")
-        before = read_record(side).get("config", {})
-        check_settings(out, before, cfg.identity(), verb="labelled", new_keys_free=True)
-    if not resume or not has_labels:
-        for path in (out, removed):
-            if path.exists():
-                path.unlink()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["id"] for r in read_rows(out, repair=True)} | {r["id"] for r in read_rows(removed, repair=True)}
-    _write_json(side, {"status": "running", "config": dataclasses.asdict(cfg)})
-    return done
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_traces(cfg: LabelConfig, report: ReadReport) -> list[Trace]:

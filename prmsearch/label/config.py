@@ -58,6 +58,7 @@ class LabelConfig(PolicyConfig, ReaderOptions, Sampling):
     )
     max_tokens: int = option(512, "tokens per rollout (or sample); a cut rollout counts as not reaching the answer")
     batch_traces: int = option(16, "traces per chunk: one generate call per round, one write per chunk")
+    workers: int = option(1, "processes the problems are split over (each loads the policy); the labels are the same")
     # grading
     grade_timeout: float = option(5.0, "seconds per answer comparison")
     code_timeout: float = option(10.0, "seconds per program run (code tasks)")
@@ -75,7 +76,7 @@ class LabelConfig(PolicyConfig, ReaderOptions, Sampling):
     }
     # Settings that do not change the labels, so a resumed run may change them.
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset(
-        {"output", "limit", "batch_traces", "skip_bad", "code_workers", *PolicyConfig.RUNTIME}
+        {"output", "limit", "batch_traces", "workers", "skip_bad", "code_workers", *PolicyConfig.RUNTIME}
     )
 
     def __post_init__(self) -> None:
@@ -90,6 +91,7 @@ class LabelConfig(PolicyConfig, ReaderOptions, Sampling):
             ("max_tokens", 1),
             ("limit", 0),
             ("judge_max_tokens", 1),
+            ("workers", 1),
         ):
             value = getattr(self, name)
             if name == "limit" and value is None:
@@ -98,6 +100,8 @@ class LabelConfig(PolicyConfig, ReaderOptions, Sampling):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.check_policy()
         self.check_sampling()
+        if self.workers > 1 and self.backend == "vllm":
+            raise ValueError("workers > 1 splits the problems over CPU processes: with --backend vllm keep --workers 1")
         if self.labels == "soft" and self.method != "mc":
             raise ValueError(
                 "labels=soft needs method=mc: first-error search only learns whether a step is recoverable"

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..records import Trace
 from ..rows import stable_id
+from ..search.shard import Shard
 from ..tasks import task_of
 from .config import LabelConfig
 from .methods import arithmetic_first_error, consensus_status, judge_status, search_first_errors, step_labels
@@ -61,10 +62,16 @@ def label_traces(
     return LabelResult([record_trace(r) for r in kept], [record_trace(r) for r in removed], kept, removed, summary)
 
 
-def make_jobs(traces: Iterable[Trace], generator: Any, cfg: LabelConfig, dropped: Counter) -> list[LabelJob]:
-    """A `LabelJob` per usable trace (see `usable_traces`), each with a unique id."""
-    seen: Counter = Counter()
-    ids = [(trace, trace_id(trace, seen)) for trace in traces]  # ids count every trace, usable or not
+def make_jobs(
+    traces: Iterable[Trace], generator: Any, cfg: LabelConfig, dropped: Counter, shard: Shard | None = None
+) -> list[LabelJob]:
+    """A `LabelJob` per usable trace (see `usable_traces`), each with a unique id. With `shard`, only the traces
+    of its problems (every K-th prompt, in order of first appearance), their ids those of the whole input."""
+    traces = list(traces)
+    ids = list(zip(traces, trace_ids(traces), strict=True))  # ids count every trace, usable or not
+    if shard is not None and not shard.whole:
+        mine = set(shard.take(list(dict.fromkeys(t.prompt for t in traces))))
+        ids = [(t, job_id) for t, job_id in ids if t.prompt in mine]
     keep = {id(t) for t in usable_traces([t for t, _ in ids], cfg, dropped)}
     tokenizer = getattr(generator, "tokenizer", None)
     return [make_job(t, job_id, tokenizer, cfg) for t, job_id in ids if id(t) in keep]
@@ -91,6 +98,12 @@ def usable_traces(traces: Iterable[Trace], cfg: LabelConfig, dropped: Counter) -
             continue
         out.append(trace)
     return out
+
+
+def trace_ids(traces: Sequence[Trace]) -> list[str]:
+    """The id of every trace (`trace_id`), in order: the order a run writes its records in."""
+    seen: Counter = Counter()
+    return [trace_id(trace, seen) for trace in traces]
 
 
 def trace_id(trace: Trace, seen: Counter) -> str:

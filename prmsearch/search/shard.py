@@ -11,8 +11,10 @@ point, so `--shard I/K` works across machines that share a filesystem as well as
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -62,5 +64,41 @@ class Shard:
         stem, dot, ext = filename.partition(".")
         return f"{stem}.shard-{self.index}-of-{self.count}{dot}{ext}"
 
+    def parts(self, path: Path) -> list[Path]:
+        """The part files beside `path` of split runs of any number of parts: those written, and those whose lock
+        alone is there (a part that has not written yet: `resume.exclusive` names it `.NAME.lock`)."""
+        stem, dot, ext = path.name.partition(".")
+        part = re.escape(stem) + r"\.shard-\d+-of-\d+" + re.escape(dot + ext)
+        name, lock = re.compile(part), re.compile(r"\." + part + r"\.lock")
+        if not path.parent.is_dir():
+            return []
+        found = {p.name for p in path.parent.iterdir() if name.fullmatch(p.name)}
+        found |= {p.name[1 : -len(".lock")] for p in path.parent.iterdir() if lock.fullmatch(p.name)}
+        return [path.with_name(n) for n in sorted(found)]
+
+    def share_threads(self) -> None:
+        """In a process that runs one of `count` parts side by side on this machine: take its share of the CPU
+        threads, so the parts do not fight over the cores (`prmsearch quickstart` and `label --workers`)."""
+        if self.count > 1:
+            import torch
+
+            from ..verifiers.workers import default_workers
+
+            torch.set_num_threads(max(1, default_workers() // self.count))
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+def exit_with_parent(parent: int) -> None:
+    """A worker process's watch on the run that started it (a process pool's initializer): once that process is
+    gone (killed), the worker ends too, rather than work on for nobody or wait forever for its next task."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
