@@ -207,15 +207,14 @@ def _eval_aggregation(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .serve import ServeConfig, load_app
+    from .serve import ServeConfig, load_app, server_config
 
     cfg = config_from_args(ServeConfig, args)
     sock = _listen(cfg.host, cfg.port)  # first: a port in use is one line before the model loads
     app = load_app(cfg)
     routes = ", ".join(f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path}" for r in app.routes)
     print(f"serving {cfg.scorer} on http://{cfg.host}:{cfg.port} ({routes})", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(server_config(app)).run(sockets=[sock])
     return 0
 
 

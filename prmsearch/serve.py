@@ -19,14 +19,17 @@ not. A label is the gold answer, or an object of the task's columns (a code task
 
 What this adds over a handler that calls the model: dynamic batching. One worker thread owns the model; requests
 queue, and whatever has queued by the time the model is free is scored in one forward pass (up to `max_batch_tokens`
-and `max_batch_requests`), so throughput grows with concurrency while a lone request waits for no one. A batch that
-fails is split in halves until the bad request (too long for the model) fails alone. Scores do not depend
-on batch-mates: the scorers pad without attending to padding. HTTP is Starlette on uvicorn.
+and `max_batch_requests`), so throughput grows with concurrency while a lone request waits for no one. The worker
+tokenizes what it takes from the queue in one call, and the ids that size a batch are the ids it scores. A batch
+that fails is split in halves until the bad request (too long for the model) fails alone. Scores do not depend
+on batch-mates: the scorers pad without attending to padding. HTTP is Starlette on uvicorn; a client has
+`read_timeout` seconds for a request's headers (`ReadDeadline`) and again for its body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import http.client
 import json
@@ -40,6 +43,10 @@ from urllib.parse import urlsplit
 
 from .errors import PrmsearchError
 from .recipes import option
+
+# Characters a token stands for, to size a batch for a scorer without a tokenizer (a rough guess: English runs about 4
+# with a BPE vocabulary, arithmetic nearer 2).
+CHARS_PER_TOKEN = 4
 
 if TYPE_CHECKING:  # starlette is imported by create_app, when a server is built
     from starlette.requests import Request
@@ -67,7 +74,7 @@ class ServeConfig:
     max_queries: int = option(1024, "queries in one request, at most (more: 413)")
     max_body_bytes: int = option(8 * 2**20, "bytes of one request body, at most (more: 413)")
     max_queued: int = option(4096, "requests waiting, at most (more: 503, retry later)")
-    read_timeout: float = option(30.0, "seconds a request body may take to arrive (more: 408)")
+    read_timeout: float = option(30.0, "seconds a request's headers, then its body, may take to arrive (more: 408)")
     device: str | None = option(None, "cpu or cuda (None: cuda when available)")
     threads: int | None = option(
         None, "torch threads scoring on a CPU (None: torch's default); 1 where clients share the cores"
@@ -95,18 +102,24 @@ class RequestError(PrmsearchError):
 
 @dataclass
 class Job:
-    """One request's solutions, waiting for the worker; its result is set on `future` through `loop`."""
+    """One request's solutions, waiting for the worker; its result is set on `future` through `loop`. `encoded`
+    holds the scorer's token ids of its solutions once the worker has read them, `tokens` their count."""
 
     prompts: list[str]
     steps: list[list[str]]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
-    tokens: int = 0
+    encoded: list | None = None
+    tokens: int = 0  # 0: not read yet
 
 
 @dataclass
 class Batcher:
-    """The worker thread that owns the scorer and scores queued jobs in batches."""
+    """The worker thread that owns the scorer and scores queued jobs in batches.
+
+    The jobs the worker takes from the queue are tokenized in one call (`_read`). Their token counts size the
+    batch, and a scorer that takes ids (`encode_solutions`: a PRM of ours) scores those very ids, checking their
+    length there: each solution is tokenized once."""
 
     scorer: Any
     max_batch_tokens: int
@@ -115,7 +128,7 @@ class Batcher:
     requests: int = 0
     batches: int = 0
     _queue: queue.Queue = field(default_factory=queue.Queue)
-    _held: Job | None = None
+    _held: collections.deque = field(default_factory=collections.deque)  # read, left over from the last batch
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -129,47 +142,83 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize() + (self._held is not None)
+        return self._queue.qsize() + len(self._held)
 
     def submit(self, job: Job) -> None:
         if self.queued >= self.max_queued:
             raise RequestError(f"{self.queued} requests are waiting (max_queued); retry later", status=503)
         self._queue.put(job)
 
-    def _tokens(self, job: Job) -> int:
-        tokenizer = _tokenizer_of(self.scorer)
-        texts = [p + "".join(s) for p, s in zip(job.prompts, job.steps, strict=True)]
-        if tokenizer is not None and texts:
-            with contextlib.suppress(Exception):  # an odd tokenizer only costs the estimate below
-                return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-        return sum(len(t) for t in texts) // 4 + len(texts)
-
-    def _next_batch(self) -> list[Job] | None:
-        first = self._held if self._held is not None else self._queue.get()
-        self._held = None
-        while first is not None and first.future.done():  # its client hung up while it waited: not scored
-            first = self._queue.get()
-        if first is None:
-            return None
-        first.tokens = first.tokens or self._tokens(first)
-        batch, tokens = [first], first.tokens
-        while len(batch) < self.max_batch_requests:
+    def _take(self) -> bool:
+        """Move what has queued into `_held` (waiting for the first job when none is held), up to
+        max_batch_requests; False once `stop` was called and nothing is held."""
+        if not self._held:
+            job = self._queue.get()
+            if job is None:
+                return False
+            self._held.append(job)
+        while len(self._held) < self.max_batch_requests:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is None:
+            if job is None:  # stop: after what is held
                 self._queue.put(None)
                 break
-            if job.future.done():
-                continue
-            job.tokens = self._tokens(job)
-            if tokens + job.tokens > self.max_batch_tokens:
-                self._held = job
-                break
-            batch.append(job)
-            tokens += job.tokens
-        return batch
+            self._held.append(job)
+        return True
+
+    def _read(self, jobs: list[Job]) -> None:
+        """Tokenize `jobs` in one call: their sizes, and for a scorer that takes ids, what it scores. Without a
+        tokenizer the size is guessed from characters; a call that fails leaves the jobs to the scorer's own
+        reading, which fails the culprit alone (`_settle`)."""
+        if not jobs:
+            return
+        prompts = [p for job in jobs for p in job.prompts]
+        steps = [s for job in jobs for s in job.steps]
+        encoded = None
+        with contextlib.suppress(Exception):
+            encoded = self._encode(prompts, steps)
+        takes_ids, at = hasattr(self.scorer, "encode_solutions"), 0
+        for job in jobs:
+            n = len(job.prompts)
+            if encoded is None:
+                chars = sum(map(len, job.prompts)) + sum(len(s) for solution in job.steps for s in solution)
+                job.tokens = chars // CHARS_PER_TOKEN + n
+            else:
+                job.tokens = sum(len(ids) for solution in encoded[at : at + n] for ids in solution)
+                job.encoded = encoded[at : at + n] if takes_ids else None
+            at += n
+
+    def _encode(self, prompts: list[str], steps: list[list[str]]) -> list[list[list[int]]] | None:
+        """Each solution's token ids: the scorer's own (`encode_solutions`: a PRM of ours), else its tokenizer's
+        reading of the text, to count (an ORM or a public PRM's adapter reads again as it scores); None without a
+        tokenizer."""
+        if hasattr(self.scorer, "encode_solutions"):
+            return self.scorer.encode_solutions(prompts, steps)
+        tokenizer = _tokenizer_of(self.scorer)
+        if tokenizer is None or not prompts:
+            return None
+        texts = [p + "".join(s) for p, s in zip(prompts, steps, strict=True)]
+        return [[ids] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _next_batch(self) -> list[Job] | None:
+        """The held jobs to score together, oldest first, up to max_batch_tokens (the first goes whatever its
+        size) and max_batch_requests; a job whose client hung up while it waited is dropped, not scored."""
+        while self._take():
+            live = [job for job in self._held if not job.future.done()]
+            self._read([job for job in live if not job.tokens])
+            self._held.clear()
+            batch, tokens = [], 0
+            for job in live:
+                if self._held or (batch and tokens + job.tokens > self.max_batch_tokens):
+                    self._held.append(job)
+                else:
+                    batch.append(job)
+                    tokens += job.tokens
+            if batch:
+                return batch
+        return None
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -194,7 +243,11 @@ class Batcher:
     def _score(self, batch: list[Job]) -> list[Any]:
         prompts = [p for job in batch for p in job.prompts]
         steps = [s for job in batch for s in job.steps]
-        got = self.scorer.score_solutions(prompts, steps)
+        if all(job.encoded is not None for job in batch):  # the ids read for the batch's size: not read again
+            encoded = [ids for job in batch for ids in job.encoded]  # type: ignore[union-attr]
+            got = self.scorer.score_solutions(prompts, steps, encoded=encoded)
+        else:
+            got = self.scorer.score_solutions(prompts, steps)
         self.requests += len(batch)
         self.batches += 1
         out, at = [], 0
@@ -380,7 +433,9 @@ def _guarded(handler: Callable[[Request], Awaitable[JSONResponse]]) -> Callable[
         try:
             return await handler(request)
         except RequestError as e:
-            return JSONResponse({"error": str(e)}, status_code=e.status)
+            # Refused before its body was read whole: the connection closes rather than read the rest to drop it.
+            close = {"connection": "close"} if e.status in (408, 413) else None
+            return JSONResponse({"error": str(e)}, status_code=e.status, headers=close)
         except Exception as e:  # noqa: BLE001 - a bug answers 500 and the server stays up
             return JSONResponse({"error": f"scoring failed: {type(e).__name__}: {e}"}, status_code=500)
 
@@ -437,7 +492,7 @@ def create_app(scorer: Any, cfg: ServeConfig) -> Any:
         ],
         lifespan=lifespan,
     )
-    app.state.batcher = batcher
+    app.state.batcher, app.state.read_timeout = batcher, cfg.read_timeout
     return app
 
 
@@ -486,7 +541,9 @@ def create_verifier_app(task: str, cfg: ServeConfig) -> Any:
         return JSONResponse({"status": "ok", "model": task, "kind": "verifier", **served})
 
     routes = [Route(path, _guarded(score), methods=["POST"]) for path in ("/score", "/get_reward")]
-    return Starlette(routes=[*routes, Route("/health", _guarded(health), methods=["GET"])])
+    app = Starlette(routes=[*routes, Route("/health", _guarded(health), methods=["GET"])])
+    app.state.read_timeout = cfg.read_timeout
+    return app
 
 
 def load_app(cfg: ServeConfig) -> Any:
@@ -509,13 +566,85 @@ def load_app(cfg: ServeConfig) -> Any:
     return create_app(load_scorer(cfg.scorer, adapter=cfg.adapter, device=cfg.device, agg=cfg.agg), cfg)
 
 
+class ReadDeadline:
+    """A deadline for what a client sends while no handler reads it, mixed into uvicorn's h11 protocol by
+    `server_config`. uvicorn times a connection out only while it idles between requests (`timeout_keep_alive`),
+    and every byte that arrives stops that clock: a client that sends a request's headers a byte every few seconds
+    (slowloris), or connects and sends nothing, would hold its connection for ever (a handler times a slow body
+    out itself: `read_timeout`, 408). Here a request's headers, from their first byte, and the rest of a body that
+    no handler reads (its answer has gone out) have `read_timeout` seconds; then the connection closes, after a
+    408 when headers were under way."""
+
+    read_timeout: float = 30.0
+    timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm()  # a connection that sends nothing goes too
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _watch(self) -> None:
+        import h11
+
+        conn = self.conn  # type: ignore[attr-defined]
+        if conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE:
+            self._arm()  # a body no handler reads
+        elif conn.their_state is h11.IDLE and conn.trailing_data[0]:
+            self._arm()  # headers under way
+        else:  # a handler has the request, or the connection idles between requests (uvicorn's own timeout)
+            self._disarm()
+
+    def _arm(self) -> None:
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.read_timeout, self._expire)  # type: ignore[attr-defined]
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expire(self) -> None:
+        import h11
+
+        self.timer = None
+        transport, conn = self.transport, self.conn  # type: ignore[attr-defined]
+        if transport.is_closing():
+            return
+        if conn.their_state is h11.IDLE and conn.trailing_data[0]:
+            error = json.dumps({"error": f"the headers took more than read_timeout {self.read_timeout:g} s to arrive"})
+            head = "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            transport.write(f"{head}content-length: {len(error)}\r\n\r\n{error}".encode())
+        transport.close()
+
+
+def server_config(app: Any, **kwargs: Any) -> Any:
+    """uvicorn's settings for an app of `create_app` or `create_verifier_app`: its h11 protocol with the app's
+    `read_timeout` on request headers (`ReadDeadline`); `kwargs` go to `uvicorn.Config` (host, port, ...)."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    protocol = type("H11ReadDeadline", (ReadDeadline, H11Protocol), {"read_timeout": app.state.read_timeout})
+    return uvicorn.Config(app, http=protocol, log_level="warning", access_log=False, **kwargs)
+
+
 @contextlib.contextmanager
 def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve `app` with uvicorn in a background thread while the block runs; yields its base URL (port 0: a free
     port). For tests, benchmarks and notebooks; `prmsearch serve` runs uvicorn in the foreground."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app, host=host, port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

@@ -4,6 +4,7 @@ a concurrent load where nothing may be lost or mixed up, and the command itself 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -225,11 +226,11 @@ class Held:
     def __getattr__(self, name):
         return getattr(self.scorer, name)
 
-    def score_solutions(self, prompts, steps):
+    def score_solutions(self, prompts, steps, **kwargs):
         if self.first:
             self.first = False
             self.release.wait(60)
-        return self.scorer.score_solutions(prompts, steps)
+        return self.scorer.score_solutions(prompts, steps, **kwargs)
 
 
 def _raw(port, body, *, length=None):
@@ -242,7 +243,8 @@ def _raw(port, body, *, length=None):
 
 def test_hostile_clients_cost_the_others_nothing(prm, texts, alone):
     """A request surely longer than the model reads is refused before it is tokenized; requests whose clients hung
-    up while they waited are never scored; a body that does not arrive in read_timeout gets 408."""
+    up while they waited are never scored; a body that does not arrive in read_timeout gets 408, and one too large
+    413 with the connection closed."""
     held = Held(prm)
     app = create_app(held, ServeConfig(read_timeout=1.0))
     with running(app) as url:
@@ -273,3 +275,88 @@ def test_hostile_clients_cost_the_others_nothing(prm, texts, alone):
         slow.settimeout(10)
         assert b" 408 " in slow.recv(4096).split(b"\r\n", 1)[0]
         slow.close()
+        # Refused with its body unread: the connection closes at once rather than read a gigabyte to drop it.
+        big = _raw(port, b'{"query": ', length=10**9)
+        big.settimeout(10)
+        answer = big.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"connection: close" in answer.split(b"\r\n\r\n")[0]
+        big.close()
+
+
+class CountingTokenizer:
+    """The scorer's real tokenizer, recording the texts of every call."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, []
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __call__(self, text, *args, **kwargs):
+        self.calls.append([text] if isinstance(text, str) else list(text))
+        return self.tokenizer(text, *args, **kwargs)
+
+
+def test_the_worker_tokenizes_a_batch_once_and_scores_those_ids(prm, texts, alone):
+    """Eight requests queued together: every step is tokenized once, in one call (prompts one call each); those
+    ids' counts cut the batches at max_batch_tokens and are what the scorer scores, to its own rewards."""
+    loop = asyncio.new_event_loop()
+    jobs, exact = [], []
+    for i in range(8):
+        prompt, response = split_query(texts[i], None, "\n\n")
+        jobs.append(Job([prompt.rstrip()], [prm.format.split(response)], loop, loop.create_future()))
+        exact.append(len(prm.format.encode(prm.tokenizer, jobs[-1].prompts[0], jobs[-1].steps[0]).input_ids))
+    budget, cuts, room = 2 * max(exact), 1, 2 * max(exact)  # batches of two or three requests
+    for n in exact:
+        cuts, room = (cuts, room - n) if n <= room else (cuts + 1, budget - n)
+    batcher = Batcher(prm, max_batch_tokens=budget, max_batch_requests=256, max_queued=100)
+    for job in jobs:
+        batcher.submit(job)
+    counting = prm.tokenizer = CountingTokenizer(prm.tokenizer)
+    batcher.start()
+    try:
+        loop.run_until_complete(asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), 120))
+    finally:
+        batcher.stop()
+        loop.close()
+        prm.tokenizer = counting.tokenizer
+    assert [j.future.result()[0][0] for j in jobs] == pytest.approx(alone[:8], abs=TOL)
+    assert [j.tokens for j in jobs] == exact and batcher.batches == cuts > 2
+    steps = [s for job in jobs for s in job.steps[0]]
+    read = [text for call in counting.calls for text in call if text in steps]
+    assert sorted(read) == sorted(steps)  # every step read once
+    assert sum(any(s in call for s in steps) for call in counting.calls) == 1  # all in one call
+    assert len(counting.calls) <= len(jobs) + 2  # one per prompt, the steps, the step marker
+
+
+def test_slow_or_silent_clients_lose_their_connection_after_read_timeout(prm, texts, alone):
+    """Headers sent a byte at a time (slowloris) get 408 and a closed connection after read_timeout; a connection
+    that sends nothing, and the rest of a body no handler reads, are closed too; others are served meanwhile."""
+    with running(create_app(prm, ServeConfig(read_timeout=1.0))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow, silent = socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port))
+        unread = socket.create_connection(("127.0.0.1", port))  # a body the 404 handler does not read
+        unread.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        head = b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n"
+        answers = {s: b"" for s in (slow, silent, unread)}
+        closed = {}
+        started = time.perf_counter()
+        for i in range(40):  # a byte every 0.1 s: 4 s of headers, if the server let them
+            if slow not in closed:
+                with contextlib.suppress(OSError):  # closed by the server: the reads below tell
+                    slow.sendall(head[i : i + 1])
+            for s in answers.keys() - closed.keys():
+                s.settimeout(0.1 / 3)
+                with contextlib.suppress(TimeoutError):
+                    got = s.recv(4096)
+                    answers[s] += got
+                    if not got:
+                        closed[s] = time.perf_counter() - started
+            if len(closed) == 3:
+                break
+        assert Client(url).score(texts[:1]) == pytest.approx(alone[:1], abs=TOL)  # the server is still up
+        for s in answers:
+            s.close()
+    assert set(closed) == {slow, silent, unread} and max(closed.values()) < 2.5, closed
+    assert answers[slow].startswith(b"HTTP/1.1 408 ") and b"more than read_timeout 1 s" in answers[slow]
+    assert answers[silent] == b"" and answers[unread].startswith(b"HTTP/1.1 404 ")

@@ -121,16 +121,19 @@ class StepScorer:
             ids = self.format.step_ids(self.tokenizer, texts, first=False)
             if self.steps.is_root(parent_key):
                 ids[0] = ids[0][self._gap :]
-            key = parent_key
-            for (new_key, _), step_ids in zip(steps, ids, strict=True):
-                parent = self.steps[key]
-                self.steps.add(new_key, key, Step(step_ids, parent.start + len(parent.ids)))
-                key = new_key
-            targets.append(key)
+            targets.append(self._grow(parent_key, [(k, i) for (k, _), i in zip(steps, ids, strict=True)]))
         counts = self._compute(targets, keep)
         scores = [[self.steps[k].score for k, _ in steps] for _, steps in requests]
         self.stats["seconds"] += time.perf_counter() - started
         return scores, counts  # type: ignore[return-value]
+
+    def _grow(self, key: Key, steps: Sequence[tuple[Key, list[int]]]) -> Key:
+        """Add a chain of steps, (new key, token ids) each, under `key`; returns the last new key."""
+        for new_key, ids in steps:
+            parent = self.steps[key]
+            self.steps.add(new_key, key, Step(ids, parent.start + len(parent.ids)))
+            key = new_key
+        return key
 
     def _compute(self, targets: list[Key], keep: bool) -> ScoreCounts:
         counts = ScoreCounts([0] * len(targets), [set() for _ in targets])
@@ -281,31 +284,58 @@ class StepScorer:
 
     # ---- whole solutions ------------------------------------------------------------------------------------------
 
-    def score_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> SolutionScores:
+    def encode_solutions(self, prompts: Sequence[str], solutions: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """The token ids `score_solutions` feeds for each solution: its prompt's, then each step's. One tokenizer
+        call per distinct prompt and one for every step of every solution (a call costs more than the few tokens
+        it reads). A server reads a batch once: to size it, then to score it (`score_solutions(encoded=...)`)."""
+        firsts = {p: self.format.prompt_ids(self.tokenizer, p) for p in dict.fromkeys(prompts)}
+        flat = [step for steps in solutions for step in steps]
+        ids = self.format.step_ids(self.tokenizer, flat, first=False) if flat else []
+        out, at = [], 0
+        for prompt, steps in zip(prompts, solutions, strict=True):
+            own = ids[at : at + len(steps)]
+            at += len(steps)
+            if own:  # the first step follows the prompt directly: no gap, as `score` reads a step under a root
+                own[0] = own[0][self._gap :]
+            out.append([firsts[prompt], *own])
+        return out
+
+    def score_solutions(
+        self,
+        prompts: Sequence[str],
+        solutions: Sequence[Sequence[str]],
+        encoded: Sequence[Sequence[list[int]]] | None = None,
+    ) -> SolutionScores:
         """Step scores and their `agg` of whole solutions (best-of-N), through the same entries and forward pass as
-        step-by-step search; nothing is kept afterwards. A solution with no steps scores None."""
+        step-by-step search; nothing is kept afterwards. A solution with no steps scores None. `encoded`: their
+        ids as `encode_solutions` gives them, when the caller has read them already."""
+        started = time.perf_counter()
+        encoded = self.encode_solutions(prompts, solutions) if encoded is None else encoded
         scores: list[float | None] = [None] * len(prompts)
         step_scores: list[list[float]] = [[] for _ in prompts]
         counts = ScoreCounts([0] * len(prompts), [set() for _ in prompts])
         roots: dict[str, Key] = {}  # one root per distinct prompt: a problem's N solutions share its feed
-        requests, which = [], []
-        for i, (prompt, steps) in enumerate(zip(prompts, solutions, strict=True)):
-            if not steps:
-                continue
-            if prompt not in roots:
-                roots[prompt] = ("solution", next(self._temp))
-                self.add_prompt(roots[prompt], prompt)
-            root = roots[prompt]
-            requests.append((root, [((root, i, j), s) for j, s in enumerate(steps)]))
-            which.append(i)
+        chains: list[list[Key]] = []
+        which, targets = [], []
         try:
-            if requests:
-                got, c = self.score(requests, keep=False)
-                for i, s, t, p in zip(which, got, c.tokens, c.passes, strict=True):
-                    step_scores[i], scores[i] = s, aggregate_steps(s, self.agg)
+            for i, (prompt, ids) in enumerate(zip(prompts, encoded, strict=True)):
+                if len(ids) < 2:  # the prompt alone: no steps
+                    continue
+                if prompt not in roots:
+                    roots[prompt] = ("solution", next(self._temp))
+                    self.steps.add(roots[prompt], None, Step(list(ids[0])))
+                chains.append([(roots[prompt], i, j) for j in range(len(ids) - 1)])
+                targets.append(self._grow(roots[prompt], list(zip(chains[-1], ids[1:], strict=True))))
+                which.append(i)
+            if targets:
+                c = self._compute(targets, keep=False)
+                for i, keys, t, p in zip(which, chains, c.tokens, c.passes, strict=True):
+                    step_scores[i] = [self.steps[k].score for k in keys]  # type: ignore[misc]
+                    scores[i] = aggregate_steps(step_scores[i], self.agg)
                     counts.tokens[i], counts.passes[i] = t, p
         finally:  # also when a solution cannot be scored (too long): a server retries around it for days
-            self.release([*roots.values(), *(k for _, steps in requests for k, _ in steps)])
+            self.release([*roots.values(), *(k for keys in chains for k in keys)])
+        self.stats["seconds"] += time.perf_counter() - started
         return SolutionScores(scores, step_scores, counts)
 
 
