@@ -1,7 +1,8 @@
 """PRM training throughput: prmsearch (packed rows, varlen attention) against trl 1.13.0's
 `trl.experimental.prm.PRMTrainer` (padded batches), same tiny model, same data, same hyper-parameters, side by side.
 
-    python benchmarks/prm_train_speed.py --trl-python /tmp/venv_trl113/bin/python
+    make .venv-trl113/.installed   # the side venv (make bench makes it too)
+    python benchmarks/prm_train_speed.py --trl-python .venv-trl113/bin/python
 
 The TRL side runs in its own venv (trl 1.13.0 is the last release with PRMTrainer) through `trl_prm_side.py`.
 Both sides train one epoch on the first N GSM8K solutions of `gsm8k_test_model_solutions.jsonl`, labelled by
@@ -127,7 +128,7 @@ def _env(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trl-python", default="/tmp/venv_trl113/bin/python", help="python of a venv with trl==1.13.0")
+    p.add_argument("--trl-python", default=".venv-trl113/bin/python", help="python of a venv with trl==1.13.0")
     p.add_argument("--examples", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--learning-rate", type=float, default=1e-3)
