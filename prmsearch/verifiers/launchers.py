@@ -93,7 +93,8 @@ class Launcher:
         a pid namespace) is the run's result; anything else is a sandbox failure."""
         code = self.proc.wait()
         if code < 0:
-            return {"status": "killed", "reason": f"the sandbox launcher was killed by signal {-code}", "time": 0.0}
+            reason = f"the sandbox launcher was killed by signal {-code}"
+            return {"status": "killed", "reason": reason, "stdout": "", "stderr": "", "time": 0.0}
         self.stderr.seek(0)
         tail = self.stderr.read().decode("utf-8", "replace")[-2000:]
         raise SandboxError(f"the sandbox launcher failed (exit code {code}):\n{tail}")
