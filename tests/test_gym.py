@@ -73,9 +73,19 @@ def test_rerank_and_reward_function_grade_the_same_way():
 def test_label_samples_reasoning_gym_problems(tmp_path):
     out = tmp_path / "labels.jsonl"
     argv = ["label", "--sample", "2", "--problems", SPEC, "--limit", "2", "--policy", "embedded:policy"]
-    assert main([*argv, "--k", "2", "--max-tokens", "30", "--output", str(out), "--quiet"]) == 0
+    argv += ["--k", "2", "--max-tokens", "30", "--consensus", "mark"]
+    assert main([*argv, "--output", str(out), "--quiet"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and all(len(r["labels"]) == len(r["completions"]) for r in rows)
+    # gsm_symbolic's solutions state their arithmetic: the arithmetic check gives its second opinion
+    assert all(r["consensus"]["status"] != "unchecked" for r in rows)
+
+
+def test_only_word_problems_get_the_arithmetic_check():
+    task = get_task("reasoning-gym")
+    (word,) = load_problems(SPEC, limit=1)
+    (puzzle,) = load_problems("reasoning-gym:leg_counting?seed=1", limit=1)
+    assert task.states_arithmetic(word) and not task.states_arithmetic(puzzle)
 
 
 def test_without_the_package_one_line_says_how(monkeypatch, capsys, tmp_path):

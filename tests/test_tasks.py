@@ -25,7 +25,9 @@ class ReverseTask:
     needs = "reversed word"
     system_prompt = None
     indented = False
-    arithmetic = False
+
+    def states_arithmetic(self, problem: Problem) -> bool:
+        return False
 
     def plain_prompt(self, problem: Problem) -> str:
         return problem.prompt + "\n\n"

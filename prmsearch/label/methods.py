@@ -69,7 +69,7 @@ def arithmetic_first_error(steps: Sequence[str]) -> int | None:
 
 def consensus_status(checked: bool, rollout_first: int | None, arithmetic_first: int | None) -> str:
     """The arithmetic check's verdict against the rollout labels' first error; "unchecked" where the task's steps
-    state no arithmetic to check (`Task.arithmetic`)."""
+    state no arithmetic to check (`Task.states_arithmetic`)."""
     if not checked:
         return "unchecked"
     if rollout_first == arithmetic_first:

@@ -190,7 +190,7 @@ def _record(job: LabelJob, cfg: LabelConfig, verdict: int | None = None) -> dict
     elif cfg.consensus != "off" and cfg.second_opinion == "judge":
         record["consensus"] = {"status": judge_status(first, verdict), "judge_first_error": verdict}
     elif cfg.consensus != "off":
-        checked = job.task.arithmetic
+        checked = job.task.states_arithmetic(job.problem)
         arith = arithmetic_first_error(steps) if checked else None
         record["consensus"] = {"status": consensus_status(checked, first, arith), "arithmetic_first_error": arith}
     if cfg.method in ("first-error", "judge") and first is not None and first < n - 1 and cfg.after_error != "negative":

@@ -29,14 +29,17 @@ class Checks:
 class Task(Protocol):
     """A kind of problem. `name` is what a problem's `meta["task"]` says; `system_prompt` the chat template's
     default system message; `indented` whether a step's leading whitespace is syntax (a program's lines), which
-    the readers' stripped steps cannot hold; `arithmetic` whether steps state arithmetic `check_arithmetic_steps`
-    can check; `needs` what grading needs, as error messages name it."""
+    the readers' stripped steps cannot hold; `needs` what grading needs, as error messages name it."""
 
     name: str
     needs: str
     system_prompt: str | None
     indented: bool
-    arithmetic: bool
+
+    def states_arithmetic(self, problem: Problem) -> bool:
+        """Whether this problem's solutions state their arithmetic ("3 * 4 = 12") so `check_arithmetic_steps` can
+        give a second opinion on their steps (label consensus)."""
+        ...
 
     def plain_prompt(self, problem: Problem) -> str:
         """The text a plain (no chat template) policy continues."""

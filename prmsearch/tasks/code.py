@@ -23,7 +23,9 @@ class CodeTask:
     needs = "unit tests (meta test and entry_point)"
     system_prompt = None
     indented = True
-    arithmetic = False
+
+    def states_arithmetic(self, problem: Problem) -> bool:
+        return False
 
     def plain_prompt(self, problem: Problem) -> str:
         return problem.prompt

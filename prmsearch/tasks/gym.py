@@ -27,6 +27,8 @@ from .problems import DatasetUnavailableError
 
 NAME = "reasoning-gym"
 DEFAULT_SIZE = 100
+# datasets whose solutions are worked arithmetic, one "a op b = c" a step, as GSM8K's are
+ARITHMETIC_DATASETS = frozenset({"gsm_symbolic"})
 
 
 def _gym() -> Any:
@@ -39,21 +41,28 @@ def _gym() -> Any:
     return reasoning_gym
 
 
+def _source(problem: Problem) -> str | None:
+    metadata = problem.meta.get("metadata")
+    return metadata.get("source_dataset") if isinstance(metadata, dict) else None
+
+
 class GymTask(MathTask):
     """Laid out, split into steps and joined back as a math problem (`MathTask`'s methods); what differs is the
     answer (an <answer> tag), the grouping (the same text) and the grading (the task's `score_answer`)."""
 
     name = NAME
     needs = "reasoning-gym entry (its metadata)"
-    arithmetic = False
 
     @property
     def system_prompt(self) -> str:  # type: ignore[override]
         return _gym().utils.SYSTEM_PROMPTS["default"]
 
+    def states_arithmetic(self, problem: Problem) -> bool:
+        """Only the word problems' worked solutions state their arithmetic ("160-48=112"); a puzzle's do not."""
+        return _source(problem) in ARITHMETIC_DATASETS
+
     def gradable(self, problem: Problem) -> bool:
-        metadata = problem.meta.get("metadata")
-        return isinstance(metadata, dict) and "source_dataset" in metadata
+        return _source(problem) is not None
 
     def answers(self, solutions: Sequence[str], *, timeout: float) -> list[str | None]:
         """The last <answer> tag's content, stripped (None: no tag, or an empty one)."""

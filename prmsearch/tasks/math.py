@@ -28,7 +28,9 @@ class MathTask:
     needs = "gold answer"
     system_prompt = SYSTEM_PROMPT
     indented = False
-    arithmetic = True
+
+    def states_arithmetic(self, problem: Problem) -> bool:
+        return True
 
     def plain_prompt(self, problem: Problem) -> str:
         return problem.prompt.rstrip() + "\n\n"

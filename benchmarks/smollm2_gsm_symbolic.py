@@ -1,0 +1,340 @@
+"""A real model on a real task (issue 32): SmolLM2-135M-Instruct fine-tuned on reasoning-gym's `gsm_symbolic`, its
+own samples labelled, reward models trained and search run, all by prmsearch's commands, as resumable stages.
+
+    python benchmarks/smollm2_gsm_symbolic.py probe          # seconds per SFT step: full / LoRA, float32 / bfloat16
+    python benchmarks/smollm2_gsm_symbolic.py sft --method full --minutes 90
+    python benchmarks/smollm2_gsm_symbolic.py greedy --policy sft-full --size 100
+    python benchmarks/smollm2_gsm_symbolic.py status         # what each stage did, its commands and wall times
+
+Every stage writes under `benchmarks/.cache/smollm2_gsm/` (its checkpoints, run folders) and records its command
+lines, wall seconds and figures in `benchmarks/results/smollm2_gsm_symbolic/stages.json`; a killed stage run again
+resumes (SFT from its newest checkpoint, `label` / `search` with `--resume`). The data are drawn by seed, disjoint:
+SFT on seed 0, labels on seed 100000, the held-out search on seed 1000000 (reasoning-gym draws item i of seed s
+from `Random(s + i)`).
+
+The policy is taught the task first: zero-shot it solves 1 of 16 (issue 32). Its worked solutions are the items'
+own (`metadata["answer_cot"]`), one line a step, the steps joined by a blank line (`StepFormat`'s default, so a
+step of beam search is a line of the solution), the final line `#### N` given as `<answer>N</answer>`, which is
+where the gsm_symbolic task reads the answer. The prompt is the question alone in SmolLM2's chat template (its
+own default system line; `--system-prompt ''` at search): reasoning-gym's long system prompt would add 75 tokens to
+every ~210-token training example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / ".cache" / "smollm2_gsm"
+RESULTS = ROOT / "benchmarks" / "results" / "smollm2_gsm_symbolic"
+BASE = ROOT / "benchmarks" / ".cache" / "smollm2-135m-instruct"
+PRMSEARCH = [sys.executable, "-m", "prmsearch"]
+SEEDS = {"sft": 0, "label": 100_000, "heldout": 1_000_000, "prm_eval": 2_000_000}
+
+
+def dataset(split: str, size: int) -> str:
+    """The `--dataset` spec of `size` gsm_symbolic problems of a split (its seed)."""
+    return f"reasoning-gym:gsm_symbolic?seed={SEEDS[split]}&size={size}"
+
+
+def worked_solution(entry: dict[str, Any]) -> str:
+    """An item's worked solution in the layout the policy learns: one step a line of `answer_cot`, steps joined by a
+    blank line, the `#### N` line replaced by `<answer>N</answer>`."""
+    lines = [line.strip() for line in entry["metadata"]["answer_cot"].splitlines() if line.strip()]
+    steps = [line for line in lines if not line.startswith("####")]
+    return "\n\n".join([*steps, f"<answer>{entry['answer']}</answer>"])
+
+
+def sft_rows(size: int) -> list[dict[str, Any]]:
+    """Conversational prompt-completion rows (TRL's format): the question as the user turn, the worked solution as
+    the assistant's."""
+    import reasoning_gym
+
+    data = reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=SEEDS["sft"])
+    return [
+        {
+            "prompt": [{"role": "user", "content": entry["question"]}],
+            "completion": [{"role": "assistant", "content": worked_solution(entry)}],
+        }
+        for entry in data
+    ]
+
+
+# ---- the record of every stage --------------------------------------------------------------------------------
+
+
+def load_record() -> dict[str, Any]:
+    path = RESULTS / "stages.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_record(record: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS / "stages.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, RESULTS / "stages.json")
+
+
+def note(stage: str, **fields: Any) -> None:
+    """Merge `fields` into the record of `stage`; wall seconds add up over resumed runs (`seconds`)."""
+    record = load_record()
+    entry = record.setdefault(stage, {})
+    if "seconds" in fields:
+        entry["seconds"] = round(entry.get("seconds", 0.0) + fields.pop("seconds"), 1)
+    for key, value in fields.items():
+        if key == "commands":
+            entry.setdefault("commands", [])
+            entry["commands"] += [c for c in value if c not in entry["commands"]]
+        else:
+            entry[key] = value
+    save_record(record)
+
+
+def run(stage: str, args: list[str]) -> None:
+    """Run one prmsearch command (as a user types it), recorded with its wall time; a failure stops the stage."""
+    shown = "prmsearch " + shlex.join(args)
+    print(f"$ {shown}", flush=True)
+    started = time.perf_counter()
+    done = subprocess.run([*PRMSEARCH, *args], cwd=ROOT)
+    note(stage, commands=[shown], seconds=time.perf_counter() - started)
+    if done.returncode != 0:
+        sys.exit(f"{stage}: `{shown}` failed (exit {done.returncode}); run the stage again to resume")
+
+
+# ---- stage: the base model ------------------------------------------------------------------------------------
+
+
+def base_model() -> Path:
+    if not (BASE / "config.json").exists():
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from policy_cache import convert_smollm2
+
+        convert_smollm2(BASE)
+    return BASE
+
+
+# ---- stage: SFT ------------------------------------------------------------------------------------------------
+
+LORA = {"r": 32, "lora_alpha": 64, "target_modules": "all-linear"}
+
+
+def sft_trainer(method: str, output_dir: Path, *, steps: int, batch: int, lr: float, bf16: bool, rows: int) -> Any:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(base_model())
+    model = AutoModelForCausalLM.from_pretrained(base_model(), dtype=torch.float32)
+    peft_config = None
+    if method == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **LORA)
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 20),
+        weight_decay=0.0,
+        logging_steps=max(1, min(10, steps // 20)),
+        save_strategy="steps",
+        save_steps=max(1, min(25, steps // 4)),
+        save_total_limit=2,
+        report_to=[],
+        seed=0,
+        data_seed=0,
+        completion_only_loss=True,
+        max_length=512,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=bf16,
+        gradient_checkpointing=False,
+        disable_tqdm=False,
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(sft_rows(rows)),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def step_clock(times: list[float]) -> Any:
+    """A trainer callback noting the time each optimizer step begins, and the end."""
+    from transformers import TrainerCallback
+
+    class _Clock(TrainerCallback):
+        def on_step_begin(self, *a: Any, **k: Any) -> None:
+            times.append(time.perf_counter())
+
+        def on_train_end(self, *a: Any, **k: Any) -> None:
+            times.append(time.perf_counter())
+
+    return _Clock()
+
+
+def probe(args: argparse.Namespace) -> None:
+    """Seconds per optimizer step of each way to fine-tune, measured side by side (the first step, which warms up,
+    left out), so the SFT budget goes where it buys the most."""
+    import tempfile
+
+    rows = []
+    for method in ("full", "lora"):
+        for bf16 in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                trainer = sft_trainer(
+                    method, Path(tmp), steps=args.steps, batch=args.batch, lr=1e-5, bf16=bf16, rows=args.batch * 8
+                )
+                trainer.args.save_strategy = "no"
+                times: list[float] = []
+                trainer.add_callback(step_clock(times))
+                trainer.train()
+                per_step = (times[-1] - times[1]) / (len(times) - 2)
+                loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+                rows.append({"method": method, "bf16": bf16, "seconds_per_step": round(per_step, 2), "loss": loss})
+                print(rows[-1], flush=True)
+    note("probe", batch=args.batch, steps=args.steps, rows=rows)
+
+
+def sft(args: argparse.Namespace) -> None:
+    """Fine-tune with TRL's SFTTrainer for `--steps` optimizer steps of `--batch` rows (the LR schedule is fitted to
+    them), checkpointing every 25 steps; a second run resumes from the newest checkpoint. `--until K` stops at step
+    K (a checkpoint), so two methods can be compared at equal CPU time on the same schedule and the better one go
+    on. At the last step the merged model is saved to WORK/sft-METHOD/final."""
+    from transformers import TrainerCallback
+
+    out = WORK / f"sft-{args.method}"
+    final = out / "final"
+    if (final / "config.json").exists():
+        print(f"{final} is done")
+        return
+    until = min(args.until or args.steps, args.steps)
+    trainer = sft_trainer(
+        args.method, out, steps=args.steps, batch=args.batch, lr=args.lr, bf16=args.bf16, rows=args.steps * args.batch
+    )
+
+    class Until(TrainerCallback):
+        def on_step_end(self, _args: Any, state: Any, control: Any, **_: Any) -> None:
+            if state.global_step >= until:
+                control.should_save = control.should_training_stop = True
+
+    trainer.add_callback(Until())
+    resume = any(out.glob("checkpoint-*"))
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.perf_counter() - started
+    losses = [(h["step"], round(h["loss"], 4)) for h in trainer.state.log_history if "loss" in h]
+    if trainer.state.global_step >= args.steps:
+        model = trainer.model.merge_and_unload() if args.method == "lora" else trainer.model
+        model.save_pretrained(final)
+        trainer.processing_class.save_pretrained(final)
+    note(
+        f"sft-{args.method}",
+        commands=[f"python benchmarks/smollm2_gsm_symbolic.py sft {' '.join(sys.argv[2:])}"],
+        seconds=seconds,
+        steps=args.steps,
+        reached=trainer.state.global_step,
+        batch=args.batch,
+        lr=args.lr,
+        bf16=args.bf16,
+        examples=args.steps * args.batch,
+        loss=losses,
+    )
+
+
+def checkpoint_model(stage: str, step: int) -> Path:
+    """A checkpoint of an SFT stage as a whole model folder: a full fine-tune's checkpoint is one; a LoRA
+    checkpoint's adapters are merged into the base weights (saved beside it as merged-STEP)."""
+    ckpt = WORK / stage / f"checkpoint-{step}"
+    if not ckpt.exists():
+        sys.exit(f"{ckpt} does not exist")
+    if not (ckpt / "adapter_config.json").exists():
+        return ckpt
+    merged = WORK / stage / f"merged-{step}"
+    if not (merged / "config.json").exists():
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base = AutoModelForCausalLM.from_pretrained(base_model(), dtype=torch.float32)
+        PeftModel.from_pretrained(base, ckpt).merge_and_unload().save_pretrained(merged)
+        AutoTokenizer.from_pretrained(base_model()).save_pretrained(merged)
+    return merged
+
+
+# ---- stage: greedy accuracy on held-out problems ----------------------------------------------------------------
+
+
+def policy_path(name: str) -> Path:
+    """base, a stage's final model (sft-full), a stage's checkpoint (sft-lora@75) or a folder."""
+    if name == "base":
+        return base_model()
+    if "@" in name:
+        stage, step = name.split("@")
+        return checkpoint_model(stage, int(step))
+    path = Path(name)
+    return path if path.is_absolute() or path.exists() else WORK / name / "final"
+
+
+def greedy(args: argparse.Namespace) -> None:
+    """The policy's greedy accuracy on `--size` held-out problems, through `prmsearch search` as a user runs it."""
+    policy = policy_path(args.policy)
+    out = WORK / "greedy" / f"{args.policy}-{args.size}"
+    flags = ["--resume"] if (out / "results.jsonl").exists() else []
+    stage = f"greedy-{args.policy}"
+    run(
+        stage,
+        [
+            "search", "--policy", str(policy), "--dataset", dataset("heldout", args.size), "--strategy", "greedy",
+            "--system-prompt", "", "--max-tokens", "400", "--generate-batch", "32", "--batch-problems", "32",
+            "--device", "cpu", "--output", str(out), *flags,
+        ],
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    note(stage, problems=args.size, summary=summary)
+    print(json.dumps(summary, indent=1))
+
+
+def status(args: argparse.Namespace) -> None:
+    print(json.dumps(load_record(), indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    p = sub.add_parser("probe", help="seconds per SFT step of each method")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8)
+    p.set_defaults(run=probe)
+    p = sub.add_parser("sft", help="fine-tune the policy (resumable)")
+    p.add_argument("--method", choices=["full", "lora"], default="full")
+    p.add_argument("--steps", type=int, default=400, help="optimizer steps the schedule runs over")
+    p.add_argument("--until", type=int, default=0, help="stop at this step (a checkpoint); 0: --steps")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--bf16", action="store_true")
+    p.set_defaults(run=sft)
+    p = sub.add_parser("greedy", help="greedy accuracy on held-out problems")
+    p.add_argument("--policy", default="sft-full", help="base, sft-full, sft-lora@75, a folder")
+    p.add_argument("--size", type=int, default=100)
+    p.set_defaults(run=greedy)
+    p = sub.add_parser("status", help="the record of every stage")
+    p.set_defaults(run=status)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
