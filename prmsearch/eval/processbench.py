@@ -18,11 +18,13 @@ import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..files import write_atomic
 from ..recipes import option
 from ..records import Trace
+
+SOURCES = ("processbench", "stepwise")  # the readers of annotated solutions besides the champ package
 
 
 @dataclass
@@ -136,6 +138,9 @@ class ProcessBenchConfig:
     data: str = option(
         "champ", "annotated solutions: 'champ' (the champ-dataset package), or a ProcessBench file / hub id"
     )
+    source: str = option(
+        "processbench", "how --data is read: processbench, or stepwise (`prmsearch label` output: its first errors)"
+    )
     split: str = option("train", "the split of a hub dataset (ProcessBench's: gsm8k, math, olympiadbench, omnimath)")
     adapter: str | None = option(
         None, "read --scorer in this format (models.formats; default: the one its config declares)"
@@ -147,6 +152,8 @@ class ProcessBenchConfig:
     batch_size: int = option(8, "solutions scored per forward pass")
     output: str | None = option(None, "write the result here as JSON (None: print only)")
     device: str | None = option(None, "cpu or cuda (None: cuda when available)")
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"source": SOURCES}
 
 
 def load_step_scorer(path: str, *, adapter: str | None = None, device: str | None = None) -> Any:
@@ -160,12 +167,18 @@ def load_step_scorer(path: str, *, adapter: str | None = None, device: str | Non
     return model
 
 
-def read_annotated(data: str, split: str = "train") -> list[Annotated]:
+def read_annotated(data: str, split: str = "train", source: str = "processbench") -> list[Annotated]:
+    """The annotated solutions of `data`: the champ package, a ProcessBench file or hub id, or a stepwise file whose
+    step labels end at a first error (`prmsearch label --method first-error --after-error unlabelled`, on
+    held-out problems: the labels the policy's own rollouts found, as a PRM trained on such labels is evaluated)."""
     from ..data_builders.champ import read_champ
     from ..data_builders.processbench import read_processbench
+    from ..data_builders.stepwise import read_stepwise
 
     if data == "champ":
         return annotated(read_champ(after_error="unlabelled"))
+    if source == "stepwise":
+        return annotated(read_stepwise(data, split=split))
     return annotated(read_processbench(data, after_error="unlabelled", split=split))
 
 
@@ -177,7 +190,7 @@ def run_processbench(cfg: ProcessBenchConfig, scorer: Any = None) -> dict[str, A
         raise ValueError("eval processbench needs --scorer (a PRM) or --judge (a causal LM)")
     if cfg.scorer and cfg.judge:
         raise ValueError("give --scorer or --judge, not both")
-    items = read_annotated(cfg.data, cfg.split)
+    items = read_annotated(cfg.data, cfg.split, cfg.source)
     if scorer is None and cfg.judge:
         from ..search.load import load_judge
 
