@@ -453,6 +453,63 @@ def test_n_sweep_draws_the_largest_n_once(saved, tmp_path):
     assert results(tmp_path / "sweep") == sorted(separate, key=lambda r: (r["strategy"], r["n"], r["problem_id"]))
 
 
+def test_stored_samples_serve_a_resume_and_another_run(saved, tmp_path, capsys):
+    """A run keeps its whole samples in samples.jsonl: a resume that adds a strategy draws none again, and another
+    run (another reward model) judges them through --samples-from with the results of drawing them itself. Samples
+    drawn with other settings, a folder without samples, and a stale file of a run that never wrote a result are
+    not used."""
+    import shutil
+
+    from prmsearch.cli import main
+    from prmsearch.search.generators import HFGenerator
+    from prmsearch.search.runner import SearchConfig, search_dataset
+
+    def run(out, strategies, resume=False, **kw):
+        policy = CountingGenerator(HFGenerator.from_pretrained(str(saved / "policy"), device="cpu"))
+        cfg = SearchConfig(
+            policy=str(saved / "policy"), scorer=str(saved / "prm"), dataset=str(saved / "problems.jsonl"),
+            output=str(out), strategy=strategies, n=[4], prompt_template="plain", max_tokens=48, limit=4, **kw,
+        )  # fmt: skip
+        search_dataset(cfg, resume=resume, progress=False, generator=policy)
+        return policy.samples
+
+    first = tmp_path / "first"
+    assert run(first, ["majority"]) == 16
+    assert len((first / "samples.jsonl").read_text().splitlines()) == 4
+    assert run(first, ["majority", "best_of_n"], resume=True) == 0
+    assert run(tmp_path / "judged", ["weighted_best_of_n"], samples_from=str(first)) == 0
+    assert run(tmp_path / "drawn", ["weighted_best_of_n", "best_of_n"]) == 16
+    drawn = results(tmp_path / "drawn")
+    assert results(tmp_path / "judged") == [r for r in drawn if r["strategy"] == "weighted_best_of_n"]
+    assert [r for r in results(first) if r["strategy"] == "best_of_n"] == [
+        r for r in drawn if r["strategy"] == "best_of_n"
+    ]
+
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    shutil.copy(first / "samples.jsonl", stale / "samples.jsonl")  # as if a run was killed before its first result
+    assert run(stale, ["majority"]) == 16
+
+    capsys.readouterr()
+    other = [
+        "--strategy",
+        "weighted_best_of_n",
+        "--n",
+        "4",
+        "--max-tokens",
+        "48",
+        "--limit",
+        "4",
+        "--temperature",
+        "0.5",
+    ]
+    assert main([*cli_args(saved, tmp_path / "other", *other), "--samples-from", str(first)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "other settings (temperature: 0.8 there, 0.5 here)" in err and len(err.splitlines()) == 1
+    assert main([*cli_args(saved, tmp_path / "none", *other), "--samples-from", str(tmp_path)]) == 2
+    assert "no stored samples there" in capsys.readouterr().err
+
+
 def test_killed_run_resumes_to_the_uninterrupted_results(saved, tmp_path):
     from prmsearch.cli import main
 

@@ -7,6 +7,8 @@ majority, best-of-N and weighted best-of-N at one seed judge the very same sampl
 generated again for every strategy and every N; through this wrapper they are generated once, and every later
 request is served from memory, bit for bit what the backend would have returned. Token counts are the completions'
 own, so each strategy is still charged the compute it would cost alone. Requests without a seed are never cached.
+With a `SampleStore` the samples also outlive the process: read from it before the backend is asked, written to it
+when drawn (`samples.py`).
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from .generators import Completion, Generator, Seeds, prompt_seeds
+from .samples import SampleStore, sample_key
 
 
 class MemoGenerator:
     """Wraps `generator`; keeps up to `max_prompts` (prompt, seed, settings) entries, least recently used first
-    out. `hits` and `misses` count prompts served from memory and prompts sent to the backend, `drawn` the samples
-    the backend generated."""
+    out. `hits` and `misses` count prompts served from memory (or the store) and prompts sent to the backend, `drawn`
+    the samples the backend generated, `stored` the prompts served from the store."""
 
-    def __init__(self, generator: Generator, *, max_prompts: int = 100_000) -> None:
-        self.generator, self.max_prompts = generator, max_prompts
+    def __init__(self, generator: Generator, *, max_prompts: int = 100_000, store: SampleStore | None = None) -> None:
+        self.generator, self.max_prompts, self.store = generator, max_prompts, store
         self.tokenizer = generator.tokenizer
         self._memory: OrderedDict[tuple, list[Completion]] = OrderedDict()
-        self.hits = self.misses = self.drawn = 0
+        self.hits = self.misses = self.drawn = self.stored = 0
 
     def generate(
         self,
@@ -45,6 +48,13 @@ class MemoGenerator:
         settings = (tuple(stop or ()), max_tokens, temperature, top_p)
         keys = [(p, s, settings) for p, s in zip(prompts, seeds, strict=True)]
         todo = [i for i, k in enumerate(keys) if len(self._memory.get(k, ())) < n]
+        if self.store is not None:
+            for i in todo:
+                kept = self.store.get(sample_key(*keys[i]), n)
+                if kept is not None:
+                    self._memory[keys[i]] = kept
+                    self.stored += 1
+            todo = [i for i in todo if len(self._memory.get(keys[i], ())) < n]
         self.hits += len(prompts) - len(todo)
         self.misses += len(todo)
         if todo:
@@ -54,6 +64,10 @@ class MemoGenerator:
             for i, completions in zip(todo, fresh, strict=True):
                 self._memory[keys[i]] = completions
                 self.drawn += len(completions)
+            if self.store is not None:
+                self.store.put(
+                    [(sample_key(*keys[i]), completions) for i, completions in zip(todo, fresh, strict=True)]
+                )
         out = []
         for k in keys:
             self._memory.move_to_end(k)

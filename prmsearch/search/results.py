@@ -5,6 +5,8 @@ parts of a run split over several processes (`shard.py`) read as one.
   problem is searched and graded, appended a batch at a time (`prmsearch.files`), so a killed run loses at most the
   batch in flight; `--resume` cuts a torn last line and skips what any part has done.
 - `trees.jsonl` (per part likewise, `save_trees`): every node of every search tree, for `prmsearch show-tree`.
+- `samples.jsonl` (per part likewise): the whole samples drawn for majority / best-of-N / weighted best-of-N
+  (`samples.py`), so a resume does not draw them again and `--samples-from` lets another run judge them.
 - `search_config.yaml`: the settings, checked on `--resume` so a resumed run cannot mix two configurations; every
   part writes the same file.
 - `shard-I-of-K.done`: part I has finished. The part that sees all K finished writes the summary
@@ -22,6 +24,7 @@ from ..errors import PrmsearchError
 from ..files import read_rows, whole_lines, write_atomic
 from ..resume import check_settings, read_record, refuse_restart
 from .report import result_files
+from .samples import SAMPLES
 from .shard import Shard
 
 RESULTS, TREES, CONFIG = "results.jsonl", "trees.jsonl", "search_config.yaml"
@@ -53,6 +56,8 @@ def prepare(out: Path, identity: dict[str, Any], shard: Shard, resume: bool, fre
         check_settings(out, before, identity, verb="run", free=free, error=RunFolderError)
     write_atomic(stored, yaml.safe_dump(identity, sort_keys=False))
     read_rows(mine, repair=True)
+    if not resume:
+        (out / shard.name(SAMPLES)).unlink(missing_ok=True)  # an earlier run's, killed before its first result
     (out / _done(shard)).unlink(missing_ok=True)
     done = {_key(r) for r in read_results(out)}
     trees = out / shard.name(TREES)

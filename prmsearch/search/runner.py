@@ -29,6 +29,7 @@ from .engine import Search, SearchParams, SearchSettings, State
 from .load import JUDGE_PROTOCOLS, PolicyConfig, load_generator, load_judge, load_scorer, rank_device
 from .memo import MemoGenerator
 from .results import RESULTS, TREES, RunFolderError, mark_done, prepare, read_results
+from .samples import SAMPLE_SETTINGS, SAMPLES, SampleStore, samples_of
 from .select import SELECTIONS
 from .shard import Shard
 from .strategies import STRATEGIES, run_strategy
@@ -42,6 +43,7 @@ _NOT_IDENTITY = {
     "save_trees",
     "max_cache_tokens",
     "shard",
+    "samples_from",
     *PolicyConfig.RUNTIME,
 }
 
@@ -82,6 +84,11 @@ class SearchConfig(SearchSettings, PolicyConfig):
     full_rescore: bool = option(False, "baseline: re-score every path from its start at each step, no prefix cache")
     max_cache_tokens: int = option(2_000_000, "tokens of prefix states the PRM scorer keeps between steps (LRU)")
     grade_timeout: float = option(5.0, "seconds per answer comparison when grouping and grading answers")
+    samples_from: str | None = option(
+        None,
+        "a run folder whose stored samples majority / best-of-N / weighted best-of-N judge instead of drawing them "
+        "again (same policy and sampling settings: checked), e.g. to rank one set of samples with an ORM and a PRM",
+    )
     shard: str | None = field(
         default=None,
         metadata={
@@ -187,7 +194,9 @@ def _search_dataset(
     scorer: Any,
     problems: Sequence[Problem] | None,
 ) -> list[dict[str, Any]]:
+    theirs = samples_of(cfg.samples_from, {k: getattr(cfg, k) for k in SAMPLE_SETTINGS}) if cfg.samples_from else []
     done = prepare(out, cfg.identity(), shard, resume, free=(*_NOT_IDENTITY, "strategy", "n"))
+    store = SampleStore(out / shard.name(SAMPLES), read=theirs)
     end = None if cfg.limit is None else cfg.start + cfg.limit
     if problems is None:
         problems = load_problems(cfg.dataset, split=cfg.split, limit=end)
@@ -209,7 +218,7 @@ def _search_dataset(
     # Whole-sample strategies go largest N first through one memory of samples: a smaller N's samples are the
     # first of a larger N's (same seeds), so `--n 1,4,16` draws 16 samples a problem, not 21, and majority, best-of-N
     # and weighted best-of-N share them.
-    sampler = generator if isinstance(generator, MemoGenerator) else MemoGenerator(generator)
+    sampler = generator if isinstance(generator, MemoGenerator) else MemoGenerator(generator, store=store)
     order = sorted(todo, key=lambda key: -key[1] if STRATEGIES[key[0]].samples_whole else 0)
     results, trees = out / shard.name(RESULTS), out / shard.name(TREES)
     for strategy, n in order:
