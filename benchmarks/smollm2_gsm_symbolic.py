@@ -437,7 +437,7 @@ def train_bt(args: argparse.Namespace) -> None:
         num_train_epochs=args.epochs,
         learning_rate=args.lr,
         lr_scheduler_type="cosine",
-        warmup_ratio=0.05,
+        warmup_steps=max(1, int(0.05 * args.epochs * len(pairs) / 8)),
         logging_steps=10,
         save_steps=50,
         save_total_limit=2,
