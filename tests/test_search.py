@@ -508,6 +508,13 @@ def test_stored_samples_serve_a_resume_and_another_run(saved, tmp_path, capsys):
     assert "other settings (temperature: 0.8 there, 0.5 here)" in err and len(err.splitlines()) == 1
     assert main([*cli_args(saved, tmp_path / "none", *other), "--samples-from", str(tmp_path)]) == 2
     assert "no stored samples there" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(first / "search_config.yaml", broken / "search_config.yaml")
+    (broken / "samples.jsonl").write_text('{"prompt": "x"}\n')
+    same = other[:-2]
+    assert main([*cli_args(saved, tmp_path / "b2", *same), "--samples-from", str(broken)]) == 2
+    assert "samples.jsonl: row 1 is not a stored sample" in capsys.readouterr().err
 
 
 def test_killed_run_resumes_to_the_uninterrupted_results(saved, tmp_path):

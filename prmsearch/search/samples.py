@@ -46,9 +46,15 @@ class SampleStore:
         self.write = write
         self._memory: dict[Key, list[Completion]] = {}
         for path in [*read, *([write] if write is not None else [])]:
-            for row in read_rows(path, repair=path == write):
-                key = (row["prompt"], int(row["seed"]), _settings(row["settings"]))
-                self._memory[key] = [Completion(**c) for c in row["completions"]]
+            for number, row in enumerate(read_rows(path, repair=path == write), 1):
+                try:
+                    key = (row["prompt"], int(row["seed"]), _settings(row["settings"]))
+                    self._memory[key] = [Completion(**c) for c in row["completions"]]
+                except (KeyError, TypeError, ValueError) as e:
+                    raise SamplesError(
+                        f"{path}: row {number} is not a stored sample ({type(e).__name__}: {e}): remove the file to "
+                        "draw the samples again"
+                    ) from None
 
     def __len__(self) -> int:
         return len(self._memory)
