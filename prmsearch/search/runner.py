@@ -196,7 +196,6 @@ def _search_dataset(
 ) -> list[dict[str, Any]]:
     theirs = samples_of(cfg.samples_from, {k: getattr(cfg, k) for k in SAMPLE_SETTINGS}) if cfg.samples_from else []
     done = prepare(out, cfg.identity(), shard, resume, free=(*_NOT_IDENTITY, "strategy", "n"))
-    store = SampleStore(out / shard.name(SAMPLES), read=theirs)
     end = None if cfg.limit is None else cfg.start + cfg.limit
     if problems is None:
         problems = load_problems(cfg.dataset, split=cfg.split, limit=end)
@@ -218,7 +217,10 @@ def _search_dataset(
     # Whole-sample strategies go largest N first through one memory of samples: a smaller N's samples are the
     # first of a larger N's (same seeds), so `--n 1,4,16` draws 16 samples a problem, not 21, and majority, best-of-N
     # and weighted best-of-N share them.
-    sampler = generator if isinstance(generator, MemoGenerator) else MemoGenerator(generator, store=store)
+    if isinstance(generator, MemoGenerator):
+        sampler = generator  # the caller's own memory of samples (quickstart): no store is read or written
+    else:
+        sampler = MemoGenerator(generator, store=SampleStore(out / shard.name(SAMPLES), read=theirs))
     order = sorted(todo, key=lambda key: -key[1] if STRATEGIES[key[0]].samples_whole else 0)
     results, trees = out / shard.name(RESULTS), out / shard.name(TREES)
     for strategy, n in order:
