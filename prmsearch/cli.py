@@ -238,13 +238,17 @@ def _listen(host: str, port: int) -> Any:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .search.overoptimization import report_runs
     from .search.report import format_table, report
 
     rows = report(args.run_dir[0] if len(args.run_dir) == 1 else args.run_dir, args.output)
     print(format_table(rows))
     first = Path(args.run_dir[0])
     where = args.output or (first if first.is_dir() else first.parent)
-    print(f"wrote summary.json, summary.md and accuracy.png to {where}")
+    found = report_runs(args.run_dir, where)
+    print("\n".join(found))
+    extra = ", overoptimization.json and overoptimization.png" if found else ""
+    print(f"wrote summary.json, summary.md, accuracy.png{extra} to {where}")
     return 0
 
 

@@ -223,9 +223,9 @@ def test_siblings_share_one_feed_of_their_new_prompt(prm):
 
 def test_batched_search_equals_one_problem_at_a_time(policy, prm):
     probs = problems(3)
-    for strategy in ("beam", "mcts", "weighted_best_of_n"):
-        together, _ = run(policy, prm, strategy, probs, budget=4, width=2)
-        alone = [run(policy, prm, strategy, [p], budget=4, width=2)[0][0] for p in probs]
+    for strategy in ("beam", "mcts", "weighted_best_of_n", "particle_filter", "particle_gibbs"):
+        together, _ = run(policy, prm, strategy, probs, budget=4, width=2, iterations=2)
+        alone = [run(policy, prm, strategy, [p], budget=4, width=2, iterations=2)[0][0] for p in probs]
         assert tree_view(together, scores=False) == tree_view(alone, scores=False), strategy
         a = [n.score for st in together for n in st.tree.nodes if n.score is not None]
         b = [n.score for st in alone for n in st.tree.nodes if n.score is not None]

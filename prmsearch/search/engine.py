@@ -37,6 +37,8 @@ from .load import Sampling
 from .select import SELECTIONS, select_from_groups
 from .tree import COMPLETE, CUT, EMPTY, STEP, Node, Tree
 
+RESAMPLING = ("multinomial", "systematic")  # particle filtering's ways to redraw particles (particles.py)
+
 
 class SearchError(PrmsearchError):
     """Settings a strategy cannot run with (a strategy that needs step scores given an ORM, N not a multiple of
@@ -69,6 +71,11 @@ class SearchSettings(Sampling):
     )
     puct: float = option(1.0, "MCTS exploration weight c in Q + c * P * sqrt(N(parent)) / (1 + N(child))")
     rollout: bool = option(True, "MCTS: value a new leaf by a rollout to a full solution (no: by its own path score)")
+    pf_temperature: float = option(
+        1.0, "particle filtering: resampling weights are softmax(logit(path score) / T); lower T follows the PRM harder"
+    )
+    resampling: str = option("multinomial", "particle filtering: how particles are redrawn: multinomial or systematic")
+    iterations: int = option(4, "particle Gibbs: passes of the filter, each beside the last pass's reference particle")
 
 
 @dataclass
@@ -87,6 +94,10 @@ class SearchParams(SearchSettings):
             raise SearchError(f"final must be one of {SELECTIONS}, got {self.final!r}")
         if self.width < 1 or self.max_steps < 1 or self.lookahead < 0:
             raise SearchError("width and max_steps must be at least 1, lookahead at least 0")
+        if not self.pf_temperature > 0 or self.iterations < 1:
+            raise SearchError("pf_temperature must be above 0 and iterations at least 1")
+        if self.resampling not in RESAMPLING:
+            raise SearchError(f"resampling must be one of {RESAMPLING}, got {self.resampling!r}")
 
     def beam_width(self) -> int:
         """M, clamped to N (N=1 runs one beam of width 1); N must be a multiple of it."""

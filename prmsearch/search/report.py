@@ -31,7 +31,10 @@ RESULTS = "results.jsonl"
 RESULT_PARTS = "results.shard-*-of-*.jsonl"  # the parts of a run split over processes (search/shard.py)
 SUMMARY_JSON, SUMMARY_MD, PLOT = "summary.json", "summary.md", "accuracy.png"
 # The order rows and plot lines come in; strategies not listed follow, by name.
-STRATEGY_ORDER = ("greedy", "majority", "best_of_n", "weighted_best_of_n", "beam", "dvts", "mcts")
+STRATEGY_ORDER = (
+    "greedy", "majority", "best_of_n", "weighted_best_of_n", "beam", "dvts", "mcts", "particle_filter",
+    "particle_gibbs",
+)  # fmt: skip
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 FIELDS = (
     "strategy",

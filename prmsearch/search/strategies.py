@@ -10,6 +10,7 @@ from ..records import Problem
 from .beam import beam, dvts
 from .engine import Generator, Scorer, Search, SearchError, SearchParams, State
 from .mcts import mcts
+from .particles import particle_filter, particle_gibbs
 from .sampling import best_sample, greedy, majority_vote, weighted_vote
 
 
@@ -33,6 +34,18 @@ STRATEGIES: dict[str, Strategy] = {
     "beam": Strategy(beam, "step-level beam search: N/M beams, M next steps each", "steps", False, True, True),
     "dvts": Strategy(dvts, "N/M independent subtrees, each a beam of width M", "steps", False, True, True),
     "mcts": Strategy(mcts, "Monte Carlo tree search, N simulations, PRM values", "steps", path_score=True),
+    "particle_filter": Strategy(
+        particle_filter,
+        "N particles redrawn after every step in proportion to their PRM scores",
+        "steps",
+        path_score=True,
+    ),
+    "particle_gibbs": Strategy(
+        particle_gibbs,
+        "particle filtering --iterations times, each pass beside one reference particle",
+        "steps",
+        path_score=True,
+    ),
 }
 
 
