@@ -173,6 +173,15 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _route_fit(args: argparse.Namespace) -> int:
+    from .search.routing import RouteFitConfig, fit_runs, format_fit
+
+    cfg = config_from_args(RouteFitConfig, args)
+    print(format_fit(fit_runs(cfg)))
+    print(f"wrote {cfg.output}; use it with: prmsearch search --strategy routed --route-table {cfg.output} ...")
+    return 0
+
+
 def _eval_processbench(args: argparse.Namespace) -> int:
     from .eval.processbench import ProcessBenchConfig, format_result, run_processbench
 
@@ -412,6 +421,16 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         sub.set_defaults(func=run)
 
 
+def _route_args(p: argparse.ArgumentParser) -> None:
+    from .search.routing import RouteFitConfig
+
+    actions = p.add_subparsers(dest="action", required=True, metavar="{fit}")
+    about = "fit a routing table (difficulty bin -> strategy and N) on training-split search runs, within a budget"
+    sub = actions.add_parser("fit", help=about, description=about[0].upper() + about[1:] + ".")
+    add_config_flags(sub, RouteFitConfig)
+    sub.set_defaults(func=_route_fit)
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
     from .serve import ServeConfig
 
@@ -451,7 +470,8 @@ COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], N
         _train_args,
     ),
     "search": (
-        "reward-guided search over a dataset: greedy, majority, best-of-N, weighted best-of-N, beam, DVTS, MCTS",
+        "reward-guided search over a dataset: greedy, majority, best-of-N, weighted best-of-N, beam, DVTS, MCTS, "
+        "particle filtering, routed per problem",
         "Strategies and N take comma-separated lists (--strategy beam,dvts --n 4,16); every "
         "(strategy, N) runs over the dataset. Results are appended to OUTPUT/results.jsonl; --resume continues.",
         _search_args,
@@ -471,6 +491,14 @@ COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], N
         "wall time as summary.json (a list of rows) and summary.md, plus accuracy.png (accuracy against N and "
         "against generated tokens).",
         _report_args,
+    ),
+    "route": (
+        "compute-optimal routing: fit which strategy and N each difficulty of problem gets, within a token budget",
+        "route fit reads training-split runs that tried each (strategy, N) on the same problems, estimates each "
+        "problem's difficulty from a probe (1 - the mean reward-model score of its first P samples), cuts difficulty "
+        "into bins and picks per bin the (strategy, N) that gets the most problems right within --budget mean "
+        "tokens. `prmsearch search --strategy routed --route-table TABLE` follows it.",
+        _route_args,
     ),
     "eval": (
         "evaluate a reward model: ProcessBench-style first-error F1 of a step scorer; drift on a canary set",

@@ -76,6 +76,7 @@ class SearchSettings(Sampling):
     )
     resampling: str = option("multinomial", "particle filtering: how particles are redrawn: multinomial or systematic")
     iterations: int = option(4, "particle Gibbs: passes of the filter, each beside the last pass's reference particle")
+    route_table: str | None = option(None, "routed: the routing table (difficulty bins -> strategy and N) to follow")
 
 
 @dataclass
@@ -121,6 +122,7 @@ class State:
     candidates: list[Node] = field(default_factory=list)  # complete solutions the strategy offers
     chosen: Node | None = None
     released: set[int] = field(default_factory=set)  # nodes the strategy will not extend again
+    info: dict[str, Any] = field(default_factory=dict)  # what a strategy reports per problem (a result row's fields)
 
     @property
     def task(self) -> Task:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,9 @@ def summarize(records: Iterable[dict[str, Any]], settings: Sequence[tuple[str, i
                 "seconds": round(sum(r.get("seconds") or 0.0 for r in rs), 3),
             }
         )
+        routes = Counter(r["route"] for r in rs if r.get("route"))
+        if routes:  # a routed run: which strategy and N its problems got
+            rows[-1]["routes"] = dict(sorted(routes.items(), key=lambda kv: (-kv[1], kv[0])))
     return rows
 
 
@@ -161,6 +165,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         )
     if any(r["accuracy"] is None for r in rows):
         lines.append("\nn/a: no answer was graded (the problems have no gold answers), so accuracy is not available")
+    for r in rows:
+        if r.get("routes"):
+            got = ", ".join(f"{route} for {count}" for route, count in r["routes"].items())
+            lines.append(f"\n{r['strategy']}: {got} problems")
     return "\n".join(lines)
 
 

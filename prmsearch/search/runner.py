@@ -29,6 +29,7 @@ from .engine import Search, SearchParams, SearchSettings, State
 from .load import JUDGE_PROTOCOLS, PolicyConfig, load_generator, load_judge, load_scorer, rank_device
 from .memo import MemoGenerator
 from .results import RESULTS, TREES, RunFolderError, mark_done, prepare, read_results
+from .routing import RoutingTable
 from .samples import SAMPLE_SETTINGS, SAMPLES, SampleStore, samples_of
 from .select import SELECTIONS
 from .shard import Shard
@@ -132,6 +133,10 @@ class SearchConfig(SearchSettings, PolicyConfig):
             raise ValueError(f"start must be at least 0, got {self.start}")
         if self.batch_problems < 1:
             raise ValueError("batch_problems must be at least 1")
+        if "routed" in self.strategy:
+            if not self.route_table:
+                raise ValueError("strategy routed needs --route-table (made by `prmsearch route fit`)")
+            RoutingTable.load(self.route_table)  # a bad table fails here, before anything is loaded
         self.check_policy()
         self.check_sampling()
         Shard.parse(self.shard)  # a bad I/K fails here, before anything is loaded
@@ -155,8 +160,8 @@ class SearchConfig(SearchSettings, PolicyConfig):
         return SearchParams(budget=n, **{f.name: getattr(self, f.name) for f in dataclasses.fields(SearchSettings)})
 
     def runs(self) -> list[tuple[str, int]]:
-        """(strategy, N) pairs to run; greedy decoding has no N and runs once, as N=1."""
-        pairs = [(s, 1 if s == "greedy" else n) for s in self.strategy for n in self.n]
+        """(strategy, N) pairs to run; a strategy without N (greedy, routed) runs once, as N=1."""
+        pairs = [(s, n if STRATEGIES[s].sweeps_n else 1) for s in self.strategy for n in self.n]
         return list(dict.fromkeys(pairs))
 
     def identity(self) -> dict[str, Any]:
@@ -309,6 +314,7 @@ def _search_chunk(
                 **st.counts,
                 "seconds": round(seconds, 4),
                 "solution": None if chosen is None else search.solution(st, chosen),
+                **st.info,
             }
         )
         trees.append({"strategy": strategy, "n": params.budget, **st.tree.to_dict()})

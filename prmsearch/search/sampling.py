@@ -34,13 +34,21 @@ def majority_vote(search: Search, states: list[State]) -> None:
 
 def best_sample(search: Search, states: list[State]) -> None:
     """The highest-scoring of N samples (PRM: step scores aggregated by `agg`; ORM / BT: the model's score)."""
-    _sample(search, states)
-    search.score_solutions([(st, n) for st in states for n in st.candidates])
+    _score(search, states)
     search.select_answer(states, "best_of_n", scores="own")
 
 
 def weighted_vote(search: Search, states: list[State]) -> None:
     """The answer whose samples' scores sum highest: votes weighted by the reward model."""
+    _score(search, states)
+    search.select_answer(states, "weighted_best_of_n", scores="own")
+
+
+def _score(search: Search, states: list[State]) -> None:
+    """Sample and score; each problem's `mean_score` (its samples' mean score: how sure the reward model is of
+    them, the difficulty routing.py estimates) goes into its result row."""
     _sample(search, states)
     search.score_solutions([(st, n) for st in states for n in st.candidates])
-    search.select_answer(states, "weighted_best_of_n", scores="own")
+    for st in states:
+        scores = [n.score for n in st.candidates if n.score is not None]
+        st.info["mean_score"] = round(sum(scores) / len(scores), 6) if scores else None

@@ -11,6 +11,7 @@ from .beam import beam, dvts
 from .engine import Generator, Scorer, Search, SearchError, SearchParams, State
 from .mcts import mcts
 from .particles import particle_filter, particle_gibbs
+from .routing import routed
 from .sampling import best_sample, greedy, majority_vote, weighted_vote
 
 
@@ -22,10 +23,11 @@ class Strategy:
     samples_whole: bool = False  # judges N whole samples, so N=4 takes the first 4 of N=16's (an N sweep shares them)
     whole_beams: bool = False  # N must be a multiple of the width: N/M beams or subtrees
     path_score: bool = False  # the answer's score is `agg` over its path's step scores, not the candidate's own
+    sweeps_n: bool = True  # False: N means nothing to it (greedy, routed), so it runs once, as N=1
 
 
 STRATEGIES: dict[str, Strategy] = {
-    "greedy": Strategy(greedy, "one solution at temperature 0"),
+    "greedy": Strategy(greedy, "one solution at temperature 0", sweeps_n=False),
     "majority": Strategy(majority_vote, "the most common answer of N samples", samples_whole=True),
     "best_of_n": Strategy(best_sample, "the best-scored of N samples", "solutions", samples_whole=True),
     "weighted_best_of_n": Strategy(
@@ -46,7 +48,22 @@ STRATEGIES: dict[str, Strategy] = {
         "steps",
         path_score=True,
     ),
+    "routed": Strategy(
+        lambda search, states: routed(search, states, _run_registered),
+        "each problem's strategy and N from --route-table by its difficulty (a probe's reward-model scores)",
+        "solutions",
+        sweeps_n=False,
+    ),
 }
+
+
+def _run_registered(strategy: str, search: Search, states: list[State]) -> None:
+    """What `routed` runs a bin's choice with: the registry's strategy, its scorer checked."""
+    if strategy not in STRATEGIES or strategy == "routed":
+        raise SearchError(f"the routing table names strategy {strategy!r}, which cannot be routed to")
+    if STRATEGIES[strategy].scorer == "steps":
+        search.needs_step_scorer(strategy)
+    STRATEGIES[strategy].run(search, states)
 
 
 def run_search(
