@@ -70,6 +70,8 @@ _LAZY = {
     "report": "prmsearch.search.report",
     "format_table": "prmsearch.search.report",
     "plot": "prmsearch.search.report",
+    "RoutingTable": "prmsearch.search.routing",
+    "fit_routing": "prmsearch.search.routing",
     "CanaryConfig": "prmsearch.eval.canary",
     "run_canary": "prmsearch.eval.canary",
     "QuickstartConfig": "prmsearch.embedded.quickstart",

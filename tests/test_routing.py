@@ -8,7 +8,7 @@ import pytest
 from test_search import cli_args, policy, prm, problems, saved  # noqa: F401
 
 from prmsearch.search import SearchError, SearchParams, StepScorer, run_search
-from prmsearch.search.routing import RoutingTable, fit, format_fit
+from prmsearch.search.routing import RoutingTable, fit_routing, format_fit
 
 
 def rec(pid, strategy, n, correct, tokens, mean_score=None):
@@ -33,7 +33,7 @@ def training():
 
 def test_the_fit_sends_each_difficulty_where_it_pays():
     # budget 1200 a problem: the probe for everyone (400) and beam (1600) on the hard half: (10*400 + 10*2000)/20
-    table = fit(training(), 1200, probe=("best_of_n", 4), bins=2)
+    table = fit_routing(training(), 1200, probe=("best_of_n", 4), bins=2)
     assert table.edges == [0.7] and table.choices == [("best_of_n", 4), ("beam", 16)]
     assert table.choose(0.1) == ("best_of_n", 4) and table.choose(0.7) == ("beam", 16)
     assert table.fit["accuracy"] == 1.0 and table.fit["tokens"] == 1200.0
@@ -41,12 +41,12 @@ def test_the_fit_sends_each_difficulty_where_it_pays():
     text = format_fit(table)
     assert "difficulty < 0.700: best_of_n@4 (10/10 right)" in text and "routed: accuracy 1.000" in text
     # at 1000 beam does not fit; majority@16 keeps the probe's 4 samples and draws 12 more (1600 in all)
-    poorer = fit(training(), 1000, probe=("best_of_n", 4), bins=2)
+    poorer = fit_routing(training(), 1000, probe=("best_of_n", 4), bins=2)
     assert poorer.choices == [("best_of_n", 4), ("majority", 16)] and poorer.fit["accuracy"] == 0.65
     with pytest.raises(SearchError, match="cheapest costs 400.0"):
-        fit(training(), 100, bins=2)
+        fit_routing(training(), 100, bins=2)
     with pytest.raises(SearchError, match="no weighted_best_of_n@4 results"):
-        fit(training(), 1000, probe=("weighted_best_of_n", 4))
+        fit_routing(training(), 1000, probe=("weighted_best_of_n", 4))
 
 
 def test_a_table_round_trips_and_a_bad_one_is_refused(tmp_path):

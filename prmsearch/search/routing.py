@@ -4,7 +4,7 @@ problems and can hurt easy ones, where a few samples and a vote are enough — s
 
 Difficulty is estimated cheaply, as Snell et al. do (model-predicted difficulty), from a probe: the first P samples
 best-of-P draws (the same seeds), scored by the run's reward model; difficulty = 1 − their mean score (1 when none
-finished). A routing table, fitted on a training split by `fit` (`prmsearch route fit`), splits difficulty into
+finished). A routing table, fitted on a training split by `fit_routing` (`prmsearch route fit`), splits difficulty into
 bins at quantiles and gives each bin a (strategy, N), chosen to get the most problems right with a mean cost per
 problem within a token budget (exactly: a Pareto frontier of (tokens, right) over the bins). The cost of an option
 is what `routed` spends on it: the probe plus the option, except that a whole-sample option (majority, best-of-N,
@@ -121,7 +121,7 @@ def _from_probe(search: Search, members: list[tuple[State, list]], strategy: str
 # ---- the fit ------------------------------------------------------------------------------------------------------
 
 
-def fit(
+def fit_routing(
     records: Iterable[dict[str, Any]],
     budget: float,
     *,
@@ -281,7 +281,7 @@ def fit_runs(cfg: RouteFitConfig) -> RoutingTable:
     """`fit` on the results of `cfg.runs`, saved to `cfg.output`."""
     records = [r for run in cfg.runs for f in result_files(run, required=True) for r in read_records(f)]
     options = [parse_option(o) for o in cfg.options] or None
-    table = fit(records, cfg.budget, probe=parse_option(cfg.probe), bins=cfg.bins, options=options)
+    table = fit_routing(records, cfg.budget, probe=parse_option(cfg.probe), bins=cfg.bins, options=options)
     table.save(cfg.output)
     return table
 
