@@ -374,14 +374,21 @@ RECIPES = {"prm": ROOT / "train" / "smollm2_gsm_prm.yaml", "orm": ROOT / "train"
 
 def train_rm(args: argparse.Namespace) -> None:
     """`prmsearch train prm|orm` from the fine-tuned policy's weights on the label stage's traces (the recipe in
-    `train/`); `--resume` from the newest checkpoint when the stage runs again."""
+    `train/`); `--resume` from the newest checkpoint when the stage runs again. A PRM trains on the label file as it
+    is (TRL's stepwise rows); an ORM on `prmsearch build orm`'s examples of it (each whole solution, its outcome)."""
     out = WORK / args.kind
     if (out / "config.json").exists() and (out / "metrics.json").exists():
         print(f"{out} is done")
         return
+    data = WORK / "labels" / "label.jsonl"
+    if args.kind == "orm":
+        built, data = data, WORK / "orm-data"
+        if not (data / "build.json").exists():
+            run("orm", ["build", "orm", "--source", "stepwise", "--input", str(built), "--tokenizer",
+                        str(policy_path(args.policy)), "--output", str(data)])  # fmt: skip
     argv = [
-        "train", args.kind, str(RECIPES[args.kind]), f"model={policy_path(args.policy)}",
-        f"train_data={WORK / 'labels' / 'label.jsonl'}", f"output_dir={out}",
+        "train", args.kind, str(RECIPES[args.kind]), f"model={policy_path(args.policy)}", f"train_data={data}",
+        f"output_dir={out}",
     ]  # fmt: skip
     if any(out.glob("checkpoint-*")):
         argv.insert(1, "--resume")

@@ -222,6 +222,16 @@ def test_the_stepwise_reader_reads_an_unlabelled_tail_whole(policy, tmp_path, sm
     assert [t.step_labels for t in read] == [[1.0, 0.0, None, None], [1.0, 1.0]]
     prm = build_prm(read, smollm2_tokenizer, StepFormat(), progress=False)
     assert [sum(v != -100 for v in row) for row in prm["labels"]] == [2, 2]
+    # `prmsearch train prm train_data=labels.jsonl` reads the file with `datasets`, which gives the row without a
+    # tail null `steps` / `step_labels`: the same examples
+    import datasets
+
+    from prmsearch.train.trl_data import build_stepwise_rows
+
+    loaded = datasets.load_dataset("json", data_files=str(path), split="train")
+    assert loaded[1]["steps"] is None
+    trained = build_stepwise_rows(loaded, smollm2_tokenizer, StepFormat(), False, str(path))
+    assert trained["labels"] == prm["labels"] and trained["input_ids"] == prm["input_ids"]
     orm = build_orm(read, smollm2_tokenizer, StepFormat(), progress=False)
     whole = StepFormat().encode(smollm2_tokenizer, wrong[0].prompt, wrong[0].steps)
     assert orm[0]["input_ids"] == whole.input_ids and orm["outcome"] == [0, 1]

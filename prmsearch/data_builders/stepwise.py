@@ -33,7 +33,8 @@ def stepwise_traces(row: dict[str, Any]) -> list[Trace]:
     """The trace of one stepwise row (a `RowError` naming the field when it is malformed): what `read_stepwise`
     reads from each row of a file, and `prmsearch train prm` from each row of TRL stepwise data it is given."""
     prompt = get(row, "prompt", str)
-    whole = "steps" in row and "step_labels" in row
+    # `datasets` gives every row every column of the file, null where a row lacks one (`prmsearch train` reads so)
+    whole = row.get("steps") is not None and row.get("step_labels") is not None
     steps_key, labels_key = ("steps", "step_labels") if whole else ("completions", "labels")
     completions = get_strings(row, steps_key)
     raw = get(row, labels_key, list)
