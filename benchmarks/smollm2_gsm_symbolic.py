@@ -579,7 +579,53 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def status(args: argparse.Namespace) -> None:
-    print(json.dumps(load_record(), indent=1))
+    """Every stage's wall time and headline figure as a markdown table (RESULTS/stages.md), the total, and the
+    command lines; `--json` prints the whole record instead."""
+    record = load_record()
+    if args.json:
+        print(json.dumps(record, indent=1))
+        return
+    lines = ["| stage | wall s (2 cores) | figure |", "|---|---:|---|"]
+    for stage, entry in record.items():
+        lines.append(f"| {stage} | {entry.get('seconds', '-')} | {_headline(stage, entry)} |")
+    total = sum(e.get("seconds", 0.0) for e in record.values())
+    lines.append(f"\nTotal recorded: {total:,.0f} s ({total / 3600:.1f} h).\n\nCommands, stage by stage:\n")
+    lines += [f"- {stage}: `{c}`" for stage, e in record.items() for c in e.get("commands", [])]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "stages.md").write_text(text)
+    print(text)
+
+
+def _headline(stage: str, entry: dict[str, Any]) -> str:
+    """The one figure a reader wants from a stage's record."""
+    if "summary" in entry and isinstance(entry["summary"], list):
+        return "; ".join(f"{r['strategy']}@{r['n']} {r['accuracy']}" for r in entry["summary"])
+    if stage.startswith("label"):
+        s = entry.get("summary", {})
+        return (
+            f"{s.get('traces')} traces, {s.get('steps_labelled')} steps labelled, consensus {s.get('consensus_counts')}"
+        )
+    if stage == "processbench":
+        r = entry["result"]
+        return (
+            f"F1 {r['processbench_f1']:.3f} (erroneous {r['error_accuracy']:.3f}, correct {r['correct_accuracy']:.3f})"
+        )
+    if stage in ("prm", "orm") and entry.get("metrics"):
+        ev = entry["metrics"].get("eval", {})
+        return ", ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in ev.items() if k != "epoch")
+    if stage == "bt":
+        return f"{entry.get('pairs')} pairs, loss {entry.get('loss')}"
+    if stage.startswith("sft"):
+        loss = entry["loss"][-1][1] if entry.get("loss") else "-"
+        return f"step {entry.get('reached')} of {entry.get('steps')}, loss {loss}"
+    if stage == "speed":
+        return "; ".join(f"{r['backend']} {r['dtype']} {r['ms_per_token']} ms/token" for r in entry["rows"])
+    if stage == "heldout-loss":
+        return ", ".join(f"{k} {v}" for k, v in entry["loss"].items())
+    if stage == "probe":
+        return "; ".join(f"{r['method']} bf16={r['bf16']} {r['seconds_per_step']} s/step" for r in entry["rows"])
+    return "-"
 
 
 def main() -> None:
@@ -639,7 +685,8 @@ def main() -> None:
     p.add_argument("--problems", type=int, default=8)
     p.add_argument("--n", type=int, default=8)
     p.set_defaults(run=speed)
-    p = sub.add_parser("status", help="the record of every stage")
+    p = sub.add_parser("status", help="every stage's wall time and figure (writes stages.md)")
+    p.add_argument("--json", action="store_true", help="print the whole record")
     p.set_defaults(run=status)
     args = parser.parse_args()
     args.run(args)
