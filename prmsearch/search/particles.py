@@ -128,10 +128,14 @@ def _filter(search: Search, states: list[State], n_pass: int, refs: dict[int, li
         children = search.expand(work, whole=depth == p.max_steps - 1, salt=salt)
         search.score_steps([(st, c) for (st, _, _), cs in zip(work, children, strict=True) for c in cs])
         grown: dict[int, list[Node]] = {}
+        parents: dict[int, list[Node]] = {}
         for (st, parent, _), cs in zip(work, children, strict=True):
             grown.setdefault(st.uid, []).extend(cs)
             if parent.parent is not None:
-                search.release(st, [parent])
+                parents.setdefault(st.uid, []).append(parent)
+        for st in live:  # one release a problem: each call looks over the problem's whole tree
+            if st.uid in parents:
+                search.release(st, parents[st.uid])
         for st in live:
             pool = [n for n in population[st.uid] if not n.alive] + grown.get(st.uid, [])
             ref = refs.get(st.uid)
