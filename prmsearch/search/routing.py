@@ -107,10 +107,10 @@ def _from_probe(search: Search, members: list[tuple[State, list]], strategy: str
     """A whole-sample choice: the probe's samples are its first min(N, P); the other N − P are drawn under their own
     seeds (salt "route"), scored, and the answer picked among all N as the strategy picks it."""
     more = [(st, st.tree.root, n - len(probe)) for st, probe in members if n > len(probe)]
-    extra = dict(zip((id(st) for st, _, _ in more), search.expand(more, whole=True, salt="route"), strict=True))
+    extra = dict(zip((st.uid for st, _, _ in more), search.expand(more, whole=True, salt="route"), strict=True))
     new = []
     for st, probe in members:
-        drawn = extra.get(id(st), [])
+        drawn = extra.get(st.uid, [])
         st.candidates = [c for c in [*probe[:n], *drawn] if c.complete]
         new += [(st, c) for c in drawn]
     if strategy != "majority":
