@@ -71,7 +71,7 @@ _LAZY = {
     "format_table": "prmsearch.search.report",
     "plot": "prmsearch.search.report",
     "RoutingTable": "prmsearch.search.routing",
-    "fit_routing": "prmsearch.search.routing",
+    "fit_routing": "prmsearch.search.route_fit",
     "CanaryConfig": "prmsearch.eval.canary",
     "run_canary": "prmsearch.eval.canary",
     "QuickstartConfig": "prmsearch.embedded.quickstart",

@@ -174,7 +174,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _route_fit(args: argparse.Namespace) -> int:
-    from .search.routing import RouteFitConfig, fit_runs, format_fit
+    from .search.route_fit import RouteFitConfig, fit_runs, format_fit
 
     cfg = config_from_args(RouteFitConfig, args)
     print(format_fit(fit_runs(cfg)))
@@ -422,7 +422,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _route_args(p: argparse.ArgumentParser) -> None:
-    from .search.routing import RouteFitConfig
+    from .search.route_fit import RouteFitConfig
 
     actions = p.add_subparsers(dest="action", required=True, metavar="{fit}")
     about = "fit a routing table (difficulty bin -> strategy and N) on training-split search runs, within a budget"

@@ -8,7 +8,8 @@ import pytest
 from test_search import cli_args, policy, prm, problems, saved  # noqa: F401
 
 from prmsearch.search import SearchError, SearchParams, StepScorer, run_search
-from prmsearch.search.routing import RoutingTable, fit_routing, format_fit
+from prmsearch.search.route_fit import fit_routing, format_fit
+from prmsearch.search.routing import RoutingTable
 
 
 def rec(pid, strategy, n, correct, tokens, mean_score=None):

@@ -24,8 +24,10 @@ from typing import Any
 
 from ..files import write_atomic
 from .report import read_records, result_files, wilson_interval
+from .strategies import STRATEGIES
 
-SELECTING = ("best_of_n", "weighted_best_of_n")  # strategies whose N is how hard they select against the scorer
+# strategies whose N is how hard they select against the scorer: they judge N whole samples by its scores
+SELECTING = tuple(name for name, s in STRATEGIES.items() if s.samples_whole and s.scorer is not None)
 JSON, PLOT = "overoptimization.json", "overoptimization.png"
 
 

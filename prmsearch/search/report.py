@@ -27,15 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from ..files import write_atomic
+from .strategies import STRATEGIES
 
 RESULTS = "results.jsonl"
 RESULT_PARTS = "results.shard-*-of-*.jsonl"  # the parts of a run split over processes (search/shard.py)
 SUMMARY_JSON, SUMMARY_MD, PLOT = "summary.json", "summary.md", "accuracy.png"
-# The order rows and plot lines come in; strategies not listed follow, by name.
-STRATEGY_ORDER = (
-    "greedy", "majority", "best_of_n", "weighted_best_of_n", "beam", "dvts", "mcts", "particle_filter",
-    "particle_gibbs",
-)  # fmt: skip
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 FIELDS = (
     "strategy",
@@ -132,8 +128,10 @@ def summarize(records: Iterable[dict[str, Any]], settings: Sequence[tuple[str, i
 
 
 def _order(key: tuple[str, int]) -> tuple[int, str, int]:
+    """Rows and plot lines come in the registry's order; strategies it does not know follow, by name."""
     strategy, n = key
-    rank = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
+    names = list(STRATEGIES)
+    rank = names.index(strategy) if strategy in names else len(names)
     return rank, strategy, n
 
 

@@ -49,7 +49,7 @@ STRATEGIES: dict[str, Strategy] = {
         path_score=True,
     ),
     "routed": Strategy(
-        lambda search, states: routed(search, states, _run_registered),
+        lambda search, states: routed(search, states, _run_registered, lambda s: STRATEGIES[s].samples_whole),
         "each problem's strategy and N from --route-table by its difficulty (a probe's reward-model scores)",
         "solutions",
         sweeps_n=False,
