@@ -230,6 +230,52 @@ def test_trl_stepwise_and_unpaired_rows_train_as_built_data(tmp_path, smollm2_to
         assert set(labels[start:]) == {float(row["label"])}
 
 
+def test_an_orm_trains_on_label_output_as_build_orm_makes_it(tmp_path, smollm2_tokenizer):
+    """`prmsearch train orm train_data=labels.jsonl` on `prmsearch label`'s rows (TRL's fields cut at the first
+    error, the whole solution in `steps`, an `outcome`; one row ungraded) trains on exactly the examples `prmsearch
+    build orm --source stepwise` makes: each whole sampled solution with its outcome, the ungraded row left out."""
+    from conftest import TINY_SIZES
+
+    from prmsearch.data_builders.build import BuildConfig, run_build
+    from prmsearch.train.config import TrainConfig
+    from prmsearch.train.run import prepare
+
+    tok_dir = tmp_path / "tok"
+    smollm2_tokenizer.save_pretrained(tok_dir)
+    rows = []
+    for i, (a, b) in enumerate(SUMS):
+        total = a + b + i % 2
+        steps = [f"{a} + {b} = {total}.", f"So {total} it is.", f"The answer is {total}."]
+        good = i % 2 == 0
+        rows.append(
+            {"prompt": f"What is {a} + {b}?", "completions": steps if good else steps[:1],
+             "labels": [True] * 3 if good else [False], "steps": steps,
+             "step_labels": [True] * 3 if good else [False, None, None], "outcome": None if i == 3 else good}
+        )  # fmt: skip
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build = BuildConfig(
+        target="orm", source="stepwise", input=str(path), output=str(tmp_path / "built"), tokenizer=str(tok_dir)
+    )
+    run_build(build, progress=False)
+    common = {"model_config": {"model_type": "llama", **TINY_SIZES}, "eval_fraction": 0.0, "max_steps": 1}
+    built = prepare(TrainConfig.from_dict({**common, "kind": "orm", "train_data": str(tmp_path / "built"),
+                                           "output_dir": str(tmp_path / "a")}), progress=False).train_set  # fmt: skip
+    cfg = {
+        **common,
+        "kind": "orm",
+        "train_data": str(path),
+        "tokenizer": str(tok_dir),
+        "output_dir": str(tmp_path / "b"),
+    }
+    direct = prepare(TrainConfig.from_dict(cfg), progress=False).train_set
+    assert len(direct) == len(rows) - 1
+    assert direct["input_ids"] == built["input_ids"] and direct["labels"] == built["labels"]
+    whole = smollm2_tokenizer.decode(direct[1]["input_ids"][direct[1]["prompt_length"] :])
+    assert "So 6 it is." in whole and "The answer is 6." in whole  # row 1 is wrong: its steps past the error too
+    assert set(direct[1]["labels"][direct[1]["prompt_length"] :]) == {0}
+
+
 def test_bad_trl_rows_are_refused_in_one_line_naming_row_and_field(tmp_path, smollm2_tokenizer):
     from conftest import TINY_SIZES
     from datasets import Dataset

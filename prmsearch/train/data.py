@@ -164,8 +164,8 @@ def load_built(source: Any, kind: str, tokenizer: Any = None, fmt: StepFormat | 
     ds, path = (source, _name(source)) if not isinstance(source, str) else (_read(source, kind), source)
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
-    is_trl, build = trl_data.ROWS[kind]
-    if tokenizer is not None and is_trl(ds.column_names):
+    build = next((b for fits, b in trl_data.ROWS[kind] if fits(ds.column_names)), None)
+    if tokenizer is not None and build is not None:
         try:
             return build(ds, tokenizer, fmt or StepFormat(), soft, path)
         except TrainConfigError:  # a bad row, named already

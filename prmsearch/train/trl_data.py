@@ -12,7 +12,8 @@ and `group_by_prompt` batches a prompt's pairs together.
 
 Stepwise rows (`prompt`, `completions`, `labels`: TRL's stepwise supervision) and unpaired rows (`prompt`,
 `completion`, `label`) become traces and are tokenized through the StepFormat exactly as `prmsearch build prm` /
-`build orm` would build them (a step's label at its end; the outcome on every completion token).
+`build orm` would build them (a step's label at its end; the outcome on every completion token). An ORM also trains
+on stepwise rows with an `outcome` (what `prmsearch label` writes), so one labelling run feeds both reward models.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def is_stepwise(columns: list[str]) -> bool:
 
 def is_unpaired(columns: list[str]) -> bool:
     return all(c in columns for c in ("prompt", "completion", "label")) and "input_ids" not in columns
+
+
+def is_graded_stepwise(columns: list[str]) -> bool:
+    """Stepwise rows that also carry each solution's `outcome`, as `prmsearch label` writes them."""
+    return is_stepwise(columns) and "outcome" in columns
 
 
 def token_ids(tokenizer: Any, text: str | list[dict[str, Any]]) -> list[int]:
@@ -125,11 +131,25 @@ def build_unpaired_rows(ds: Any, tokenizer: Any, fmt: StepFormat, soft: bool, na
     return build_orm(_traces(ds, parse, name), tokenizer, fmt, progress=False)
 
 
-# The TRL rows each kind trains on: (whether a dataset's columns are in that format, how its rows become examples:
-# (ds, tokenizer, fmt, soft, name) -> Dataset).
+def build_graded_rows(ds: Any, tokenizer: Any, fmt: StepFormat, soft: bool, name: str) -> Any:
+    """ORM examples of graded stepwise rows (`prmsearch label`'s output): each whole sampled solution (`steps`
+    where a row has them, past a first error) with its `outcome`; rows without one (null) are left out, as
+    `prmsearch build orm --source stepwise` leaves them."""
+    from ..data_builders.labels import build_orm
+    from ..data_builders.stepwise import stepwise_traces
+
+    return build_orm(_traces(ds, stepwise_traces, name), tokenizer, fmt, progress=False)
+
+
+# The rows each kind trains on as they are: (whether a dataset's columns are in that format, how its rows become
+# examples: (ds, tokenizer, fmt, soft, name) -> Dataset), the first that fits.
 ROWS = {
-    "bt": (is_preference, tokenize_preferences),
-    "prm": (is_stepwise, build_stepwise_rows),
-    "orm": (is_unpaired, build_unpaired_rows),
+    "bt": [(is_preference, tokenize_preferences)],
+    "prm": [(is_stepwise, build_stepwise_rows)],
+    "orm": [(is_unpaired, build_unpaired_rows), (is_graded_stepwise, build_graded_rows)],
 }
-NAMES = {"bt": "chosen / rejected", "prm": "prompt / completions / labels", "orm": "prompt / completion / label"}
+NAMES = {
+    "bt": "chosen / rejected",
+    "prm": "prompt / completions / labels",
+    "orm": "prompt / completion / label, or prompt / completions / labels / outcome (`prmsearch label`'s output)",
+}
