@@ -675,6 +675,19 @@ def test_code_problems_are_graded_by_the_sandbox(saved, tmp_path):
 # ---- MCTS on a tree known in advance --------------------------------------------------------------------------------
 
 
+def test_beam_breaks_a_tie_of_path_scores_by_the_new_steps_own_score():
+    """Under `min` the children of a path tie whenever they score above its weakest step: beam (and DVTS) must
+    then keep the child the PRM likes best (ab, 0.95), not the first one drawn (aa)."""
+    table = {"a": 0.3, "b": 0.1, "c": 0.1, "d": 0.1, "aa": 0.5, "ab": 0.95, "ac": 0.4, "ad": 0.6}
+    table |= {f"ab{x}": 0.8 for x in "abcd"} | {f"aa{x}": 0.8 for x in "abcd"}
+    for strategy in ("beam", "dvts"):
+        (st,) = run_search(
+            [Problem("p", "Q?")], ScriptedPolicy(depth=3), TableScorer(table), strategy,
+            SearchParams(budget=4, width=4, max_steps=5, agg="min", final="best_of_n"), prompt_template="plain",
+        )  # fmt: skip
+        assert st.chosen is not None and st.tree.steps(st.chosen)[:2] == ["a", "ab"], strategy
+
+
 class ScriptedPolicy:
     """A policy whose tree is known in advance: below the step "b" sample j is "ba", "bb", ... (the first step
     is "a" or "b"), and a step of `depth` letters ends the solution. Prompts are the plain template's: the

@@ -7,7 +7,11 @@ and score them with the PRM:
   of one slot), so the subtrees cannot collapse onto one line of reasoning (Beeching et al., 2024).
 A child that ends the solution fills its slot for good; the search of a pool stops when its slots are filled or at
 `max_steps`, where the last expansion writes the rest of the solution. With one subtree (N = M) the two are the
-same search, node for node. `lookahead` ranks a child by the score of its greedy continuation k steps ahead.
+same search, node for node. Children are ranked by their path score (`agg`), ties by their own step's score, then
+by sample order: under `min` every child no worse than its path's weakest step ties with its siblings, and without
+the second key the search would keep the first-drawn child, whatever the PRM thought of it (on GSM-Symbolic with a
+PRM whose first steps scored ~0.13, beam@4 kept sample 0 at every step and ran its paths to `max_steps`).
+`lookahead` ranks a child by the score of its greedy continuation k steps ahead.
 `filter_duplicates` (search-and-learn's) keeps one of the children of a problem whose paths are the same text, the
 best-ranked, so two slots never hold one line of reasoning; the others are marked `meta["duplicate"]`.
 """
@@ -68,7 +72,7 @@ def _tree_search(search: Search, states: list[State], subtrees: bool) -> None:
             st, pool = state_of[uid], pools[uid][i]
             ranked = sorted(
                 (c for c in cands if (c.alive or c.complete) and rank[st.uid, c.id] is not None),
-                key=lambda c: (-rank[st.uid, c.id], c.path),  # type: ignore[operator]
+                key=lambda c: (-rank[st.uid, c.id], -c.score, c.path),  # type: ignore[operator]
             )
             if p.filter_duplicates:
                 ranked = _distinct(st, ranked, seen[uid])
