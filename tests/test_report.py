@@ -117,6 +117,28 @@ def test_report_of_several_runs_is_one_table(run_dir, tmp_path):
         report([run_dir, other])
 
 
+def test_two_runs_of_one_strategy_keep_a_row_each(run_dir, tmp_path, capsys):
+    """best-of-N of two reward models, each in its own folder, are two rows named by folder, never pooled; a
+    strategy only one folder holds keeps its plain name; the over-optimization curve draws a line for each."""
+    from prmsearch.cli import main
+
+    for name, right, score in (("orm", 3, 0.9), ("bt", 1, 0.2)):
+        (tmp_path / name).mkdir()
+        rows = [{**rec(f"q{i}", "best_of_n", n, i < right + (n > 1), 900), "score": score * n / 4}
+                for n in (1, 4) for i in range(4)]  # fmt: skip
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = report([tmp_path / "orm", tmp_path / "bt", run_dir], tmp_path / "joint")
+    named = {(r["strategy"], r.get("run"), r["n"]): r["accuracy"] for r in rows}
+    assert named[("best_of_n", "orm", 4)] == 1.0 and named[("best_of_n", "bt", 4)] == 0.5
+    assert named[("best_of_n", "run", 4)] == 1.0 and ("beam", None, 4) in named  # only run_dir holds beam
+    table = (tmp_path / "joint" / "summary.md").read_text()
+    assert "| best_of_n (orm) | 4 | 4 | 1.000 |" in table and "| best_of_n (bt) | 4 | 4 | 0.500 |" in table
+    assert main(["report", str(tmp_path / "orm"), str(tmp_path / "bt"), "--output", str(tmp_path / "cli")]) == 0
+    found = json.loads((tmp_path / "cli" / "overoptimization.json").read_text())
+    assert {p["run"] for p in found["points"]} == {"orm", "bt"} and len(found["findings"]) == 2
+    capsys.readouterr()
+
+
 def test_summarize_edges(tmp_path):
     # a setting not run yet gets an empty row; a record without token counts does not break the means
     rows = summarize([rec("q0", "mcts", 8, None, None), rec("q0", "weird", 2, True, 5)], [("dvts", 4)])

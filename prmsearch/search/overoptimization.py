@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..files import write_atomic
-from .report import read_records, result_files, wilson_interval
+from .report import joined_records, label, wilson_interval
 from .strategies import STRATEGIES
 
 # strategies whose N is how hard they select against the scorer: they judge N whole samples by its scores
@@ -42,12 +43,13 @@ def curve(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One point per (selecting strategy, N): problems, KL, mean proxy score of the chosen solutions (over those
     with a score) and accuracy over the graded ones, with its 95% Wilson interval. Strategies with fewer than two
     N, or no scores, give no points."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in records:
         if r["strategy"] in SELECTING:
-            groups.setdefault((r["strategy"], int(r["n"])), []).append(r)
+            groups.setdefault((r["strategy"], r.get("run") or "", int(r["n"])), []).append(r)
     points = []
-    for (strategy, n), rs in sorted(groups.items(), key=lambda kv: (SELECTING.index(kv[0][0]), kv[0][1])):
+    order = sorted(groups.items(), key=lambda kv: (SELECTING.index(kv[0][0]), *kv[0][1:]))
+    for (strategy, run, n), rs in order:
         scores = [r["score"] for r in rs if r.get("score") is not None]
         graded = [r for r in rs if r["correct"] is not None]
         if not scores or not graded:
@@ -64,18 +66,19 @@ def curve(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "accuracy": round(right / len(graded), 4),
                 "accuracy_low": round(low, 4),
                 "accuracy_high": round(high, 4),
+                **({"run": run} if run else {}),
             }
         )
-    kept = {s for s in SELECTING if sum(p["strategy"] == s for p in points) >= 2}
-    return [p for p in points if p["strategy"] in kept]
+    lines = Counter(label(p) for p in points)
+    return [p for p in points if lines[label(p)] >= 2]
 
 
 def findings(points: Sequence[dict[str, Any]]) -> list[str]:
     """A line per strategy: over-optimized (accuracy peaks before the largest N and is lower there, while the
     proxy rose from the peak on), or not, with the figures."""
     lines = []
-    for strategy in dict.fromkeys(p["strategy"] for p in points):
-        ps = sorted((p for p in points if p["strategy"] == strategy), key=lambda p: p["n"])
+    for strategy in dict.fromkeys(label(p) for p in points):
+        ps = sorted((p for p in points if label(p) == strategy), key=lambda p: p["n"])
         peak = max(ps, key=lambda p: (p["accuracy"], -p["n"]))
         last = ps[-1]
         if peak is not last and last["accuracy"] < peak["accuracy"] and last["proxy"] > peak["proxy"]:
@@ -105,8 +108,8 @@ def plot(points: Sequence[dict[str, Any]], path: str | Path, *, title: str | Non
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     proxy_ax, gold_ax = fig.subplots(1, 2)
-    for i, strategy in enumerate(dict.fromkeys(p["strategy"] for p in points)):
-        ps = sorted((p for p in points if p["strategy"] == strategy), key=lambda p: p["n"])
+    for i, strategy in enumerate(dict.fromkeys(label(p) for p in points)):
+        ps = sorted((p for p in points if label(p) == strategy), key=lambda p: p["n"])
         kl = [p["kl"] for p in ps]
         acc = [p["accuracy"] for p in ps]
         err = [
@@ -153,6 +156,6 @@ def write(
 
 def report_runs(run_dirs: Sequence[str | Path], output: str | Path, *, with_plot: bool = True) -> list[str]:
     """`write` for the results of one or several run folders (as `report.report` reads them) into `output`."""
-    records = [r for d in run_dirs for f in result_files(d, required=True) for r in read_records(f)]
+    records = joined_records(run_dirs)
     name = Path(output).resolve().name
     return write(records, output, with_plot=with_plot, title=f"{name}: over-optimization (Gao et al., 2022)")

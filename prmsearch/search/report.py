@@ -83,6 +83,26 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def joined_records(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The records of several run folders (or results files) for one table. Where two folders hold the same
+    (strategy, N) — best-of-N of an ORM and of a BT model, say — their records get `run`, the folder's name, so
+    each keeps its own row instead of being pooled into one."""
+    found = [(Path(d), [r for f in result_files(d, required=True) for r in read_records(f)]) for d in run_dirs]
+    held: Counter[tuple[str, int]] = Counter()
+    for _, records in found:
+        held.update({(r["strategy"], int(r["n"])) for r in records})
+    out = []
+    for path, records in found:
+        name = (path if path.is_dir() else path.parent).name
+        out += [{**r, "run": name} if held[r["strategy"], int(r["n"])] > 1 else r for r in records]
+    return out
+
+
+def label(row: dict[str, Any]) -> str:
+    """A row's name in tables and plots: its strategy, and its run folder where several runs hold that strategy."""
+    return f"{row['strategy']} ({row['run']})" if row.get("run") else row["strategy"]
+
+
 def _record(path: Path, number: int, line: str) -> dict[str, Any]:
     try:
         row = json.loads(line)
@@ -97,14 +117,15 @@ def _record(path: Path, number: int, line: str) -> dict[str, Any]:
 
 
 def summarize(records: Iterable[dict[str, Any]], settings: Sequence[tuple[str, int]] = ()) -> list[dict[str, Any]]:
-    """One row per (strategy, N) found in `records` (plus any in `settings`, empty when it has none), greedy first
-    then by strategy and N. Accuracy is over the graded records (`correct` not null); token means are per problem."""
-    groups: dict[tuple[str, int], list[dict]] = {(s, int(n)): [] for s, n in settings}
+    """One row per (strategy, N) found in `records` (plus any in `settings`, empty when it has none) and per `run`
+    where records carry one (`joined_records`), greedy first then by strategy and N. Accuracy is over the graded
+    records (`correct` not null); token means are per problem."""
+    groups: dict[tuple[str, int, str], list[dict]] = {(s, int(n), ""): [] for s, n in settings}
     for r in records:
-        groups.setdefault((r["strategy"], int(r["n"])), []).append(r)
+        groups.setdefault((r["strategy"], int(r["n"]), r.get("run") or ""), []).append(r)
     rows = []
-    for strategy, n in sorted(groups, key=_order):
-        rs = groups[(strategy, n)]
+    for strategy, n, run in sorted(groups, key=_order):
+        rs = groups[(strategy, n, run)]
         graded = [r for r in rs if r["correct"] is not None]
         right = sum(bool(r["correct"]) for r in graded)
         low, high = wilson_interval(right, len(graded)) if graded else (None, None)
@@ -121,18 +142,20 @@ def summarize(records: Iterable[dict[str, Any]], settings: Sequence[tuple[str, i
                 "seconds": round(sum(r.get("seconds") or 0.0 for r in rs), 3),
             }
         )
+        if run:
+            rows[-1]["run"] = run
         routes = Counter(r["route"] for r in rs if r.get("route"))
         if routes:  # a routed run: which strategy and N its problems got
             rows[-1]["routes"] = dict(sorted(routes.items(), key=lambda kv: (-kv[1], kv[0])))
     return rows
 
 
-def _order(key: tuple[str, int]) -> tuple[int, str, int]:
+def _order(key: tuple[str, int, str]) -> tuple[int, str, str, int]:
     """Rows and plot lines come in the registry's order; strategies it does not know follow, by name."""
-    strategy, n = key
+    strategy, n, run = key
     names = list(STRATEGIES)
     rank = names.index(strategy) if strategy in names else len(names)
-    return rank, strategy, n
+    return rank, strategy, run, n
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -158,7 +181,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             acc, interval = f"{r['accuracy']:.3f}", f"[{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}]"
         tokens = ["-" if r[k] is None else f"{r[k]:g}" for k in ("generated_tokens", "scored_tokens")]
         lines.append(
-            f"| {r['strategy']} | {r['n']} | {r['problems']} | {acc} | {interval} | {tokens[0]} | {tokens[1]} | "
+            f"| {label(r)} | {r['n']} | {r['problems']} | {acc} | {interval} | {tokens[0]} | {tokens[1]} | "
             f"{r['seconds']:g} |"
         )
     if any(r["accuracy"] is None for r in rows):
@@ -166,7 +189,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         if r.get("routes"):
             got = ", ".join(f"{route} for {count}" for route, count in r["routes"].items())
-            lines.append(f"\n{r['strategy']}: {got} problems")
+            lines.append(f"\n{label(r)}: {got} problems")
     return "\n".join(lines)
 
 
@@ -182,12 +205,12 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str | None 
     FigureCanvasAgg(fig)
     by_n, by_tokens = fig.subplots(1, 2)
     graded = [r for r in rows if r["accuracy"] is not None]
-    strategies = list(dict.fromkeys(r["strategy"] for r in graded))
+    strategies = list(dict.fromkeys(label(r) for r in graded))
     colors = {s: f"C{i % 10}" for i, s in enumerate(strategies)}
     ns: set[int] = set()
     curves = [s for s in strategies if s != "greedy"]
     for strategy in strategies:
-        rs = sorted((r for r in graded if r["strategy"] == strategy), key=lambda r: r["n"])
+        rs = sorted((r for r in graded if label(r) == strategy), key=lambda r: r["n"])
         acc = [r["accuracy"] for r in rs]
         low = [a - r["accuracy_low"] for a, r in zip(acc, rs, strict=True)]
         high = [r["accuracy_high"] - a for a, r in zip(acc, rs, strict=True)]
@@ -272,11 +295,8 @@ def report(
     dirs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(d) for d in run_dir]
     if not dirs or (len(dirs) > 1 and output is None):
         raise ValueError("give one run folder, or several with an output folder for their joint summary")
-    records: list[dict[str, Any]] = []
-    for i, one in enumerate(dirs):
-        files = result_files(one, required=True)
-        dirs[i] = one if one.is_dir() else one.parent
-        records += [r for f in files for r in read_records(f)]
+    records = joined_records(dirs)
+    dirs = [d if d.is_dir() else d.parent for d in dirs]
     run_dir = dirs[0]
     rows = summarize(records, settings)
     if not rows:
