@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -560,20 +561,39 @@ def ranking(args: argparse.Namespace) -> None:
         got = task.grade([problems[p] for p, _ in todo], [t for _, t in todo], Checks())
         grades.update({key: bool(g.correct) for key, g in zip(todo, got, strict=True)})
         found[name] = _ranked(samples, grades)
+    found["arithmetic check (reference, not a reward model)"] = _ranked(_arithmetic_scores(samples), grades)
     note("ranking", problems=args.size, scorers=found)
     print(json.dumps(found, indent=1))
 
 
+def _arithmetic_scores(samples: dict[str, list[tuple[str, float | None]]]) -> dict[str, list[tuple[str, float]]]:
+    """The same samples scored by `check_arithmetic_steps`: the share of a solution's checkable steps whose
+    arithmetic holds (0.5 when none can be checked). What a PRM that could check a calculation would see."""
+    from prmsearch.verifiers.arithmetic import check_arithmetic_steps
+
+    out = {}
+    for pid, ss in samples.items():
+        scored = []
+        for text, _ in ss:
+            verdicts = [c.correct for c in check_arithmetic_steps(text, separator="\n\n") if c.correct is not None]
+            scored.append((text, sum(verdicts) / len(verdicts) if verdicts else 0.5))
+        out[pid] = scored
+    return out
+
+
 def _ranked(samples: dict[str, list[tuple[str, float | None]]], grades: dict[tuple[str, str], bool]) -> dict[str, Any]:
-    """Within-problem pair accuracy, pooled AUROC, and how many problems have a right sample at all (a sample
-    without a score, cut off unfinished, counts as scored 0)."""
+    """Within-problem pair accuracy, pooled AUROC, how far scores spread within a problem against between
+    problems' means, and how many problems have a right sample at all (a sample without a score, cut off
+    unfinished, counts as scored 0)."""
     import torch
 
     from prmsearch.train.metrics import auroc  # ties counted half
 
     pairs = wins = 0.0
     pooled: list[tuple[float, bool]] = []
-    any_right = both = 0
+    any_right = both = best = 0
+    spread: list[float] = []  # each problem's standard deviation of its samples' scores
+    means: list[float] = []  # and their mean
     for pid, ss in samples.items():
         scored = [(s if s is not None else 0.0, grades[pid, text]) for text, s in ss]
         pooled += scored
@@ -581,6 +601,9 @@ def _ranked(samples: dict[str, list[tuple[str, float | None]]], grades: dict[tup
         wrong = [s for s, ok in scored if not ok]
         any_right += bool(right)
         both += bool(right and wrong)
+        best += max(scored, key=lambda x: x[0])[1]  # the first of the best-scored, as best-of-N picks
+        spread.append(statistics.pstdev(s for s, _ in scored))
+        means.append(statistics.fmean(s for s, _ in scored))
         for r in right:
             for w in wrong:
                 pairs += 1
@@ -594,6 +617,9 @@ def _ranked(samples: dict[str, list[tuple[str, float | None]]], grades: dict[tup
         "right_samples": n_right,
         "problems_with_a_right_sample": any_right,
         "problems_with_right_and_wrong": both,
+        "best_of_16_accuracy": round(best / len(samples), 4),
+        "score_sd_within_problems": round(statistics.fmean(spread), 4),
+        "score_sd_between_problems": round(statistics.pstdev(means), 4),
         "within_problem_pair_accuracy": round(wins / pairs, 4) if pairs else None,
         "pairs": int(pairs),
         "pooled_auroc": round(area, 4),
@@ -693,8 +719,8 @@ def _headline(stage: str, entry: dict[str, Any]) -> str:
         return f"{entry.get('pairs')} pairs, loss {entry.get('loss')}"
     if stage == "ranking":
         return "; ".join(
-            f"{name} within-problem pair accuracy {r['within_problem_pair_accuracy']} ({r['pairs']} pairs), "
-            f"pooled AUROC {r['pooled_auroc']}"
+            f"{name}: within-problem pair accuracy {r['within_problem_pair_accuracy']} ({r['pairs']} pairs), "
+            f"pooled AUROC {r['pooled_auroc']}, best-of-16 {r.get('best_of_16_accuracy')}"
             for name, r in entry["scorers"].items()
         )
     if stage.startswith("sft"):
