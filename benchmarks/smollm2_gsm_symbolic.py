@@ -587,27 +587,24 @@ def _ranked(samples: dict[str, list[tuple[str, float | None]]], grades: dict[tup
     unfinished, counts as scored 0)."""
     import torch
 
-    from prmsearch.train.metrics import auroc  # ties counted half
+    from prmsearch.train.metrics import auroc, within_group_pair_accuracy  # ties counted half
 
-    pairs = wins = 0.0
     pooled: list[tuple[float, bool]] = []
+    groups: list[str] = []
     any_right = both = best = 0
     spread: list[float] = []  # each problem's standard deviation of its samples' scores
     means: list[float] = []  # and their mean
     for pid, ss in samples.items():
         scored = [(s if s is not None else 0.0, grades[pid, text]) for text, s in ss]
         pooled += scored
-        right = [s for s, ok in scored if ok]
-        wrong = [s for s, ok in scored if not ok]
-        any_right += bool(right)
-        both += bool(right and wrong)
+        groups += [pid] * len(scored)
+        oks = [ok for _, ok in scored]
+        any_right += any(oks)
+        both += any(oks) and not all(oks)
         best += max(scored, key=lambda x: x[0])[1]  # the first of the best-scored, as best-of-N picks
         spread.append(statistics.pstdev(s for s, _ in scored))
         means.append(statistics.fmean(s for s, _ in scored))
-        for r in right:
-            for w in wrong:
-                pairs += 1
-                wins += 1.0 if r > w else 0.5 if r == w else 0.0
+    in_order, pairs = within_group_pair_accuracy([s for s, _ in pooled], [ok for _, ok in pooled], groups)
     n_right = sum(ok for _, ok in pooled)
     area = auroc(torch.tensor([s for s, _ in pooled]), torch.tensor([float(ok) for _, ok in pooled]))
     mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
@@ -620,8 +617,8 @@ def _ranked(samples: dict[str, list[tuple[str, float | None]]], grades: dict[tup
         "best_of_16_accuracy": round(best / len(samples), 4),
         "score_sd_within_problems": round(statistics.fmean(spread), 4),
         "score_sd_between_problems": round(statistics.pstdev(means), 4),
-        "within_problem_pair_accuracy": round(wins / pairs, 4) if pairs else None,
-        "pairs": int(pairs),
+        "within_problem_pair_accuracy": None if in_order is None else round(in_order, 4),
+        "pairs": pairs,
         "pooled_auroc": round(area, 4),
         "mean_score_right": mean([s for s, ok in pooled if ok]),
         "mean_score_wrong": mean([s for s, ok in pooled if not ok]),

@@ -56,6 +56,7 @@ def test_each_aggregation_scores_as_rerank_picks_and_min_beats_last(prm):
     assert table["min"]["best_of_n"] >= table["last"]["best_of_n"] + 0.4  # measured 0.825 against 0.250
     assert table["min"]["auroc"] > table["last"]["auroc"]
     assert result["first_sample"] < table["min"]["best_of_n"] <= result["any_right"]
+    assert table["min"]["pair_accuracy"] > 0.75 > 0.5 > table["last"]["pair_accuracy"]  # measured 0.808, 0.435
 
 
 def test_write_saves_the_best_and_every_consumer_then_uses_it(last_prm, capsys):

@@ -22,6 +22,7 @@ from prmsearch.train.metrics import (
     pair_accuracy,
     processbench_f1,
     step_metrics,
+    within_group_pair_accuracy,
 )
 
 torch.manual_seed(0)
@@ -86,6 +87,18 @@ def test_centering_penalty_is_minimal_at_zero_mean():
 def test_group_weights_count_each_prompt_once():
     w = group_pair_weights(["a", "a", "a", "a", "b"])
     assert w.tolist() == [0.25, 0.25, 0.25, 0.25, 1.0]
+
+
+def test_within_group_pair_accuracy_pairs_only_samples_of_one_problem():
+    # problem a: right 0.9, 0.4 against wrong 0.5 -> 1 of 2 in order; b: right 0.3 ties wrong 0.3 -> half;
+    # c: no wrong sample, no pairs. Pooled, every right of a outscores b's wrong, which must not count.
+    scores = [0.9, 0.4, 0.5, 0.3, 0.3, 0.8]
+    labels = [True, True, False, True, False, True]
+    groups = ["a", "a", "a", "b", "b", "c"]
+    assert within_group_pair_accuracy(scores, labels, groups) == (pytest.approx(1.5 / 3), 3)
+    # a model that scores the problem, not the solution: right and wrong of one problem tie
+    assert within_group_pair_accuracy([0.9, 0.9, 0.1, 0.1], [True, False, True, False], "aabb") == (0.5, 2)
+    assert within_group_pair_accuracy([0.9], [True], ["a"]) == (None, 0)
 
 
 def test_pair_accuracy_counts_ties_wrong():

@@ -60,12 +60,13 @@ def read_samples(path: str) -> tuple[list[str], list[str | list[str]], list[bool
 
 
 def compare(step_scores: list[list[float]], prompts: list[str], labels: list[bool]) -> dict[str, Any]:
-    """Each aggregation's best-of-N accuracy and AUROC over the same step scores, and the best of them. A sample
-    with no scored step scores lowest (it never wins unless its problem has nothing else)."""
+    """Each aggregation's best-of-N accuracy, AUROC and within-problem pair accuracy over the same step scores, and
+    the best of them. A sample with no scored step scores lowest (it never wins unless its problem has nothing
+    else)."""
     import torch
 
     from ..search.select import best_of_n
-    from ..train.metrics import auroc
+    from ..train.metrics import auroc, within_group_pair_accuracy
 
     problems: dict[str, list[int]] = {}
     for i, p in enumerate(prompts):
@@ -75,9 +76,11 @@ def compare(step_scores: list[list[float]], prompts: list[str], labels: list[boo
         scores = [aggregate_steps(s, how) if s else None for s in step_scores]
         picks = [members[best_of_n([scores[i] for i in members]) or 0] for members in problems.values()]
         floor = min((s for s in scores if s is not None), default=0.0) - 1
+        floored = [floor if s is None else s for s in scores]
         table[how] = {
             "best_of_n": sum(labels[i] for i in picks) / len(picks),
-            "auroc": auroc(torch.tensor([floor if s is None else s for s in scores]), torch.tensor(labels).float()),
+            "auroc": auroc(torch.tensor(floored), torch.tensor(labels).float()),
+            "pair_accuracy": within_group_pair_accuracy(floored, labels, prompts)[0],
         }
     order = [DEFAULT_STEP_AGGREGATION] + [a for a in STEP_AGGREGATIONS if a != DEFAULT_STEP_AGGREGATION]
     best = max(order, key=lambda a: (table[a]["best_of_n"], table[a]["auroc"], -order.index(a)))
@@ -153,7 +156,7 @@ def run_aggregation(cfg: AggregationConfig, scorer: Any = None) -> dict[str, Any
 def format_aggregation(result: dict[str, Any]) -> str:
     rows = [
         f"| {how}{' (saved)' if how == result['saved'] else ''}{' **best**' if how == result['best'] else ''} | "
-        f"{m['best_of_n']:.3f} | {m['auroc']:.3f} |"
+        f"{m['best_of_n']:.3f} | {m['auroc']:.3f} | {_maybe(m.get('pair_accuracy'))} |"
         for how, m in result["aggregations"].items()
     ]
     saved = result["saved"] or f"none (the default, {DEFAULT_STEP_AGGREGATION}, is used)"
@@ -161,9 +164,13 @@ def format_aggregation(result: dict[str, Any]) -> str:
         f"{result['problems']} problems, {result['samples']} samples ({result['right']} right); one sample "
         f"{result['first_sample']:.3f}, any sample right {result['any_right']:.3f}",
         f"saved with the model: {saved}",
-        "| aggregation | best-of-N | AUROC |\n|---|---:|---:|",
+        "| aggregation | best-of-N | AUROC | within-problem pair accuracy |\n|---|---:|---:|---:|",
         *rows,
     ]
     if "written" in result:
         lines.append(f"step_aggregation {result['replaced']} -> {result['best']} saved in {result['written']}")
     return "\n".join(lines)
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

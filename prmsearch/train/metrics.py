@@ -8,6 +8,7 @@ PRM exists to find; -1 is "no error" in first-error indices (ProcessBench).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -52,6 +53,25 @@ def processbench_f1(predicted: Sequence[int], gold: Sequence[int]) -> dict[str, 
     acc_right = sum(right) / len(right) if right else 0.0
     f1 = 2 * acc_wrong * acc_right / (acc_wrong + acc_right) if acc_wrong + acc_right else 0.0
     return {"error_accuracy": acc_wrong, "correct_accuracy": acc_right, "processbench_f1": f1}
+
+
+def within_group_pair_accuracy(
+    scores: Sequence[float], labels: Sequence[bool], groups: Sequence[Any]
+) -> tuple[float | None, int]:
+    """The share of (right, wrong) pairs of the same group (a problem's samples) scored in that order, ties counted
+    half, and how many pairs there are (None when no group has both). What best-of-N needs of a reward model, and
+    what a pooled AUROC hides: a model that scores each problem's difficulty and not its solutions has a high AUROC
+    and a pair accuracy of 0.5."""
+    by_group: dict[Any, tuple[list[float], list[float]]] = {}
+    for score, label, group in zip(scores, labels, groups, strict=True):
+        by_group.setdefault(group, ([], []))[0 if label else 1].append(score)
+    wins = pairs = 0.0
+    for right, wrong in by_group.values():
+        for r in right:
+            for w in wrong:
+                pairs += 1
+                wins += 1.0 if r > w else 0.5 if r == w else 0.0
+    return (wins / pairs if pairs else None), int(pairs)
 
 
 def binary_accuracy(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> float:
