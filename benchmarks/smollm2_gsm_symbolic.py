@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,7 +109,18 @@ def run(stage: str, args: list[str], python: Path | None = None) -> None:
     shown = "prmsearch " + shlex.join(args)
     print(f"$ {shown}", flush=True)
     started = time.perf_counter()
-    done = subprocess.run([str(python or sys.executable), "-m", "prmsearch", *args], cwd=ROOT)
+
+    def stopped(signum: int, frame: Any) -> None:  # `kill PID` of this script: the time so far is kept
+        note(stage, commands=[shown], seconds=time.perf_counter() - started)
+        sys.exit(
+            f"{stage}: stopped by signal {signum} after {time.perf_counter() - started:.0f} s; run it again to resume"
+        )
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:  # subprocess.run kills the command when this script is stopped
+        done = subprocess.run([str(python or sys.executable), "-m", "prmsearch", *args], cwd=ROOT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     note(stage, commands=[shown], seconds=time.perf_counter() - started)
     if done.returncode != 0:
         sys.exit(f"{stage}: `{shown}` failed (exit {done.returncode}); run the stage again to resume")
@@ -524,14 +536,7 @@ def search(args: argparse.Namespace) -> None:
             argv += TREE_FLAGS if strategies in ("beam", "dvts") else []
         if (out / "search_config.yaml").exists():
             argv.append("--resume")
-        python = str(VLLM_PYTHON) if args.backend == "vllm" else sys.executable
-        shown = "prmsearch " + shlex.join(argv)
-        print(f"$ {shown}", flush=True)
-        started = time.perf_counter()
-        done = subprocess.run([python, "-m", "prmsearch", *argv], cwd=ROOT)
-        note(f"search-{name}", commands=[shown], seconds=time.perf_counter() - started)
-        if done.returncode != 0:
-            sys.exit(f"search {name} failed (exit {done.returncode}); run the stage again to resume")
+        run(f"search-{name}", argv, VLLM_PYTHON if args.backend == "vllm" else None)
     folders = [str(WORK / "search" / name) for name, *_ in SEARCH_RUNS if (WORK / "search" / name).exists()]
     run("report", ["report", *folders, "--output", str(RESULTS)])
 
