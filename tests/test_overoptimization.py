@@ -29,15 +29,16 @@ def records(strategy, n, right, scores):
 
 
 def gamed():
-    """best_of_n: accuracy 4/10, 7/10, 5/10 at N = 1, 4, 16 while the proxy rises 0.5, 0.7, 0.9; weighted rises in
-    both; majority (no reward model) and a strategy at one N only are left out."""
+    """best_of_n: accuracy 16/40, 28/40, 12/40 at N = 1, 4, 16 while the proxy rises 0.5, 0.7, 0.9 (the fall is
+    outside N=4's 95% interval, [0.546, 0.819]); weighted rises in both; majority (no reward model) and a strategy
+    at one N only are left out."""
     rows = []
-    for n, right, proxy in ((1, 4, 0.5), (4, 7, 0.7), (16, 5, 0.9)):
-        rows += records("best_of_n", n, right, [proxy] * 10)
-    for n, right, proxy in ((1, 4, 0.4), (4, 6, 0.5), (16, 8, 0.6)):
-        rows += records("weighted_best_of_n", n, right, [proxy - 0.1, proxy + 0.1] * 5)
-    rows += records("majority", 4, 6, [None] * 10) + records("majority", 16, 6, [None] * 10)
-    return rows + records("beam", 4, 5, [0.8] * 10)
+    for n, right, proxy in ((1, 16, 0.5), (4, 28, 0.7), (16, 12, 0.9)):
+        rows += records("best_of_n", n, right, [proxy] * 40)
+    for n, right, proxy in ((1, 16, 0.4), (4, 24, 0.5), (16, 32, 0.6)):
+        rows += records("weighted_best_of_n", n, right, [proxy - 0.1, proxy + 0.1] * 20)
+    rows += records("majority", 4, 24, [None] * 40) + records("majority", 16, 24, [None] * 40)
+    return rows + records("beam", 4, 20, [0.8] * 40)
 
 
 def test_the_curve_and_what_it_finds():
@@ -52,12 +53,15 @@ def test_the_curve_and_what_it_finds():
     weighted = [p["proxy"] for p in points if p["strategy"] == "weighted_best_of_n"]
     assert weighted == pytest.approx([0.4, 0.5, 0.6]), "the mean of the chosen solutions' scores"
     bon_line, weighted_line = findings(points)
-    assert bon_line.startswith("best_of_n: over-optimization: accuracy peaks at N=4 (0.700) and falls to 0.500")
-    assert "0.700 -> 0.900" in bon_line
+    assert bon_line.startswith("best_of_n: over-optimization: accuracy peaks at N=4 (0.700) and falls to 0.300")
+    assert "0.700 -> 0.900" in bon_line and bon_line.endswith("outside the peak's 95% interval")
     assert weighted_line.startswith("weighted_best_of_n: no over-optimization up to N=16")
     # accuracy falling while the proxy falls too is not the reward model being gamed
     honest = [dict(r, score=1 - r["score"]) for r in gamed() if r["strategy"] == "best_of_n"]
     assert "no over-optimization" in findings(curve(honest))[0]
+    # a fall the peak's interval holds (28/40 -> 26/40) is no clear sign
+    slight = [dict(r, correct=int(r["problem_id"][1:]) < 26) if r["n"] == 16 else r for r in gamed()]
+    assert findings(curve(slight))[0].startswith("best_of_n: no clear over-optimization: accuracy peaks at N=4")
 
 
 def test_report_writes_the_curve_beside_the_summary(tmp_path, capsys):

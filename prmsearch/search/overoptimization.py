@@ -74,21 +74,23 @@ def curve(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def findings(points: Sequence[dict[str, Any]]) -> list[str]:
-    """A line per strategy: over-optimized (accuracy peaks before the largest N and is lower there, while the
-    proxy rose from the peak on), or not, with the figures."""
+    """A line per strategy: over-optimized (accuracy peaks before the largest N and is lower there, below the
+    peak's 95% interval, while the proxy rose from the peak on), a fall within that interval (no clear sign), or
+    not, with the figures."""
     lines = []
     for strategy in dict.fromkeys(label(p) for p in points):
         ps = sorted((p for p in points if label(p) == strategy), key=lambda p: p["n"])
         peak = max(ps, key=lambda p: (p["accuracy"], -p["n"]))
         last = ps[-1]
         if peak is not last and last["accuracy"] < peak["accuracy"] and last["proxy"] > peak["proxy"]:
-            inside = last["accuracy"] >= peak["accuracy_low"]
-            lines.append(
-                f"{strategy}: over-optimization: accuracy peaks at N={peak['n']} ({peak['accuracy']:.3f}) and falls "
-                f"to {last['accuracy']:.3f} at N={last['n']} while the mean proxy score rises {peak['proxy']:.3f} -> "
-                f"{last['proxy']:.3f}"
-                + (" (the fall is within the peak's 95% interval)" if inside else " (outside the peak's 95% interval)")
+            fell = (
+                f"accuracy peaks at N={peak['n']} ({peak['accuracy']:.3f}) and falls to {last['accuracy']:.3f} at "
+                f"N={last['n']} while the mean proxy score rises {peak['proxy']:.3f} -> {last['proxy']:.3f}"
             )
+            if last["accuracy"] >= peak["accuracy_low"]:
+                lines.append(f"{strategy}: no clear over-optimization: {fell}, within the peak's 95% interval")
+            else:
+                lines.append(f"{strategy}: over-optimization: {fell}, outside the peak's 95% interval")
         else:
             lines.append(
                 f"{strategy}: no over-optimization up to N={last['n']}: accuracy {ps[0]['accuracy']:.3f} -> "
