@@ -179,6 +179,25 @@ def test_train_bt_on_trl_preference_rows_as_trls_reward_trainer_does(tmp_path, s
     assert next(h["loss"] for h in logged if "loss" in h) == pytest.approx(trl_loss, abs=1e-5)
 
 
+def built_by_prmsearch(tmp_path, kind, rows, tok_dir):
+    """`rows` written as stepwise JSONL, built by `prmsearch build KIND --source stepwise`, and prepared for
+    training on a tiny config: (the JSONL's path, the prepared run)."""
+    from conftest import TINY_SIZES
+
+    from prmsearch.data_builders.build import BuildConfig, run_build
+    from prmsearch.train.config import TrainConfig
+    from prmsearch.train.run import prepare
+
+    path = tmp_path / f"{kind}_rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / f"built_{kind}"
+    run_build(BuildConfig(target=kind, source="stepwise", input=str(path), output=str(out), tokenizer=str(tok_dir)),
+              progress=False)  # fmt: skip
+    cfg = {"model_config": {"model_type": "llama", **TINY_SIZES}, "eval_fraction": 0.0, "max_steps": 1,
+           "kind": kind, "train_data": str(out), "output_dir": str(tmp_path / f"run_{kind}")}  # fmt: skip
+    return path, prepare(TrainConfig.from_dict(cfg), progress=False)
+
+
 def test_trl_stepwise_and_unpaired_rows_train_as_built_data(tmp_path, smollm2_tokenizer):
     """A PRM trains on TRL stepwise rows (a file or a Dataset) on exactly the examples `prmsearch build prm --source
     stepwise` makes of them; an ORM on unpaired rows (completion + bool label) gets the label on every completion
@@ -186,7 +205,6 @@ def test_trl_stepwise_and_unpaired_rows_train_as_built_data(tmp_path, smollm2_to
     from conftest import TINY_SIZES
     from datasets import Dataset
 
-    from prmsearch.data_builders.build import BuildConfig, run_build
     from prmsearch.train.config import TrainConfig
     from prmsearch.train.losses import IGNORE
     from prmsearch.train.run import prepare
@@ -198,15 +216,8 @@ def test_trl_stepwise_and_unpaired_rows_train_as_built_data(tmp_path, smollm2_to
          "labels": [i % 2 == 0, i % 2 == 0]}
         for i, ((q, _, _), (a, b)) in enumerate(zip(PAIRS, SUMS, strict=True))
     ]  # fmt: skip
-    path = tmp_path / "stepwise.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    build = BuildConfig(
-        target="prm", source="stepwise", input=str(path), output=str(tmp_path / "built"), tokenizer=str(tok_dir)
-    )
-    run_build(build, progress=False)
+    path, built = built_by_prmsearch(tmp_path, "prm", rows, tok_dir)
     common = {"model_config": {"model_type": "llama", **TINY_SIZES}, "eval_fraction": 0.0, "max_steps": 1}
-    built = prepare(TrainConfig.from_dict({**common, "kind": "prm", "train_data": str(tmp_path / "built"),
-                                           "output_dir": str(tmp_path / "a")}), progress=False)  # fmt: skip
     for data in (str(path), Dataset.from_list(rows)):
         cfg = {
             **common,
@@ -236,7 +247,6 @@ def test_an_orm_trains_on_label_output_as_build_orm_makes_it(tmp_path, smollm2_t
     build orm --source stepwise` makes: each whole sampled solution with its outcome, the ungraded row left out."""
     from conftest import TINY_SIZES
 
-    from prmsearch.data_builders.build import BuildConfig, run_build
     from prmsearch.train.config import TrainConfig
     from prmsearch.train.run import prepare
 
@@ -252,15 +262,9 @@ def test_an_orm_trains_on_label_output_as_build_orm_makes_it(tmp_path, smollm2_t
              "labels": [True] * 3 if good else [False], "steps": steps,
              "step_labels": [True] * 3 if good else [False, None, None], "outcome": None if i == 3 else good}
         )  # fmt: skip
-    path = tmp_path / "labels.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    build = BuildConfig(
-        target="orm", source="stepwise", input=str(path), output=str(tmp_path / "built"), tokenizer=str(tok_dir)
-    )
-    run_build(build, progress=False)
+    path, prepared = built_by_prmsearch(tmp_path, "orm", rows, tok_dir)
+    built = prepared.train_set
     common = {"model_config": {"model_type": "llama", **TINY_SIZES}, "eval_fraction": 0.0, "max_steps": 1}
-    built = prepare(TrainConfig.from_dict({**common, "kind": "orm", "train_data": str(tmp_path / "built"),
-                                           "output_dir": str(tmp_path / "a")}), progress=False).train_set  # fmt: skip
     cfg = {
         **common,
         "kind": "orm",
