@@ -27,7 +27,10 @@ WORK = ROOT / "benchmarks" / ".cache" / "beyond_anchors"
 RESULTS = ROOT / "benchmarks" / "results" / "beyond_anchors"
 CONFIG = str(ROOT / "search" / "quickstart.yaml")
 BUDGETS = (165, 330, 660)  # mean tokens a problem the routing tables are fitted to: about N = 4, 8, 16 samples
-OPTIONS = "majority,best_of_n,weighted_best_of_n,beam,dvts,particle_filter"  # what routing chooses among
+WHOLE = "majority,best_of_n,weighted_best_of_n"  # what routing chooses among: the whole-sample strategies
+TREES = "beam,dvts,particle_filter"  # and the tree searches
+SAME_TOKENS = 1.02  # a single option at most 2% over the budget counts as spending it (beam@4: 165.2 tokens)
+PROBES = ("best_of_n@4", "best_of_n@1")  # the difficulty estimate: the PRM's mean score of 4 samples, or of 1
 
 
 def prmsearch(argv: list[str], log: list[dict[str, Any]]) -> None:
@@ -110,33 +113,44 @@ def overopt(_: argparse.Namespace) -> None:
 
 
 def route(_: argparse.Namespace) -> None:
-    """Every option at N = 4, 16 on the train split and on the test problems; a table fitted on the train split per
-    budget, followed on the test problems; routed against the best single option within its measured tokens."""
+    """Every option on the train split and on the test problems (whole-sample strategies at N = 1 ... 16, tree
+    searches at 4, 8, 16); a table fitted on the train split per budget and probe, followed on the test problems;
+    routed against the best single option at the same budget (its mean tokens within 2% of the budget or of the
+    routed run's, whichever is more; the tree searches at N = 8 fill the gap between 4 and 16)."""
     log: list[dict[str, Any]] = []
-    flags = ["--strategy", OPTIONS, "--n", "4,16"]
-    train = search(WORK / "route-train", log, "--split", "train", *flags)
-    test = search(WORK / "route-test", log, *flags)
-    singles = [r for r in summary(test) if r["accuracy"] is not None]
+    runs = {}
+    for split, folder in (("train", "route-train"), ("test", "route-test")):
+        split_flags = ["--split", "train"] if split == "train" else []
+        search(WORK / folder, log, *split_flags, "--strategy", WHOLE, "--n", "1,2,4,8,16")
+        runs[split] = search(WORK / folder, log, *split_flags, "--strategy", TREES, "--n", "4,8,16")
+    singles = [r for r in summary(runs["test"]) if r["accuracy"] is not None]
     rows = []
-    for budget in BUDGETS:
-        path = WORK / f"route-{budget}.json"
-        prmsearch(["route", "fit", "--runs", str(train), "--budget", str(budget), "--output", str(path)], log)
-        run = search(WORK / f"routed-{budget}", log, "--strategy", "routed", "--route-table", str(path))
-        (got,) = summary(run)
-        within = [r for r in singles if r["generated_tokens"] <= got["generated_tokens"]]
-        best = max(within, key=lambda r: r["accuracy"]) if within else None
-        fitted = json.loads(path.read_text())
-        rows.append({"budget": budget, "routed": got, "best_single": best, "choices": fitted["choices"],
-                     "edges": fitted["edges"], "fit": fitted["fit"]})  # fmt: skip
+    for probe in PROBES:
+        for budget in BUDGETS:
+            name = f"{budget}" if probe == "best_of_n@4" else f"{budget}-{probe.replace('@', '')}"
+            path = WORK / f"route-{name}.json"
+            prmsearch(["route", "fit", "--runs", str(runs["train"]), "--budget", str(budget), "--probe", probe,
+                       "--output", str(path)], log)  # fmt: skip
+            run = search(WORK / f"routed-{name}", log, "--strategy", "routed", "--route-table", str(path))
+            (got,) = summary(run)
+            limit = SAME_TOKENS * max(budget, got["generated_tokens"])
+            within = [r for r in singles if r["generated_tokens"] <= limit]
+            best = max(within, key=lambda r: r["accuracy"]) if within else None
+            fitted = json.loads(path.read_text())
+            rows.append({"probe": probe, "budget": budget, "routed": got, "best_single": best,
+                         "choices": fitted["choices"], "edges": fitted["edges"], "fit": fitted["fit"]})  # fmt: skip
     text = "## Routing on the quickstart test problems (tables fitted on 300 train-split problems)\n\n"
-    text += "| budget | routed accuracy | routed tokens | best single within those tokens | its accuracy | gain |\n"
-    text += "|---:|---:|---:|---|---:|---:|\n"
+    text += "| probe | budget | train fit | routed accuracy | routed tokens | best single at that budget |"
+    text += " its accuracy | gain |\n|---|---:|---:|---:|---:|---|---:|---:|\n"
     for r in rows:
         got, best = r["routed"], r["best_single"]
         name = "-" if best is None else f"{best['strategy']}@{best['n']} ({best['generated_tokens']:g} tokens)"
         acc = "-" if best is None else f"{best['accuracy']:.3f}"
         gain = "-" if best is None else f"{100 * (got['accuracy'] - best['accuracy']):+.1f}"
-        text += f"| {r['budget']} | {got['accuracy']:.3f} | {got['generated_tokens']:g} | {name} | {acc} | {gain} |\n"
+        text += (
+            f"| {r['probe']} | {r['budget']} | {r['fit']['accuracy']:.3f} | {got['accuracy']:.3f} |"
+            f" {got['generated_tokens']:g} | {name} | {acc} | {gain} |\n"
+        )
     text += "\n### The test problems, every option\n\n" + table(singles)
     save("route", text, {"rows": rows, "singles": singles, "commands": log})
 

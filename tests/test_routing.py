@@ -45,7 +45,7 @@ def test_the_fit_sends_each_difficulty_where_it_pays():
     poorer = fit_routing(training(), 1000, probe=("best_of_n", 4), bins=2)
     assert poorer.choices == [("best_of_n", 4), ("majority", 16)] and poorer.fit["accuracy"] == 0.65
     with pytest.raises(SearchError, match="cheapest costs 400.0"):
-        fit_routing(training(), 100, bins=2)
+        fit_routing(training(), 100, probe=("best_of_n", 4), bins=2)
     with pytest.raises(SearchError, match="no weighted_best_of_n@4 results"):
         fit_routing(training(), 1000, probe=("weighted_best_of_n", 4))
 
@@ -95,7 +95,20 @@ def test_route_fit_and_a_routed_search_from_the_command_line(saved, tmp_path, ca
     train.mkdir()
     (train / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in training()))
     table = tmp_path / "route.json"
-    argv = ["route", "fit", "--runs", str(train), "--budget", "1200", "--bins", "2", "--output", str(table)]
+    argv = [
+        "route",
+        "fit",
+        "--runs",
+        str(train),
+        "--budget",
+        "1200",
+        "--bins",
+        "2",
+        "--probe",
+        "best_of_n@4",
+        "--output",
+        str(table),
+    ]
     assert main(argv) == 0
     assert "best_of_n@4 (10/10 right)" in capsys.readouterr().out
     assert RoutingTable.load(table).choices == [("best_of_n", 4), ("beam", 16)]

@@ -22,7 +22,7 @@ def fit_routing(
     records: Iterable[dict[str, Any]],
     budget: float,
     *,
-    probe: tuple[str, int] = ("best_of_n", 4),
+    probe: tuple[str, int] = ("best_of_n", 1),
     bins: int = 4,
     options: Sequence[tuple[str, int]] | None = None,
 ) -> RoutingTable:
@@ -145,7 +145,7 @@ class RouteFitConfig:
 
     runs: list[str] = option([], "training-split run folders that ran every option on the same problems")
     budget: float = option(0.0, "mean generated tokens a problem the routing may spend, its probe included")
-    probe: str = option("best_of_n@4", "STRATEGY@P: the scored whole-sample run whose P samples give the difficulty")
+    probe: str = option("best_of_n@1", "STRATEGY@P: the scored whole-sample run whose P samples give the difficulty")
     bins: int = option(4, "difficulty bins, cut at quantiles of the training problems' difficulty")
     options: list[str] = option([], "STRATEGY@N choices (default: every one the runs hold)")
     output: str = option("route.json", "where the routing table is written (JSON)")
