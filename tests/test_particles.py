@@ -37,10 +37,10 @@ def test_resampling_draws_in_proportion_to_the_probabilities():
         resample(probs, 2, random.Random(0), "stratified")
 
 
-def scripted(strategy, table, **params):
+def scripted(strategy, table, policy=None, **params):
     params = {"budget": 4, "max_steps": 5, "agg": "last", "final": "best_of_n", "resampling": "systematic", **params}
     (st,) = run_search(
-        [Problem("p", "Q?")], ScriptedPolicy(depth=2), TableScorer(table), strategy, SearchParams(**params),
+        [Problem("p", "Q?")], policy or ScriptedPolicy(depth=2), TableScorer(table), strategy, SearchParams(**params),
         prompt_template="plain",
     )  # fmt: skip
     return st
@@ -51,10 +51,12 @@ def test_a_particle_is_copied_in_proportion_to_its_weight_and_each_copy_grows_it
     keeps a twice, b and c once, d never; a's two copies grow two different next steps (aa, ab), b and c one each.
     The second steps end the solution; the final population is drawn from them by their own scores."""
     table = {"a": 2 / 3, "b": 0.5, "c": 0.5, "d": 1e-9, "aa": 0.9, "ab": 0.2, "ba": 0.6, "ca": 0.6}
-    st = scripted("particle_filter", table)
+    policy = ScriptedPolicy(depth=2)
+    st = scripted("particle_filter", table, policy)
     tree = st.tree
     kids = {tree.nodes[i].text: [tree.nodes[j].text for j in tree.children.get(i, [])] for i in tree.children[0]}
     assert kids == {"a": ["aa", "ab"], "b": ["ba"], "c": ["ca"], "d": []}
+    assert policy.drawn == 8, "each particle draws as many next steps as it has copies, no more"
     assert len(st.candidates) == 4 and all(n.complete for n in st.candidates)
     assert st.chosen is not None and st.chosen.text == "aa"
     # at a high temperature the weights flatten: every first step is kept once

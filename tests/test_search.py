@@ -697,11 +697,13 @@ class ScriptedPolicy:
 
     def __init__(self, depth=3):
         self.depth = depth
+        self.drawn = 0  # samples generated, used or not
 
     def generate(self, prompts, n=1, stop=None, max_tokens=256, temperature=1.0, top_p=1.0, seed=None):
         from prmsearch.search.generators import Completion
 
         assert stop == ["\n\n"], "MCTS without rollouts asks for single steps only"
+        self.drawn += n * len(prompts)
         out = []
         for prompt in prompts:
             steps = [s for s in prompt.split("\n\n")[1:] if s]

@@ -213,22 +213,32 @@ class Search:
         **meta: Any,
     ) -> list[list[Node]]:
         """Children for every (state, node, count): new steps, or (`whole`) the rest of the solution. One
-        `generate` call for all of them. Sample j of a node always comes from seed (run seed, problem, path[, salt])
-        and index j."""
+        `generate` call for each distinct count: a call draws the same n for every prompt, and drawing the largest
+        count for all would throw most of the work away where counts vary (particle filtering's copies). Sample j of
+        a node always comes from seed (run seed, problem, path[, salt]) and index j, whatever call it is in."""
         if not requests:
             return []
         p = self.params
-        completions = self.generator.generate(
-            [self.prefix(st, node) for st, node, _ in requests],
-            n=max(c for _, _, c in requests),
-            stop=None if whole else [self.format.separator],
-            max_tokens=p.max_tokens if whole else p.max_step_tokens,
-            temperature=p.temperature if temperature is None else temperature,
-            top_p=p.top_p,
-            seed=[derive_seed(p.seed, st.problem.id, node.path, salt) for st, node, _ in requests],
-        )
-        for st in {st.uid: st for st, _, _ in requests}.values():
-            st.counts["generate_calls"] += 1
+        by_count: dict[int, list[int]] = {}
+        for i, (_, _, count) in enumerate(requests):
+            by_count.setdefault(count, []).append(i)
+        completions: list[list[Completion]] = [[] for _ in requests]
+        for count, members in sorted(by_count.items()):
+            if count < 1:
+                continue
+            drawn = self.generator.generate(
+                [self.prefix(requests[i][0], requests[i][1]) for i in members],
+                n=count,
+                stop=None if whole else [self.format.separator],
+                max_tokens=p.max_tokens if whole else p.max_step_tokens,
+                temperature=p.temperature if temperature is None else temperature,
+                top_p=p.top_p,
+                seed=[derive_seed(p.seed, requests[i][0].problem.id, requests[i][1].path, salt) for i in members],
+            )
+            for i, outs in zip(members, drawn, strict=True):
+                completions[i] = outs
+            for st in {requests[i][0].uid: requests[i][0] for i in members}.values():
+                st.counts["generate_calls"] += 1
         out = []
         for (st, node, count), outs in zip(requests, completions, strict=True):
             children = []
