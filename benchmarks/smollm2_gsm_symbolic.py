@@ -507,6 +507,7 @@ SEARCH_RUNS = [
     ("prm-weighted", "prm", "weighted_best_of_n", "1,4,16", "orm"),
     ("bt", "bt/final", "best_of_n", "1,4,16", "orm"),
     ("prm-beam", "prm", "beam", "4,16", None),
+    ("prm-particles", "prm", "particle_filter", "4", None),  # issue 33: particle filtering beside beam
     ("prm-dvts", "prm", "dvts", "16", None),
 ]
 # Tree searches stop at 12 steps, the last one writing the rest of the solution: 99% of gsm_symbolic's worked
@@ -533,7 +534,7 @@ def search(args: argparse.Namespace) -> None:
         if samples_from:
             argv += ["--samples-from", str(WORK / "search" / samples_from)]
         else:
-            argv += TREE_FLAGS if strategies in ("beam", "dvts") else []
+            argv += TREE_FLAGS if strategies in ("beam", "dvts", "particle_filter") else []
         if (out / "search_config.yaml").exists():
             argv.append("--resume")
         run(f"search-{name}", argv, VLLM_PYTHON if args.backend == "vllm" else None)
