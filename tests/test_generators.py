@@ -7,7 +7,14 @@ import sys
 
 import pytest
 
-from prmsearch.search.generators import FINISH_REASONS, Completion, Generator, GeneratorError, derive_seed
+from prmsearch.search.generators import (
+    FINISH_REASONS,
+    Completion,
+    Generator,
+    GeneratorError,
+    derive_seed,
+    encode_prompt,
+)
 
 # head_dim 64: vLLM's CPU attention takes head sizes 32, 64, 80, ... (tiny_policy's default 16 is not one of them).
 # tokens_per_step 16 makes a word likelier than the separator, so greedy decoding writes digits, not only "\n\n";
@@ -77,7 +84,7 @@ def test_protocol_shape_and_order(generator, smollm2_tokenizer):
     for prompt, row in zip(PROMPTS, out, strict=True):  # prompt order: each row carries its own prompt's length
         for c in row:
             assert isinstance(c, Completion)
-            assert c.prompt_tokens == len(smollm2_tokenizer(prompt)["input_ids"])
+            assert c.prompt_tokens == len(encode_prompt(smollm2_tokenizer, prompt))
             assert c.finish_reason in FINISH_REASONS
             assert 1 <= c.num_tokens <= 32
     assert len({c.prompt_tokens for row in out for c in row}) == len(PROMPTS)
@@ -176,6 +183,27 @@ def test_greedy(generator):
     # top_p so small that only the likeliest token is left is greedy decoding too.
     nucleus = generator.generate(PROMPTS, n=1, max_tokens=16, temperature=1.0, top_p=1e-6, seed=10)
     assert key(nucleus) == key(one)
+
+
+def test_a_prompt_ending_in_a_separator_is_read_as_it_reads_inside_a_text(generator, hf_generator, smollm2_tokenizer):
+    """A search continues a path whose text ends in the step separator. SmolLM2's tokenizer writes "\\n\\n" at the
+    end of a string as one token and before a word as two, the two a policy writes and was trained on; the policy
+    must be given those (`encode_prompt`): its greedy continuation is the one computed from them by hand."""
+    import torch
+
+    tok = smollm2_tokenizer
+    prompt = PROMPTS[1]  # "Solve 7 * 8.\n\n1 + 1 = 2\n\n"
+    inside = tok(prompt + "x")["input_ids"][:-1]
+    assert inside != tok(prompt)["input_ids"] and [tok.decode([i]) for i in inside[-2:]] == ["\n", "\n"]
+    assert encode_prompt(tok, prompt) == inside
+    assert encode_prompt(tok, "Solve 7 * 8.") == tok("Solve 7 * 8.")["input_ids"], "no trailing space: as it is"
+    assert encode_prompt(tok, "Solve 7 * 8. ") == tok("Solve 7 * 8. ")["input_ids"], "' x' would take the space"
+    ids = list(inside)
+    with torch.inference_mode():
+        for _ in range(6):
+            ids.append(int(hf_generator.model(torch.tensor([ids])).logits[0, -1].argmax()))
+    (got,) = generator.generate([prompt], n=1, max_tokens=6, temperature=0)[0]
+    assert got.token_ids == ids[len(inside) : len(inside) + got.num_tokens] and got.prompt_tokens == len(inside)
 
 
 @pytest.mark.parametrize(

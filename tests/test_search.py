@@ -26,7 +26,8 @@ from prmsearch.search import (
 from prmsearch.search.engine import Search
 from prmsearch.search.tree import Tree
 
-SMALL = {"max_steps": 5, "max_step_tokens": 20, "max_tokens": 80, "seed": 7}
+# seed 8: with 7 the tiny policy cuts or empties both first steps of two problems, which leaves MCTS nothing to search
+SMALL = {"max_steps": 5, "max_step_tokens": 20, "max_tokens": 80, "seed": 8}
 
 
 @pytest.fixture(scope="module")

@@ -81,29 +81,32 @@ def _passes(search: Search, states: list[State], passes: int) -> None:
     refs: dict[int, list[Node]] = {}  # problem -> the reference particle's lineage (particle Gibbs)
     final: dict[int, list[Node]] = {}
     for i in range(passes):
-        final = _filter(search, states, i, refs)
+        final = _filter(search, states, i, refs, hold=passes > 1)
         if i == passes - 1:
             break
         for st in states:
             pool = final[st.uid]
             probs = resampling_probs(_scores(search, st, pool), p.pf_temperature)
-            if sum(probs) == 0:  # nothing finished: keep the old reference, if any
-                search.release(st, pool)
-                continue
-            rng = random.Random(derive_seed(p.seed, st.problem.id, i, "reference"))
-            (pick,) = resample(probs, 1, rng)
-            ref = pool[pick]
-            refs[st.uid] = st.tree.lineage(ref)
-            ref.meta["reference"] = i + 1
-            search.release(st, [n for n in pool if n is not ref])  # the old reference is in the pool, last
+            if sum(probs):  # else nothing finished: the old reference, if any, stays
+                rng = random.Random(derive_seed(p.seed, st.problem.id, i, "reference"))
+                (pick,) = resample(probs, 1, rng)
+                refs[st.uid] = st.tree.lineage(pool[pick])
+                pool[pick].meta["reference"] = i + 1
+            # Only now is it known which steps the next pass grows again: the reference's, each of which the
+            # scorer must still hold (one whose only child was an empty last step would have been dropped).
+            keep = {n.id for n in refs.get(st.uid, [])}
+            search.release(st, [n for n in st.tree.nodes if n.parent is not None and n.id not in keep])
     for st in states:
         st.candidates = [n for n in final[st.uid] if n.complete]
     search.select_answer(states, p.final)
 
 
-def _filter(search: Search, states: list[State], n_pass: int, refs: dict[int, list[Node]]) -> dict[int, list[Node]]:
+def _filter(
+    search: Search, states: list[State], n_pass: int, refs: dict[int, list[Node]], hold: bool = False
+) -> dict[int, list[Node]]:
     """One pass of the filter over every problem at once; returns each problem's final population (the reference
-    last, where there is one)."""
+    last, where there is one). `hold`: release nothing (particle Gibbs releases after the pass, keeping the
+    reference it draws)."""
     p = search.params
     salt = f"pass{n_pass}" if n_pass else ""
     fresh = {st.uid: p.budget - (1 if st.uid in refs else 0) for st in states}
@@ -134,7 +137,7 @@ def _filter(search: Search, states: list[State], n_pass: int, refs: dict[int, li
             if parent.parent is not None:
                 parents.setdefault(st.uid, []).append(parent)
         for st in live:  # one release a problem: each call looks over the problem's whole tree
-            if st.uid in parents:
+            if st.uid in parents and not hold:
                 search.release(st, parents[st.uid])
         for st in live:
             pool = [n for n in population[st.uid] if not n.alive] + grown.get(st.uid, [])
@@ -147,7 +150,8 @@ def _filter(search: Search, states: list[State], n_pass: int, refs: dict[int, li
                 rng = random.Random(derive_seed(p.seed, st.problem.id, n_pass, depth, "resample"))
                 drawn = [pool[j] for j in resample(probs, fresh[st.uid], rng, p.resampling)]
             kept = {n.id for n in drawn} | ({n.id for n in ref} if ref else set())
-            search.release(st, list({n.id: n for n in pool if n.id not in kept}.values()))
+            if not hold:
+                search.release(st, list({n.id: n for n in pool if n.id not in kept}.values()))
             population[st.uid] = drawn
     out = {}
     for st in states:

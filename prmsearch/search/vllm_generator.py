@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..shipped import resolve
-from .generators import Completion, GeneratorError, Seeds, check_arguments, derive_seed, prompt_seeds
+from .generators import Completion, GeneratorError, Seeds, check_arguments, derive_seed, encode_prompt, prompt_seeds
 
 
 class VLLMGenerator:
@@ -93,7 +93,7 @@ class VLLMGenerator:
         check_arguments(prompts, n, max_tokens, temperature, top_p)
         seeds = prompt_seeds(seed, len(prompts))
         stop = [s for s in (stop or []) if s]
-        encoded = [self.tokenizer.encode(p) for p in prompts]
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         for ids in encoded:
             if not ids:
                 raise GeneratorError("a prompt tokenizes to no tokens")
