@@ -9,6 +9,7 @@ own samples labelled, reward models trained and search run, all by prmsearch's c
     python benchmarks/smollm2_gsm_symbolic.py prm; ... orm; ... bt; ... processbench
     python benchmarks/smollm2_gsm_symbolic.py search --size 200       # every run, then the report
     python benchmarks/smollm2_gsm_symbolic.py status         # what each stage did, its commands and wall times
+    python benchmarks/smollm2_gsm_symbolic.py all            # the recipe as run (RECIPE), skipping what is done
 
 Every stage writes under `benchmarks/.cache/smollm2_gsm/` (its checkpoints, run folders) and records its command
 lines, wall seconds and figures in `benchmarks/results/smollm2_gsm_symbolic/stages.json`; a killed stage run again
@@ -259,7 +260,7 @@ def sft(args: argparse.Namespace) -> None:
         trainer.processing_class.save_pretrained(final)
     note(
         f"sft-{args.method}",
-        commands=[f"python benchmarks/smollm2_gsm_symbolic.py sft {' '.join(sys.argv[2:])}"],
+        commands=[f"python benchmarks/smollm2_gsm_symbolic.py {args.line}"],
         seconds=seconds,
         steps=args.steps,
         reached=trainer.state.global_step,
@@ -340,6 +341,9 @@ def greedy(args: argparse.Namespace) -> None:
     """The policy's greedy accuracy on `--size` held-out problems, through `prmsearch search` as a user runs it."""
     policy = policy_path(args.policy)
     out = WORK / "greedy" / f"{args.policy}-{args.size}"
+    if (out / "summary.json").exists():
+        print(f"{out} is done")
+        return
     flags = ["--resume"] if (out / "results.jsonl").exists() else []
     stage = f"greedy-{args.policy}"
     run(
@@ -476,7 +480,7 @@ def train_bt(args: argparse.Namespace) -> None:
     losses = [(h["step"], round(h["loss"], 4)) for h in trainer.state.log_history if "loss" in h]
     note(
         "bt",
-        commands=[f"python benchmarks/smollm2_gsm_symbolic.py bt {' '.join(sys.argv[2:])}"],
+        commands=[f"python benchmarks/smollm2_gsm_symbolic.py {args.line}"],
         seconds=time.perf_counter() - started,
         pairs=len(pairs),
         loss=losses,
@@ -487,6 +491,10 @@ def processbench(args: argparse.Namespace) -> None:
     """The PRM's ProcessBench-style F1 on held-out labelled traces (the `label --split prm_eval` stage)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = RESULTS / "processbench.json"
+    trained = WORK / "prm" / "metrics.json"
+    if result.exists() and trained.exists() and result.stat().st_mtime > trained.stat().st_mtime:
+        print(f"{result} is newer than the PRM: done")
+        return
     run(
         "processbench",
         [
@@ -738,7 +746,35 @@ def _headline(stage: str, entry: dict[str, Any]) -> str:
     return "-"
 
 
-def main() -> None:
+# The whole benchmark as it was run, stage by stage, for `all`: each stage skips what is done and resumes what is not,
+# so one command rebuilds whatever a machine lacks (a new machine has none of WORK) and finishes an interrupted run.
+RECIPE = [
+    "sft --method full --steps 400 --bf16 --lr 1e-4",
+    "greedy --size 200",
+    "label --problems 250",
+    "label --split prm_eval --problems 40",
+    "prm",
+    "orm",
+    "bt",
+    "processbench",
+    "search --size 200 --runs orm prm-weighted bt prm-beam prm-particles",
+    "ranking",
+    "status",
+]
+
+
+def run_all(args: argparse.Namespace) -> None:
+    """Every stage of RECIPE in order (or from `--from`), each as its own command would run it."""
+    names = [line.split()[0] for line in RECIPE]
+    if args.start and args.start not in names:
+        sys.exit(f"all: --from {args.start!r} is not a stage of the recipe ({', '.join(dict.fromkeys(names))})")
+    start = names.index(args.start) if args.start else 0
+    for line in RECIPE[start:]:
+        print(f"== python benchmarks/smollm2_gsm_symbolic.py {line}", flush=True)
+        main(line.split())
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("probe", help="seconds per SFT step of each method")
@@ -801,7 +837,12 @@ def main() -> None:
     p = sub.add_parser("status", help="every stage's wall time and figure (writes stages.md)")
     p.add_argument("--json", action="store_true", help="print the whole record")
     p.set_defaults(run=status)
-    args = parser.parse_args()
+    p = sub.add_parser("all", help="every stage of the recipe in order, each skipping what is done (resumable)")
+    p.add_argument("--from", dest="start", default="", help="begin at this stage (e.g. search)")
+    p.set_defaults(run=run_all)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.line = shlex.join(argv)
     args.run(args)
 
 
