@@ -509,11 +509,13 @@ def processbench(args: argparse.Namespace) -> None:
 # ---- stage: search --------------------------------------------------------------------------------------------
 
 # (run folder, reward model, strategies, N, --samples-from): one set of 16 samples a problem serves majority,
-# best-of-N (ORM, BT) and weighted best-of-N (PRM); beam and DVTS draw their own.
+# best-of-N (ORM, BT) and weighted best-of-N (PRM); beam and DVTS draw their own. The PRM's run draws them, so the
+# PRM's rows need no ORM (sample j of a problem is fixed by the problem, the seed and j: whichever run draws them,
+# they are the same samples).
 SEARCH_RUNS = [
-    ("orm", "orm", "greedy,majority,best_of_n", "1,4,16", None),
-    ("prm-weighted", "prm", "weighted_best_of_n", "1,4,16", "orm"),
-    ("bt", "bt/final", "best_of_n", "1,4,16", "orm"),
+    ("prm-weighted", "prm", "weighted_best_of_n", "1,4,16", None),
+    ("orm", "orm", "greedy,majority,best_of_n", "1,4,16", "prm-weighted"),
+    ("bt", "bt/final", "best_of_n", "1,4,16", "prm-weighted"),
     ("prm-beam", "prm", "beam", "4,16", None),
     ("prm-particles", "prm", "particle_filter", "4", None),  # issue 33: particle filtering beside beam
     ("prm-dvts", "prm", "dvts", "16", None),
@@ -564,7 +566,11 @@ def ranking(args: argparse.Namespace) -> None:
     found: dict[str, dict[str, Any]] = {}
     grades: dict[tuple[str, str], bool] = {}
     for folder, strategy, name in RANKED:
-        trees = [json.loads(line) for line in (WORK / "search" / folder / "trees.jsonl").open()]
+        path = WORK / "search" / folder / "trees.jsonl"
+        if not path.exists():
+            print(f"ranking: skipping {name}: {path} does not exist (its search run has not run)")
+            continue
+        trees = [json.loads(line) for line in path.open()]
         samples = {
             t["problem_id"]: [(n["text"], n["score"]) for n in t["nodes"] if n["parent"] is not None]
             for t in trees
@@ -576,7 +582,8 @@ def ranking(args: argparse.Namespace) -> None:
         grades.update({key: bool(g.correct) for key, g in zip(todo, got, strict=True)})
         found[name] = _ranked(samples, grades)
     found["arithmetic check (reference, not a reward model)"] = _ranked(_arithmetic_scores(samples), grades)
-    note("ranking", problems=args.size, scorers=found)
+    kept = load_record().get("ranking", {}).get("scorers", {})  # a scorer whose run is absent keeps its figures
+    note("ranking", problems=args.size, scorers={**kept, **found})
     print(json.dumps(found, indent=1))
 
 
@@ -754,10 +761,11 @@ RECIPE = [
     "label --problems 250",
     "label --split prm_eval --problems 40",
     "prm",
+    "processbench",
+    "search --size 200 --runs prm-weighted prm-beam prm-particles",
     "orm",
     "bt",
-    "processbench",
-    "search --size 200 --runs orm prm-weighted bt prm-beam prm-particles",
+    "search --size 200 --runs orm bt",
     "ranking",
     "status",
 ]
