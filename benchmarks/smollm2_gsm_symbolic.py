@@ -757,15 +757,15 @@ def _headline(stage: str, entry: dict[str, Any]) -> str:
 # so one command rebuilds whatever a machine lacks (a new machine has none of WORK) and finishes an interrupted run.
 RECIPE = [
     "sft --method full --steps 400 --bf16 --lr 1e-4",
-    "greedy --size 200",
     "label --problems 250",
     "label --split prm_eval --problems 40",
     "prm",
     "processbench",
-    "search --size 200 --runs prm-weighted prm-beam prm-particles",
+    "search --size 200 --runs prm-weighted prm-beam",
+    "greedy --size 200",
     "orm",
     "bt",
-    "search --size 200 --runs orm bt",
+    "search --size 200 --runs orm bt prm-particles",
     "ranking",
     "status",
 ]
