@@ -707,7 +707,12 @@ def status(args: argparse.Namespace) -> None:
     for stage, entry in record.items():
         lines.append(f"| {stage} | {entry.get('seconds', '-')} | {_headline(stage, entry)} |")
     total = sum(e.get("seconds", 0.0) for e in record.values())
-    lines.append(f"\nTotal recorded: {total:,.0f} s ({total / 3600:.1f} h).\n\nCommands, stage by stage:\n")
+    current = sum(e.get("seconds", 0.0) for stage, e in record.items() if "(" not in stage)
+    lines.append(
+        f"\nTotal recorded: {total:,.0f} s ({total / 3600:.1f} h); the stages as they stand (names without a"
+        f" parenthesis: the build and its explorations, not the runs redone since): {current:,.0f} s"
+        f" ({current / 3600:.1f} h).\n\nCommands, stage by stage:\n"
+    )
     here = f"{ROOT}/"  # commands read from the repository's root, as a user runs them
     lines += [f"- {stage}: `{c.replace(here, '')}`" for stage, e in record.items() for c in e.get("commands", [])]
     text = "\n".join(lines) + "\n"
